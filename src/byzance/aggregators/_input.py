@@ -1,0 +1,130 @@
+"""Boundary checks shared by every rule: conversion, shapes, f, non-finite rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from byzance.errors import InvalidFError, NonFiniteInputError, ShapeError
+
+GradsLike = torch.Tensor | np.ndarray | Sequence[Any]
+
+
+def as_matrix(grads: GradsLike, who: str) -> torch.Tensor:
+    """Convert ``grads`` once into a floating tensor of shape (n, d).
+
+    Accepts a tensor or numpy array of shape (n, d), or a sequence of n
+    same-shaped tensors/arrays (each flattened to d coordinates). Integer and
+    boolean inputs become the default float dtype; float dtypes are kept.
+    """
+    if isinstance(grads, torch.Tensor):
+        x = grads
+    elif isinstance(grads, np.ndarray):
+        x = torch.from_numpy(grads)
+    elif isinstance(grads, Sequence) and not isinstance(grads, str | bytes):
+        x = _stack_sequence(grads, who)
+    else:
+        raise ShapeError(
+            f"{who}: grads must be a tensor or array of shape (n, d) or a list of n "
+            f"same-shaped vectors; got {type(grads).__name__}."
+        )
+    if x.ndim != 2:
+        hint = (
+            " A single vector is one participant: stack the n vectors into (n, d), "
+            "e.g. torch.stack(vectors)."
+            if x.ndim == 1
+            else " Flatten each participant's tensor: grads.reshape(n, -1)."
+            if x.ndim > 2
+            else ""
+        )
+        raise ShapeError(
+            f"{who}: grads must be 2-D of shape (n, d), one row per participant; "
+            f"got {x.ndim}-D of shape {tuple(x.shape)}.{hint}"
+        )
+    n, d = x.shape
+    if n == 0 or d == 0:
+        raise ShapeError(
+            f"{who}: grads is empty (shape {tuple(x.shape)}); it needs at least one "
+            "participant (n >= 1) and one coordinate (d >= 1)."
+        )
+    if not x.is_floating_point():
+        if x.is_complex():
+            raise ShapeError(f"{who}: complex inputs are not supported (dtype {x.dtype}).")
+        x = x.to(torch.get_default_dtype())
+    return x
+
+
+def _stack_sequence(grads: Sequence[Any], who: str) -> torch.Tensor:
+    if len(grads) == 0:
+        raise ShapeError(f"{who}: grads is an empty list; it needs at least one vector.")
+    first = grads[0]
+    if not isinstance(first, torch.Tensor | np.ndarray | Sequence):
+        # A flat list of numbers is a single vector, which is a shape error below.
+        return torch.as_tensor(grads)
+    tensors = [v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v)) for v in grads]
+    shape0 = tensors[0].shape
+    for i, t in enumerate(tensors):
+        if t.shape != shape0:
+            raise ShapeError(
+                f"{who}: vector {i} has shape {tuple(t.shape)} but vector 0 has shape "
+                f"{tuple(shape0)}; every participant must send the same number of coordinates."
+            )
+    return torch.stack([t.reshape(-1) for t in tensors])
+
+
+def check_f(f: Any, who: str) -> int:
+    """Return ``f`` as an int, rejecting negatives and non-integers."""
+    if isinstance(f, bool) or not isinstance(f, int | np.integer):
+        raise InvalidFError(
+            f"{who}: f (number of Byzantine inputs tolerated) must be a non-negative "
+            f"integer; got {f!r} of type {type(f).__name__}."
+        )
+    if f < 0:
+        raise InvalidFError(
+            f"{who}: f (number of Byzantine inputs tolerated) must be >= 0; got f={f}. "
+            "Use f=0 when every participant is trusted."
+        )
+    return int(f)
+
+
+def finite_rows(x: torch.Tensor) -> torch.Tensor:
+    """Boolean mask of shape (n,): rows of ``x`` (n, d) holding no NaN or inf.
+
+    One pass: a row sum accumulated in float64 is non-finite whenever the row
+    holds a NaN or inf; only rows whose sum overflows are checked element-wise.
+    """
+    acc = torch.float64 if x.dtype != torch.float64 else x.dtype
+    suspect = ~torch.isfinite(x.sum(dim=1, dtype=acc))
+    if not bool(suspect.any()):
+        return ~suspect
+    mask = ~suspect
+    idx = suspect.nonzero().flatten()
+    mask[idx] = torch.isfinite(x[idx]).all(dim=1)
+    return mask
+
+
+def drop_nonfinite(
+    x: torch.Tensor, f: int, who: str
+) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+    """Drop the rows of ``x`` (n, d) that hold NaN/inf, counting them among the f faulty.
+
+    Returns ``(kept, f_left, mask)``: ``kept`` of shape (n - dropped, d),
+    ``f_left = f - dropped`` and ``mask`` (n,) of the kept rows, or None when
+    every row was kept. Raises when more rows than ``f`` are non-finite.
+    """
+    mask = finite_rows(x)
+    dropped = int(x.shape[0] - int(mask.sum()))
+    if dropped == 0:
+        return x, f, None
+    if dropped > f:
+        bad = (~mask).nonzero().flatten().tolist()
+        raise NonFiniteInputError(
+            f"{who}: {dropped} of {x.shape[0]} inputs hold NaN or inf (rows {bad[:10]}"
+            f"{'...' if len(bad) > 10 else ''}) but only f={f} faulty inputs are tolerated. "
+            f"A non-finite vector is known to be faulty and is dropped; raise f to at least "
+            f"{dropped} (with enough inputs for the rule) or find why those participants fail."
+        )
+    return x[mask], f - dropped, mask

@@ -1,0 +1,302 @@
+"""Rule objects, their n/f requirements, composition and the name registry.
+
+A :class:`Rule` wraps a pure implementation ``impl(x, f, **params)`` that may
+assume a validated input: ``x`` a finite floating tensor of shape (n, d) and
+``f`` an int the rule tolerates at that n. The wrapper does the boundary work
+once for every rule: conversion, shape checks, dropping non-finite rows
+(each one counts as one of the f faulty inputs), the n/f requirement and
+unknown parameter names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from byzance.aggregators._input import GradsLike, as_matrix, check_f, drop_nonfinite
+from byzance.errors import InvalidParameterError, ToleranceError, UnknownNameError
+
+Kind = Literal["aggregator", "preaggregator"]
+Impl = Callable[..., torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A linear requirement ``n >= a * f + b`` on the number of inputs n."""
+
+    a: int
+    b: int
+
+    def min_n(self, f: int) -> int:
+        """Smallest number of inputs that tolerates ``f`` Byzantine ones."""
+        return self.a * f + self.b
+
+    def max_f(self, n: int) -> int:
+        """Largest f tolerated with ``n`` inputs (-1 when none is)."""
+        if self.a == 0:
+            return n if n >= self.b else -1
+        return (n - self.b) // self.a if n >= self.b else -1
+
+    def __str__(self) -> str:
+        if self.a == 0:
+            return f"n >= {self.b}"
+        af = "f" if self.a == 1 else f"{self.a}f"
+        return f"n >= {af} + {self.b}" if self.b else f"n >= {af}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A robust aggregation rule (n, d) -> (d,) or a pre-aggregator (n, d) -> (m, d).
+
+    Call it as ``rule(grads, f, **params)``. ``grads`` is a tensor of shape
+    (n, d), a numpy array, or a list of n same-shaped vectors; the result is on
+    the input's device and dtype (integers become the default float dtype) and
+    carries no autograd graph.
+    """
+
+    name: str
+    impl: Impl = field(repr=False)
+    requirement: Requirement
+    paper: str
+    summary: str
+    kind: Kind = "aggregator"
+    robust: bool = True
+    defaults: dict[str, Any] = field(default_factory=dict)
+    row_params: tuple[str, ...] = ()
+    out_count: Callable[[int, int, dict[str, Any]], int] | None = field(default=None, repr=False)
+
+    def __call__(self, grads: GradsLike, f: int, **params: Any) -> torch.Tensor:
+        who = self.name
+        f = check_f(f, who)
+        x = as_matrix(grads, who)
+        params = self._merge(params)
+        n = x.shape[0]
+        x, f, kept = drop_nonfinite(x, f, who)
+        if kept is not None:
+            params = _keep_rows(params, self.row_params, kept, n, who)
+        self.check(x.shape[0], f, dropped=n - x.shape[0], params=params)
+        with torch.no_grad():
+            return self.impl(x, f, **params)
+
+    @property
+    def doc(self) -> str:
+        """The implementation's docstring: definition, paper, shapes."""
+        return inspect.getdoc(self.impl) or ""
+
+    # -- metadata -------------------------------------------------------------
+    def min_n(self, f: int) -> int:
+        """Smallest n this rule accepts with ``f`` Byzantine inputs."""
+        return self.requirement.min_n(f)
+
+    def output_count(self, n: int, f: int, **params: Any) -> int:
+        """Rows a pre-aggregator returns for n inputs (1 for an aggregator)."""
+        if self.kind == "aggregator":
+            return 1
+        merged = self._merge(params)
+        return self.out_count(n, f, merged) if self.out_count else n
+
+    def check(
+        self, n: int, f: int, *, dropped: int = 0, params: dict[str, Any] | None = None
+    ) -> None:
+        """Raise :class:`ToleranceError` unless this rule tolerates f of n inputs."""
+        need = self.requirement.min_n(f)
+        if n >= need:
+            return
+        after = (
+            f" (after dropping {dropped} non-finite input{'s' if dropped > 1 else ''}, "
+            "each counted as one of the faulty ones)"
+            if dropped
+            else ""
+        )
+        max_f = self.requirement.max_f(n)
+        lower = f", lower f to {max_f}" if max_f >= 0 else ""
+        weaker = (
+            ", or choose a rule with a weaker requirement (median and trimmed_mean "
+            "need n >= 2f + 1)"
+            if self.requirement.min_n(f) > 2 * f + 1
+            else ""
+        )
+        raise ToleranceError(
+            f"{self.name} requires {self.requirement} to tolerate f Byzantine inputs: "
+            f"f={f} needs at least n={need} inputs, got n={n}{after}. "
+            f"Use at least {need} inputs{lower}{weaker}."
+        )
+
+    def partial(self, **params: Any) -> Rule:
+        """The same rule with new default parameters (validated now)."""
+        return _replace(self, defaults=self._merge(params))
+
+    def _merge(self, params: dict[str, Any]) -> dict[str, Any]:
+        accepted = _parameter_names(self.impl)
+        unknown = sorted(set(params) - accepted)
+        if unknown:
+            raise InvalidParameterError(
+                f"{self.name} has no parameter {', '.join(map(repr, unknown))}; "
+                f"it accepts: {', '.join(sorted(accepted)) or 'no parameters'}."
+            )
+        return {**self.defaults, **params}
+
+
+def _keep_rows(
+    params: dict[str, Any], row_params: tuple[str, ...], kept: torch.Tensor, n: int, who: str
+) -> dict[str, Any]:
+    """Drop, from per-row parameters (e.g. weights), the entries of dropped rows."""
+    out = dict(params)
+    for name in row_params:
+        value = out.get(name)
+        if value is None:
+            continue
+        value = torch.as_tensor(value)
+        if value.shape[:1] != (n,):
+            raise InvalidParameterError(
+                f"{who}: {name} must have one entry per input (shape ({n},)); "
+                f"got shape {tuple(value.shape)}."
+            )
+        out[name] = value[kept.to(value.device)]
+    return out
+
+
+def _replace(rule: Rule, **changes: Any) -> Rule:
+    from dataclasses import replace
+
+    return replace(rule, **changes)
+
+
+def _parameter_names(impl: Impl) -> set[str]:
+    sig = inspect.signature(impl)
+    return {
+        p.name
+        for p in list(sig.parameters.values())[2:]
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+    }
+
+
+@dataclass(frozen=True)
+class Pipeline(Rule):
+    """Pre-aggregators followed by an aggregation rule, itself a rule (n, d) -> (d,).
+
+    Every stage sees the same f; a stage's requirement is checked at the number
+    of rows it receives (bucketing, for instance, leaves ceil(n / s) rows).
+    """
+
+    stages: tuple[Rule, ...] = ()
+
+    def __call__(self, grads: GradsLike, f: int, **params: Any) -> torch.Tensor:
+        if params:
+            raise InvalidParameterError(
+                f"{self.name}: give each stage its parameters with "
+                "get(name).partial(...) before composing; the pipeline takes none."
+            )
+        f = check_f(f, self.name)
+        x = as_matrix(grads, self.name)
+        n = x.shape[0]
+        x, f, _ = drop_nonfinite(x, f, self.name)
+        self.check(x.shape[0], f, dropped=n - x.shape[0])
+        with torch.no_grad():
+            for stage in self.stages:
+                x = stage.impl(x, f, **stage.defaults)
+        return x
+
+    def min_n(self, f: int) -> int:
+        n = 1
+        while True:  # stages only shrink n, so the smallest feasible n is found by search
+            try:
+                self.check(n, f)
+                return n
+            except ToleranceError:
+                n += 1
+                if n > 10_000_000:
+                    raise
+
+    def check(
+        self, n: int, f: int, *, dropped: int = 0, params: dict[str, Any] | None = None
+    ) -> None:
+        m = n
+        for stage in self.stages:
+            try:
+                stage.check(m, f, dropped=dropped)
+            except ToleranceError as err:
+                where = "" if m == n else f" (it receives {m} rows from the stages before it)"
+                raise ToleranceError(f"in pipeline {self.name}{where}: {err}") from None
+            m = stage.output_count(m, f)
+
+
+_REGISTRY: dict[str, Rule] = {}
+
+
+def register(rule: Rule) -> Rule:
+    """Add ``rule`` to the registry under ``rule.name`` and return it."""
+    if rule.name in _REGISTRY:
+        raise ValueError(f"a rule named {rule.name!r} is already registered")
+    _REGISTRY[rule.name] = rule
+    return rule
+
+
+def names(kind: Kind | None = None) -> list[str]:
+    """Registered names, sorted; ``kind`` keeps only aggregators or pre-aggregators."""
+    return sorted(n for n, r in _REGISTRY.items() if kind is None or r.kind == kind)
+
+
+def get(name: str | Rule, **params: Any) -> Rule:
+    """The rule registered under ``name``, with ``params`` bound as defaults.
+
+    ``"nnm>trimmed_mean"`` names a pipeline: pre-aggregators, then a rule.
+    """
+    if isinstance(name, Rule):
+        return name.partial(**params) if params else name
+    if ">" in name:
+        if params:
+            raise InvalidParameterError(
+                f"{name!r}: bind parameters per stage with compose(get(a, ...), get(b, ...))."
+            )
+        return compose(*(get(part.strip()) for part in name.split(">")))
+    try:
+        rule = _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise UnknownNameError(
+            f"no aggregation rule named {name!r}.{hint} Known: {', '.join(names())}."
+        ) from None
+    return rule.partial(**params) if params else rule
+
+
+def compose(*stages: str | Rule) -> Pipeline:
+    """Chain pre-aggregators and a final aggregation rule into one rule.
+
+    Example: ``compose("nnm", "trimmed_mean")(grads, f=2)`` has shape (d,).
+    """
+    rules = tuple(get(s) for s in stages)
+    if not rules:
+        raise InvalidParameterError("compose needs at least one rule.")
+    *pre, last = rules
+    for r in pre:
+        if r.kind != "preaggregator":
+            raise InvalidParameterError(
+                f"compose: {r.name} is an aggregation rule (n, d) -> (d,); only "
+                f"pre-aggregators ({', '.join(names('preaggregator'))}) may come before the last stage."
+            )
+    if last.kind != "aggregator":
+        raise InvalidParameterError(
+            f"compose: the last stage must be an aggregation rule, not the "
+            f"pre-aggregator {last.name}."
+        )
+    return Pipeline(
+        name=">".join(r.name for r in rules),
+        impl=last.impl,
+        requirement=last.requirement,
+        paper="; ".join(dict.fromkeys(r.paper for r in rules)),
+        summary=" then ".join(r.name for r in rules),
+        robust=all(r.robust for r in rules),
+        stages=rules,
+    )
+
+
+def rules(kind: Kind | None = None) -> Iterable[Rule]:
+    """The registered rules, in name order."""
+    return (_REGISTRY[n] for n in names(kind))

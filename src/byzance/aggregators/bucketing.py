@@ -1,0 +1,64 @@
+"""Bucketing, a pre-aggregator against heterogeneity attacks."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from byzance.aggregators._registry import Requirement, Rule, register
+from byzance.errors import InvalidParameterError
+
+
+def _bucketing(
+    x: torch.Tensor,
+    f: int,
+    *,
+    s: int = 2,
+    generator: torch.Generator | None = None,
+    seed: int | None = None,
+) -> torch.Tensor:
+    """Shuffle the inputs into ceil(n / s) buckets of s (the last may be smaller), average each.
+
+    Karimireddy, He, Jaggi, "Byzantine-Robust Learning on Heterogeneous
+    Datasets via Bucketing", ICLR 2022. The permutation is drawn from
+    ``generator`` (or a fresh generator seeded with ``seed``; else torch's
+    global generator), on the CPU so that runs repeat across devices. The
+    next rule keeps the same f (each Byzantine input spoils at most one bucket).
+
+    Args:
+        x: inputs, shape (n, d).
+        f: Byzantine inputs tolerated (passed on unchanged).
+        s: bucket size >= 1.
+        generator: source of the random permutation.
+        seed: seed for a fresh generator, when no generator is given.
+
+    Returns:
+        Shape (ceil(n / s), d).
+    """
+    if s < 1:
+        raise InvalidParameterError(f"bucketing: bucket size s must be >= 1; got s={s}.")
+    n = x.shape[0]
+    if generator is None and seed is not None:
+        generator = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(n, generator=generator).to(x.device)
+    m = math.ceil(n / s)
+    bucket = torch.arange(n, device=x.device) // s
+    sizes = torch.bincount(bucket, minlength=m).to(x.dtype)
+    mixing = torch.zeros(m, n, dtype=x.dtype, device=x.device)
+    mixing[bucket, perm] = 1.0 / sizes[bucket]
+    return mixing @ x
+
+
+bucketing = register(
+    Rule(
+        name="bucketing",
+        impl=_bucketing,
+        requirement=Requirement(0, 1),
+        paper="Karimireddy, He, Jaggi, Byzantine-Robust Learning on Heterogeneous Datasets "
+        "via Bucketing, ICLR 2022",
+        summary="random buckets of s inputs, averaged",
+        kind="preaggregator",
+        out_count=lambda n, f, params: math.ceil(n / params.get("s", 2)),
+    )
+)

@@ -1,0 +1,79 @@
+"""Bulyan, a meta-rule over any selection rule."""
+
+from __future__ import annotations
+
+import torch
+
+from byzance.aggregators._order import coordinate_mean_around_median
+from byzance.aggregators._pairwise import sq_distances
+from byzance.aggregators._registry import Requirement, Rule, get, register
+from byzance.aggregators.krum import krum_scores
+from byzance.errors import InvalidParameterError
+
+
+def bulyan_selection(x: torch.Tensor, f: int, selection: str | Rule = "krum") -> torch.Tensor:
+    """Indices (theta,), theta = n - 2f, chosen by applying ``selection`` repeatedly.
+
+    Each round applies the rule to the inputs not yet chosen and moves the
+    input closest to its output (Krum's output is an input) to the chosen set.
+    Krum reuses one distance matrix across rounds; in the last rounds fewer
+    than 2f + 3 inputs remain and its neighbour count n - f - 2 is floored at
+    one, as the paper's recursion leaves it undefined there.
+    """
+    n = x.shape[0]
+    theta = n - 2 * f
+    rule = get(selection)
+    if rule.kind != "aggregator" or rule.name == "bulyan":
+        raise InvalidParameterError(
+            f"bulyan: the selection rule must be an aggregation rule other than bulyan; got {rule.name}."
+        )
+    remaining = list(range(n))
+    chosen: list[int] = []
+    if rule.name == "krum" and not rule.defaults:
+        dist = sq_distances(x)
+        for _ in range(theta):
+            idx = torch.tensor(remaining, device=x.device)
+            scores = krum_scores(dist[idx][:, idx], f)
+            chosen.append(remaining.pop(int(torch.argmin(scores))))
+        return torch.tensor(chosen, device=x.device)
+    for _ in range(theta):
+        rest = x[remaining]
+        out = rule.impl(rest, f, **rule.defaults)
+        nearest = int(torch.argmin(torch.linalg.vector_norm(rest - out, dim=1)))
+        chosen.append(remaining.pop(nearest))
+    return torch.tensor(chosen, device=x.device)
+
+
+def _bulyan(x: torch.Tensor, f: int, *, selection: str | Rule = "krum") -> torch.Tensor:
+    """Bulyan over a selection rule (Krum by default).
+
+    El Mhamdi, Guerraoui, Rouault, "The Hidden Vulnerability of Distributed
+    Learning in Byzantium", ICML 2018. Phase 1: select theta = n - 2f inputs by
+    applying the selection rule repeatedly (see :func:`bulyan_selection`).
+    Phase 2: coordinate-wise, average the beta = theta - 2f selected values
+    closest to the coordinate's median. Any registered aggregation rule can
+    select (the input nearest to its output is taken).
+
+    Args:
+        x: inputs, shape (n, d).
+        f: Byzantine inputs tolerated; requires n >= 4f + 3.
+        selection: name (or Rule) of the selection rule.
+
+    Returns:
+        Shape (d,).
+    """
+    theta = x.shape[0] - 2 * f
+    chosen = bulyan_selection(x, f, selection)
+    return coordinate_mean_around_median(x[chosen], theta - 2 * f)
+
+
+bulyan = register(
+    Rule(
+        name="bulyan",
+        impl=_bulyan,
+        requirement=Requirement(4, 3),
+        paper="El Mhamdi, Guerraoui, Rouault, The Hidden Vulnerability of Distributed "
+        "Learning in Byzantium, ICML 2018",
+        summary="repeated selection (Krum), then the mean around the coordinate-wise median",
+    )
+)

@@ -1,0 +1,79 @@
+"""Centered clipping, the stateful rule that learns from history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from byzance.aggregators._registry import Requirement, Rule, register
+from byzance.errors import InvalidParameterError
+
+
+def _centered_clipping(
+    x: torch.Tensor,
+    f: int,
+    *,
+    center: torch.Tensor | None = None,
+    tau: float = 10.0,
+    iterations: int = 1,
+) -> torch.Tensor:
+    """Iterate v <- v + (1/n) sum_i clip(x_i - v, tau) from ``center``.
+
+    clip(u, tau) = u * min(1, tau / |u|). Karimireddy, He, Jaggi, "Learning
+    from History for Byzantine Robust Optimization", ICML 2021. The state is
+    explicit: the result is the next call's ``center`` (the paper starts from
+    the previous aggregate, of momentum vectors); with no center the
+    iterations start from zero.
+
+    Args:
+        x: inputs, shape (n, d).
+        f: Byzantine inputs tolerated; requires n >= 2f + 1.
+        center: starting point v_0, shape (d,), usually the previous output.
+        tau: clipping radius, > 0.
+        iterations: number of clipping iterations L >= 1 (the paper uses 1
+            with momentum, more without).
+
+    Returns:
+        Shape (d,): the new state v_L.
+    """
+    if tau <= 0 or iterations < 1:
+        raise InvalidParameterError(
+            f"centered_clipping: need tau > 0 and iterations >= 1; got tau={tau}, "
+            f"iterations={iterations}."
+        )
+    n = x.shape[0]
+    v = _check_center(center, x)
+    for _ in range(iterations):
+        radius = torch.linalg.vector_norm(x - v, dim=1)
+        scale = torch.clamp(tau / radius.clamp(min=torch.finfo(x.dtype).tiny), max=1.0)
+        v = v + (scale @ x - scale.sum() * v) / n
+    return v
+
+
+def _check_center(center: Any, x: torch.Tensor) -> torch.Tensor:
+    if center is None:
+        return torch.zeros(x.shape[1], dtype=x.dtype, device=x.device)
+    v = torch.as_tensor(center).to(device=x.device, dtype=x.dtype)
+    if v.shape != x.shape[1:]:
+        raise InvalidParameterError(
+            f"centered_clipping: center must have shape ({x.shape[1]},) like each input; "
+            f"got {tuple(v.shape)}."
+        )
+    if not bool(torch.isfinite(v).all()):
+        raise InvalidParameterError(
+            "centered_clipping: center holds NaN or inf; restart from None (zeros)."
+        )
+    return v
+
+
+centered_clipping = register(
+    Rule(
+        name="centered_clipping",
+        impl=_centered_clipping,
+        requirement=Requirement(2, 1),
+        paper="Karimireddy, He, Jaggi, Learning from History for Byzantine Robust "
+        "Optimization, ICML 2021",
+        summary="clipped steps from the previous aggregate; stateful, state passed explicitly",
+    )
+)

@@ -1,0 +1,81 @@
+"""Norm clipping: static (a fixed threshold) and adaptive (ARC)."""
+
+from __future__ import annotations
+
+import torch
+
+from byzance.aggregators._registry import Requirement, Rule, register
+from byzance.errors import InvalidParameterError
+
+
+def clip_rows(x: torch.Tensor, threshold: torch.Tensor | float) -> torch.Tensor:
+    """Scale each row of ``x`` (n, d) to norm at most ``threshold``; shape (n, d)."""
+    norms = torch.linalg.vector_norm(x, dim=1)
+    scale = torch.clamp(threshold / norms.clamp(min=torch.finfo(x.dtype).tiny), max=1.0)
+    return x * scale[:, None]
+
+
+def _clipping(x: torch.Tensor, f: int, *, c: float = 1.0) -> torch.Tensor:
+    """Static clipping: x_i <- x_i * min(1, c / |x_i|).
+
+    The static pre-aggregation clipping studied by Allouah et al., "Adaptive
+    Gradient Clipping for Robust Federated Learning", ICLR 2025, as the
+    baseline of ARC.
+
+    Args:
+        x: inputs, shape (n, d).
+        f: Byzantine inputs tolerated (passed on unchanged).
+        c: norm threshold, > 0.
+
+    Returns:
+        Shape (n, d).
+    """
+    if not c > 0:
+        raise InvalidParameterError(f"clipping: threshold c must be > 0; got c={c}.")
+    return clip_rows(x, c)
+
+
+def _arc(x: torch.Tensor, f: int) -> torch.Tensor:
+    """Adaptive robust clipping: clip the k largest inputs to the (k+1)-th largest norm.
+
+    k = floor(2 (f / n) (n - f)). Allouah, Guerraoui, Gupta, Jellouli, Rizk,
+    Stephan, "Adaptive Gradient Clipping for Robust Federated Learning", ICLR
+    2025 (arXiv 2405.14432).
+
+    Args:
+        x: inputs, shape (n, d).
+        f: Byzantine inputs tolerated; requires n >= 2f + 1.
+
+    Returns:
+        Shape (n, d).
+    """
+    n = x.shape[0]
+    k = (2 * f * (n - f)) // n
+    if k == 0:
+        return x.clone()
+    norms = torch.linalg.vector_norm(x, dim=1)
+    threshold = torch.sort(norms, descending=True).values[k]
+    return clip_rows(x, threshold)
+
+
+clipping = register(
+    Rule(
+        name="clipping",
+        impl=_clipping,
+        requirement=Requirement(0, 1),
+        paper="Static norm clipping, as in Allouah et al., Adaptive Gradient Clipping for "
+        "Robust Federated Learning, ICLR 2025",
+        summary="each input scaled to norm at most c",
+        kind="preaggregator",
+    )
+)
+arc = register(
+    Rule(
+        name="arc",
+        impl=_arc,
+        requirement=Requirement(2, 1),
+        paper="Allouah et al., Adaptive Gradient Clipping for Robust Federated Learning, ICLR 2025",
+        summary="the k = floor(2f(n-f)/n) largest inputs clipped to the next largest norm",
+        kind="preaggregator",
+    )
+)

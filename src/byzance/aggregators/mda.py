@@ -1,0 +1,73 @@
+"""Minimum-diameter averaging (MDA)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+
+from byzance.aggregators._pairwise import sq_distances
+from byzance.aggregators._registry import Requirement, Rule, register
+from byzance.errors import IntractableError
+
+# Masks of this many subsets, each (n, n), are examined at once.
+_BATCH_ELEMENTS = 1 << 22
+
+
+def _mda(x: torch.Tensor, f: int, *, max_subsets: int = 2_000_000) -> torch.Tensor:
+    """Average of the n - f inputs whose subset has the smallest diameter.
+
+    diameter(S) = max over i, j in S of |x_i - x_j|. Exact: every subset of
+    size n - f is examined (C(n, f) of them); ties go to the first in
+    lexicographic order of the removed inputs. El Mhamdi, Guerraoui, Rouault,
+    "Distributed Momentum for Byzantine-resilient Stochastic Gradient Descent",
+    ICLR 2021 (MDA, after Rousseeuw's minimum volume estimators, 1985).
+
+    Args:
+        x: inputs, shape (n, d).
+        f: Byzantine inputs tolerated; requires n >= 2f + 1.
+        max_subsets: refuse (IntractableError) above this many subsets.
+
+    Returns:
+        Shape (d,).
+    """
+    n = x.shape[0]
+    count = math.comb(n, f)
+    if count > max_subsets:
+        raise IntractableError(
+            f"mda: exact minimum-diameter averaging must examine C({n}, {f}) = {count:,} "
+            f"subsets, above max_subsets={max_subsets:,}. Use a smaller f, raise "
+            "max_subsets if you can wait, or use multi_krum or meamed, which scale to large n."
+        )
+    dist = sq_distances(x)
+    batch = max(1, _BATCH_ELEMENTS // (n * n))
+    best_diameter = float("inf")
+    best_removed: tuple[int, ...] = ()
+    removals = itertools.combinations(range(n), f)
+    while chunk := list(itertools.islice(removals, batch)):
+        keep = torch.ones(len(chunk), n, dtype=torch.bool, device=x.device)
+        if f:
+            keep[torch.arange(len(chunk)).repeat_interleave(f), torch.tensor(chunk).flatten()] = (
+                False
+            )
+        pair = keep[:, :, None] & keep[:, None, :]
+        diameters = torch.where(pair, dist, 0.0).amax(dim=(1, 2))
+        i = int(torch.argmin(diameters))
+        if float(diameters[i]) < best_diameter:
+            best_diameter, best_removed = float(diameters[i]), chunk[i]
+    weights = torch.full((n,), 1.0 / (n - f), dtype=x.dtype, device=x.device)
+    weights[list(best_removed)] = 0.0
+    return weights @ x
+
+
+mda = register(
+    Rule(
+        name="mda",
+        impl=_mda,
+        requirement=Requirement(2, 1),
+        paper="El Mhamdi, Guerraoui, Rouault, Distributed Momentum for Byzantine-resilient "
+        "SGD, ICLR 2021 (minimum-diameter averaging)",
+        summary="average of the n - f inputs with the smallest diameter (exact)",
+    )
+)

@@ -1,0 +1,42 @@
+"""Exceptions raised at byzance's boundaries.
+
+Every exception is a ``ValueError`` subclass whose message says what was wrong
+and what would work instead.
+"""
+
+from __future__ import annotations
+
+
+class ByzanceError(ValueError):
+    """Base class of byzance's input errors."""
+
+
+class InvalidFError(ByzanceError):
+    """``f`` (the number of Byzantine inputs tolerated) is negative or not an integer."""
+
+
+class ToleranceError(ByzanceError):
+    """The rule cannot tolerate ``f`` Byzantine inputs among ``n``: more inputs are needed."""
+
+
+class ShapeError(ByzanceError):
+    """The input is empty, not 2-D, or its vectors differ in size."""
+
+
+class NonFiniteInputError(ByzanceError):
+    """More inputs hold NaN or inf than the ``f`` faulty ones the rule tolerates."""
+
+
+class IntractableError(ByzanceError):
+    """An exact rule would have to enumerate too many candidates at this size."""
+
+
+class UnknownNameError(ByzanceError, KeyError):
+    """No rule (or attack) is registered under the given name."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidParameterError(ByzanceError):
+    """A rule parameter is out of its valid range."""

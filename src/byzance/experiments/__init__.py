@@ -1,0 +1,1 @@
+"""Experiments: the demonstration, benchmarks and (later) runs, grids and reports."""
