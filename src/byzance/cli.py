@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -69,15 +70,20 @@ def rules() -> None:
 
 @app.command()
 def bench(
-    n: list[int] = typer.Option([10, 20, 50], help="Numbers of inputs."),
-    d: list[int] = typer.Option([10_000, 1_000_000], help="Dimensions."),
-    repeat: int = typer.Option(5, help="Timed repetitions (the minimum is reported)."),
-    rule: list[str] = typer.Option([], help="Only these rules (default: all)."),
+    n: Annotated[list[int] | None, typer.Option(help="Numbers of inputs [10, 20, 50].")] = None,
+    d: Annotated[list[int] | None, typer.Option(help="Dimensions [1e4, 1e6].")] = None,
+    repeat: Annotated[int, typer.Option(help="Timed repetitions (the minimum is kept).")] = 5,
+    rule: Annotated[list[str] | None, typer.Option(help="Only these rules (default: all).")] = None,
 ) -> None:
     """Time every rule against its floor (one pass, or one Gram product)."""
     from byzance.experiments.bench import render_bench, run_bench
 
-    rows = run_bench(ns=tuple(n), ds=tuple(d), repeat=repeat, rules=tuple(rule) or None)
+    rows = run_bench(
+        ns=tuple(n or (10, 20, 50)),
+        ds=tuple(d or (10_000, 1_000_000)),
+        repeat=repeat,
+        rules=tuple(rule) if rule else None,
+    )
     render_bench(rows, console)
 
 
