@@ -29,7 +29,7 @@ def test_every_error_is_a_value_error():
 
 @pytest.mark.parametrize("f", [-1, 1.5, "2", True, None])
 def test_bad_f(f):
-    with pytest.raises(errors.InvalidFError, match="non-negative integer|>= 0"):
+    with pytest.raises(errors.InvalidFError, match=r"non-negative integer|>= 0"):
         agg.median(honest(), f=f)
 
 
