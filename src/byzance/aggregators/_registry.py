@@ -10,7 +10,6 @@ unknown parameter names.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -19,7 +18,8 @@ from typing import Any, Literal
 import torch
 
 from byzance.aggregators._input import GradsLike, as_matrix, check_f, drop_nonfinite
-from byzance.errors import InvalidParameterError, ToleranceError, UnknownNameError
+from byzance.errors import InvalidParameterError, ToleranceError
+from byzance.registry import Registry, bind_params
 
 Kind = Literal["aggregator", "preaggregator"]
 Impl = Callable[..., torch.Tensor]
@@ -132,14 +132,7 @@ class Rule:
         return _replace(self, defaults=self._merge(params))
 
     def _merge(self, params: dict[str, Any]) -> dict[str, Any]:
-        accepted = _parameter_names(self.impl)
-        unknown = sorted(set(params) - accepted)
-        if unknown:
-            raise InvalidParameterError(
-                f"{self.name} has no parameter {', '.join(map(repr, unknown))}; "
-                f"it accepts: {', '.join(sorted(accepted)) or 'no parameters'}."
-            )
-        return {**self.defaults, **params}
+        return bind_params(self.impl, self.defaults, params, self.name)
 
 
 def _keep_rows(
@@ -165,15 +158,6 @@ def _replace(rule: Rule, **changes: Any) -> Rule:
     from dataclasses import replace
 
     return replace(rule, **changes)
-
-
-def _parameter_names(impl: Impl) -> set[str]:
-    sig = inspect.signature(impl)
-    return {
-        p.name
-        for p in list(sig.parameters.values())[2:]
-        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
-    }
 
 
 @dataclass(frozen=True)
@@ -226,20 +210,17 @@ class Pipeline(Rule):
             m = stage.output_count(m, f)
 
 
-_REGISTRY: dict[str, Rule] = {}
+_REGISTRY: Registry[Rule] = Registry("aggregation rule")
 
 
 def register(rule: Rule) -> Rule:
     """Add ``rule`` to the registry under ``rule.name`` and return it."""
-    if rule.name in _REGISTRY:
-        raise ValueError(f"a rule named {rule.name!r} is already registered")
-    _REGISTRY[rule.name] = rule
-    return rule
+    return _REGISTRY.register(rule)
 
 
 def names(kind: Kind | None = None) -> list[str]:
     """Registered names, sorted; ``kind`` keeps only aggregators or pre-aggregators."""
-    return sorted(n for n, r in _REGISTRY.items() if kind is None or r.kind == kind)
+    return _REGISTRY.names(None if kind is None else (lambda r: r.kind == kind))
 
 
 def get(name: str | Rule, **params: Any) -> Rule:
@@ -255,14 +236,7 @@ def get(name: str | Rule, **params: Any) -> Rule:
                 f"{name!r}: bind parameters per stage with compose(get(a, ...), get(b, ...))."
             )
         return compose(*(get(part.strip()) for part in name.split(">")))
-    try:
-        rule = _REGISTRY[name]
-    except KeyError:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise UnknownNameError(
-            f"no aggregation rule named {name!r}.{hint} Known: {', '.join(names())}."
-        ) from None
+    rule = _REGISTRY.get(name)
     return rule.partial(**params) if params else rule
 
 
@@ -299,4 +273,4 @@ def compose(*stages: str | Rule) -> Pipeline:
 
 def rules(kind: Kind | None = None) -> Iterable[Rule]:
     """The registered rules, in name order."""
-    return (_REGISTRY[n] for n in names(kind))
+    return (_REGISTRY.get(n) for n in names(kind))

@@ -1,0 +1,39 @@
+"""Mimic: copy the honest worker that skews the aggregate most."""
+
+from __future__ import annotations
+
+import torch
+
+from byzance.attacks._registry import GradientAttack, register
+
+
+def _mimic(honest: torch.Tensor, f: int, *, rule=None, generator=None) -> torch.Tensor:
+    """All f copy the honest vector that lies furthest along the honest vectors' main axis.
+
+    Karimireddy, He, Jaggi, "Byzantine-Robust Learning on Heterogeneous
+    Datasets via Bucketing", ICLR 2022 (mimic attack). The main axis is the top
+    principal direction z of the centered honest vectors; the copied worker is
+    argmax_i |<z, x_i - mean>|, which over-represents one worker's data under
+    heterogeneity without ever sending an outlier. Costs one (h x h) eigen
+    decomposition of the centered Gram matrix.
+
+    Returns:
+        Shape (f, d).
+    """
+    centered = honest - honest.mean(dim=0)
+    gram = (centered @ centered.T).double()
+    _, vectors = torch.linalg.eigh(gram)  # top eigenvector of the Gram = projections on z
+    projections = vectors[:, -1].abs()
+    chosen = int(torch.argmax(projections))
+    return honest[chosen].expand(f, -1).clone()
+
+
+mimic = register(
+    GradientAttack(
+        name="mimic",
+        impl=_mimic,
+        paper="Karimireddy, He, Jaggi, Byzantine-Robust Learning on Heterogeneous Datasets "
+        "via Bucketing, ICLR 2022",
+        summary="copy the honest worker furthest along the main axis of the honest vectors",
+    )
+)

@@ -1,0 +1,187 @@
+"""Attacks that need no knowledge of the rule: huge, flipped, noisy, broken or stuck vectors."""
+
+from __future__ import annotations
+
+import torch
+
+from byzance.attacks._registry import GradientAttack, register
+from byzance.errors import InvalidParameterError
+
+
+def _unit_direction(
+    direction: torch.Tensor | None, d: int, like: torch.Tensor, generator: torch.Generator | None
+) -> torch.Tensor:
+    if direction is None:
+        u = torch.randn(d, generator=generator, dtype=torch.float64).to(like)
+    else:
+        u = torch.as_tensor(direction).to(like)
+        if u.shape != (d,) or not bool(torch.isfinite(u).all()) or float(u.norm()) == 0:
+            raise InvalidParameterError(
+                f"large_norm: direction must be a finite non-zero vector of shape ({d},); "
+                f"got shape {tuple(u.shape)}."
+            )
+    return u / u.norm()
+
+
+def _large_norm(
+    honest: torch.Tensor,
+    f: int,
+    *,
+    rule=None,
+    generator: torch.Generator | None = None,
+    scale: float = 1e9,
+    direction: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """All f send one vector of norm ``scale``: the "billionaire in the room".
+
+    Blanchard, El Mhamdi, Guerraoui, Stainer, NeurIPS 2017 (Lemma 1: a single
+    Byzantine vector moves the average anywhere). The direction is
+    ``direction`` normalized, or a random unit vector drawn from ``generator``.
+
+    Returns:
+        Shape (f, d).
+    """
+    u = _unit_direction(direction, honest.shape[1], honest, generator)
+    return (scale * u).expand(f, -1).clone()
+
+
+def _sign_flip(
+    honest: torch.Tensor, f: int, *, rule=None, generator=None, scale: float = 1.0
+) -> torch.Tensor:
+    """All f send ``-scale`` times the honest mean (gradient ascent instead of descent).
+
+    The reversed-gradient attack (e.g. Allen-Zhu et al., ICLR 2021; Karimireddy
+    et al., ICML 2021).
+
+    Returns:
+        Shape (f, d).
+    """
+    return (-scale * honest.mean(dim=0)).expand(f, -1).clone()
+
+
+def _ipm(
+    honest: torch.Tensor, f: int, *, rule=None, generator=None, epsilon: float = 0.1
+) -> torch.Tensor:
+    """Inner-product manipulation: all f send ``-epsilon`` times the honest mean.
+
+    Xie, Koyejo, Gupta, "Fall of Empires: Breaking Byzantine-tolerant SGD by
+    Inner Product Manipulation", UAI 2019. A small epsilon (0.1) hides among
+    the honest vectors and turns the aggregate's inner product with the true
+    gradient negative against median-like rules; a large one (100) targets
+    rules that keep outliers.
+
+    Returns:
+        Shape (f, d).
+    """
+    return (-epsilon * honest.mean(dim=0)).expand(f, -1).clone()
+
+
+def _gaussian(
+    honest: torch.Tensor,
+    f: int,
+    *,
+    rule=None,
+    generator: torch.Generator | None = None,
+    mu: float = 0.0,
+    sigma: float = 200.0,
+) -> torch.Tensor:
+    """Each of the f sends an independent draw of N(mu, sigma^2 I).
+
+    Blanchard et al., NeurIPS 2017 (Gaussian Byzantine workers, sigma = 200).
+
+    Returns:
+        Shape (f, d).
+    """
+    if sigma < 0:
+        raise InvalidParameterError(f"gaussian: sigma must be >= 0; got {sigma}.")
+    noise = torch.randn(f, honest.shape[1], generator=generator, dtype=torch.float64)
+    return (mu + sigma * noise).to(honest)
+
+
+def _nan(honest: torch.Tensor, f: int, *, rule=None, generator=None) -> torch.Tensor:
+    """All f send NaN in every coordinate: a crashed or buggy worker.
+
+    Returns:
+        Shape (f, d).
+    """
+    return torch.full((f, honest.shape[1]), float("nan"), dtype=honest.dtype, device=honest.device)
+
+
+def _inf(honest: torch.Tensor, f: int, *, rule=None, generator=None, sign: int = 1) -> torch.Tensor:
+    """All f send +inf (or -inf with ``sign=-1``) in every coordinate: an overflowed worker.
+
+    Returns:
+        Shape (f, d).
+    """
+    value = float("inf") if sign >= 0 else -float("inf")
+    return torch.full((f, honest.shape[1]), value, dtype=honest.dtype, device=honest.device)
+
+
+def _zero(honest: torch.Tensor, f: int, *, rule=None, generator=None) -> torch.Tensor:
+    """All f send the zero vector: a stale worker that has nothing to report.
+
+    Returns:
+        Shape (f, d).
+    """
+    return honest.new_zeros(f, honest.shape[1])
+
+
+def _constant(
+    honest: torch.Tensor, f: int, *, rule=None, generator=None, value: float = 1.0
+) -> torch.Tensor:
+    """All f send ``value`` in every coordinate: a stuck worker.
+
+    Returns:
+        Shape (f, d).
+    """
+    return honest.new_full((f, honest.shape[1]), value)
+
+
+_FAULT = "Fault model of crashed, stale or buggy workers (Lamport, Shostak, Pease 1982)"
+
+large_norm = register(
+    GradientAttack(
+        name="large_norm",
+        impl=_large_norm,
+        paper="Blanchard et al., Machine Learning with Adversaries: Byzantine Tolerant "
+        "Gradient Descent, NeurIPS 2017",
+        summary="one vector of huge norm, in a chosen or random direction",
+        strength="scale",
+    )
+)
+sign_flip = register(
+    GradientAttack(
+        name="sign_flip",
+        impl=_sign_flip,
+        paper="Allen-Zhu et al., Byzantine-Resilient Non-Convex SGD, ICLR 2021",
+        summary="minus the honest mean, scaled",
+        strength="scale",
+    )
+)
+ipm = register(
+    GradientAttack(
+        name="ipm",
+        impl=_ipm,
+        paper="Xie, Koyejo, Gupta, Fall of Empires: Breaking Byzantine-tolerant SGD by "
+        "Inner Product Manipulation, UAI 2019",
+        summary="-epsilon times the honest mean",
+        strength="epsilon",
+    )
+)
+gaussian = register(
+    GradientAttack(
+        name="gaussian",
+        impl=_gaussian,
+        paper="Blanchard et al., NeurIPS 2017",
+        summary="random vectors from N(mu, sigma^2 I)",
+        strength="sigma",
+    )
+)
+nan = register(GradientAttack("nan", _nan, _FAULT, "NaN in every coordinate"))
+inf = register(GradientAttack("inf", _inf, _FAULT, "inf in every coordinate"))
+zero = register(GradientAttack("zero", _zero, _FAULT, "the zero vector (stale worker)"))
+constant = register(
+    GradientAttack(
+        "constant", _constant, _FAULT, "a constant vector (stuck worker)", strength="value"
+    )
+)
