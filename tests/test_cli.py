@@ -33,6 +33,13 @@ def test_rules_command_lists_requirements_and_papers():
     assert "krum" in result.output and "2f + 3" in result.output
 
 
+def test_attacks_command_lists_every_attack():
+    result = runner.invoke(app, ["attacks"])
+    assert result.exit_code == 0, result.output
+    for name in ("alie", "hidden_vulnerability", "label_flip", "adaptive"):
+        assert name in result.output
+
+
 def test_import_byzance_loads_no_cli_or_plotting_library():
     code = (
         "import sys, byzance, byzance.aggregators; "

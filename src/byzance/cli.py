@@ -65,7 +65,22 @@ def rules() -> None:
         table.add_column(col)
     for rule in aggregators.rules():
         table.add_row(rule.name, rule.kind, str(rule.requirement), rule.summary, rule.paper)
-    console.print(table)
+    _wide_console().print(table)
+
+
+@app.command(name="attacks")
+def list_attacks() -> None:
+    """List the attacks with their strength parameter and paper."""
+    from byzance import attacks as attack_registry
+
+    table = Table(title="byzance.attacks")
+    for col in ("name", "kind", "strength", "adapts to rule", "what", "paper"):
+        table.add_column(col)
+    for attack in attack_registry.attacks():
+        strength = getattr(attack, "strength", None) or ""
+        adapts = "yes" if getattr(attack, "needs_rule", False) else ""
+        table.add_row(attack.name, attack.kind, strength, adapts, attack.summary, attack.paper)
+    _wide_console().print(table)
 
 
 @app.command()
