@@ -59,9 +59,13 @@ class TestExact:
         assert torch.allclose(agg.multi_krum(x, f=1, m=3), t([1 / 3, 1 / 3], dtype))
         assert torch.equal(agg.multi_krum(x, f=1, m=1), agg.krum(x, f=1))
 
-    def test_krum_tie_goes_to_lower_index(self, dtype):
+    def test_krum_ties_are_decided_by_the_total_distance(self, dtype):
         # Scores with f = 1 (2 neighbours): 5, 2, 2, 5, huge: inputs 1 and 2 tie.
-        assert torch.equal(agg.krum(t([[0], [1], [2], [3], [90]], dtype), f=1), t([1], dtype))
+        # Sums of squared distances to all: 7927 for 1, 7750 for 2, so 2 wins,
+        # whatever the order of the inputs.
+        x = t([[0], [1], [2], [3], [90]], dtype)
+        assert torch.equal(agg.krum(x, f=1), t([2], dtype))
+        assert torch.equal(agg.krum(x.flip(0), f=1), t([2], dtype))
 
     def test_mda(self, dtype):
         x = t(PLANE, dtype)
@@ -83,11 +87,12 @@ class TestExact:
         assert torch.allclose(out, t([10], dtype), atol=1e-4)
 
     def test_bulyan(self, dtype):
-        # Worked by hand: Krum rounds pick 2, 3, 1, 4, 0 (ties to the lower index);
-        # phase 2 averages the beta = 3 values closest to the median 2: {1, 2, 3}.
+        # Worked by hand: Krum rounds pick 3, 2, 4, 1, 5 (each round's tied
+        # scores decided by the smaller total distance, i.e. further from 1000);
+        # phase 2 averages the beta = 3 values closest to the median 3: {2, 3, 4}.
         x = t([[0], [1], [2], [3], [4], [5], [1000]], dtype)
-        assert bulyan_selection(x, 1).tolist() == [2, 3, 1, 4, 0]
-        assert torch.allclose(agg.bulyan(x, f=1), t([2], dtype))
+        assert bulyan_selection(x, 1).tolist() == [3, 2, 4, 1, 5]
+        assert torch.allclose(agg.bulyan(x, f=1), t([3], dtype))
 
     def test_bulyan_with_median_selection(self, dtype):
         # Medians of the remaining inputs: 3, 3, 4, 3, 5; the nearest inputs (ties

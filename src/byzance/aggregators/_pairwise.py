@@ -22,6 +22,7 @@ def _gram_sq_distances(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     gram = x @ x.T
     sq = gram.diagonal().clone()
     dist = sq[:, None] + sq[None, :] - 2.0 * gram
+    dist = (dist + dist.T) * 0.5  # BLAS need not return an exactly symmetric Gram matrix
     dist.clamp_(min=0.0)
     dist.fill_diagonal_(0.0)
     return dist, sq

@@ -68,6 +68,7 @@ class Rule:
     robust: bool = True
     defaults: dict[str, Any] = field(default_factory=dict)
     row_params: tuple[str, ...] = ()
+    selector: Impl | None = field(default=None, repr=False)
     out_count: Callable[[int, int, dict[str, Any]], int] | None = field(default=None, repr=False)
 
     def __call__(self, grads: GradsLike, f: int, **params: Any) -> torch.Tensor:
@@ -82,6 +83,25 @@ class Rule:
         self.check(x.shape[0], f, dropped=n - x.shape[0], params=params)
         with torch.no_grad():
             return self.impl(x, f, **params)
+
+    def selected(self, grads: GradsLike, f: int, **params: Any) -> torch.Tensor | None:
+        """Indices (into ``grads``) of the inputs a selection rule uses; None for other rules.
+
+        Krum: the one input returned; Multi-Krum: the m averaged; Bulyan: the
+        theta selected; MDA: the n - f of smallest diameter. Non-finite inputs
+        are dropped first, as when aggregating.
+        """
+        if self.selector is None:
+            return None
+        f = check_f(f, self.name)
+        x = as_matrix(grads, self.name)
+        params = self._merge(params)
+        n = x.shape[0]
+        x, f, kept = drop_nonfinite(x, f, self.name)
+        self.check(x.shape[0], f, dropped=n - x.shape[0])
+        with torch.no_grad():
+            idx = self.selector(x, f, **params)
+        return idx if kept is None else kept.nonzero().flatten()[idx.to(kept.device)]
 
     @property
     def doc(self) -> str:

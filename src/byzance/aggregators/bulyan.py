@@ -7,7 +7,7 @@ import torch
 from byzance.aggregators._order import coordinate_mean_around_median
 from byzance.aggregators._pairwise import sq_distances
 from byzance.aggregators._registry import Requirement, Rule, get, register
-from byzance.aggregators.krum import krum_scores
+from byzance.aggregators.krum import krum_ranking
 from byzance.errors import InvalidParameterError
 
 
@@ -15,7 +15,8 @@ def bulyan_selection(x: torch.Tensor, f: int, selection: str | Rule = "krum") ->
     """Indices (theta,), theta = n - 2f, chosen by applying ``selection`` repeatedly.
 
     Each round applies the rule to the inputs not yet chosen and moves the
-    input closest to its output (Krum's output is an input) to the chosen set.
+    input closest to its output (Krum's output is an input) to the chosen set;
+    Krum's equal scores are decided as in :func:`~byzance.aggregators.krum.krum_ranking`.
     Krum reuses one distance matrix across rounds; in the last rounds fewer
     than 2f + 3 inputs remain and its neighbour count n - f - 2 is floored at
     one, as the paper's recursion leaves it undefined there.
@@ -33,8 +34,8 @@ def bulyan_selection(x: torch.Tensor, f: int, selection: str | Rule = "krum") ->
         dist = sq_distances(x)
         for _ in range(theta):
             idx = torch.tensor(remaining, device=x.device)
-            scores = krum_scores(dist[idx][:, idx], f)
-            chosen.append(remaining.pop(int(torch.argmin(scores))))
+            best = int(krum_ranking(dist[idx][:, idx], f)[0])
+            chosen.append(remaining.pop(best))
         return torch.tensor(chosen, device=x.device)
     for _ in range(theta):
         rest = x[remaining]
@@ -71,6 +72,7 @@ bulyan = register(
     Rule(
         name="bulyan",
         impl=_bulyan,
+        selector=lambda x, f, selection="krum": bulyan_selection(x, f, selection),
         requirement=Requirement(4, 3),
         paper="El Mhamdi, Guerraoui, Rouault, The Hidden Vulnerability of Distributed "
         "Learning in Byzantium, ICML 2018",

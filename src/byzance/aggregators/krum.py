@@ -27,16 +27,39 @@ def krum_scores(dist: torch.Tensor, f: int) -> torch.Tensor:
     return torch.topk(others, min(k, n - 1), dim=1, largest=False).values.sum(dim=1)
 
 
-def _lowest(scores: torch.Tensor, m: int) -> torch.Tensor:
-    """Indices (m,) of the m lowest scores; ties go to the lower index."""
-    return torch.sort(scores, stable=True).indices[:m]
+def krum_ranking(dist: torch.Tensor, f: int) -> torch.Tensor:
+    """Indices (n,) from the best Krum score to the worst, from squared distances (n, n).
+
+    Equal scores (e.g. two mutually nearest inputs when one neighbour counts)
+    are ordered by the sum of squared distances to all inputs, so that the
+    choice does not depend on the order of the inputs; only exact ties on both
+    keys go to the lower index.
+    """
+    by_total = torch.sort(dist.sum(dim=1), stable=True).indices
+    scores = krum_scores(dist, f)[by_total]
+    return by_total[torch.sort(scores, stable=True).indices]
+
+
+def _select_krum(x: torch.Tensor, f: int) -> torch.Tensor:
+    """Index (1,) of the input with the lowest Krum score."""
+    return krum_ranking(sq_distances(x), f)[:1]
+
+
+def _select_multi_krum(x: torch.Tensor, f: int, *, m: int | None = None) -> torch.Tensor:
+    """Indices (m,) of the m inputs with the lowest Krum scores."""
+    n = x.shape[0]
+    m = n - f if m is None else m
+    if not 1 <= m <= n:
+        raise InvalidParameterError(f"multi_krum: m must be in [1, n={n}]; got m={m}.")
+    return krum_ranking(sq_distances(x), f)[:m]
 
 
 def _krum(x: torch.Tensor, f: int) -> torch.Tensor:
     """The input with the lowest Krum score.
 
     score(i) = sum of squared distances from x_i to its n - f - 2 nearest
-    other inputs (Blanchard et al., NeurIPS 2017). Ties go to the lower index.
+    other inputs (Blanchard et al., NeurIPS 2017). Equal scores are decided by
+    the sum of squared distances to all inputs (see :func:`krum_ranking`).
 
     Args:
         x: inputs, shape (n, d).
@@ -49,8 +72,7 @@ def _krum(x: torch.Tensor, f: int) -> torch.Tensor:
         >>> krum(torch.tensor([[0.0], [1.0], [2.0], [3.0], [90.0]]), f=1)
         tensor([1.])
     """
-    scores = krum_scores(sq_distances(x), f)
-    return x[int(torch.argmin(scores))].clone()
+    return x[int(_select_krum(x, f)[0])].clone()
 
 
 def _multi_krum(x: torch.Tensor, f: int, *, m: int | None = None) -> torch.Tensor:
@@ -68,10 +90,8 @@ def _multi_krum(x: torch.Tensor, f: int, *, m: int | None = None) -> torch.Tenso
         Shape (d,).
     """
     n = x.shape[0]
-    m = n - f if m is None else m
-    if not 1 <= m <= n:
-        raise InvalidParameterError(f"multi_krum: m must be in [1, n={n}]; got m={m}.")
-    chosen = _lowest(krum_scores(sq_distances(x), f), m)
+    chosen = _select_multi_krum(x, f, m=m)
+    m = len(chosen)
     weights = torch.zeros(n, dtype=x.dtype, device=x.device)
     weights[chosen] = 1.0 / m
     return weights @ x
@@ -81,6 +101,7 @@ krum = register(
     Rule(
         name="krum",
         impl=_krum,
+        selector=_select_krum,
         requirement=Requirement(2, 3),
         paper=PAPER,
         summary="the input closest to its n - f - 2 nearest neighbours",
@@ -90,6 +111,7 @@ multi_krum = register(
     Rule(
         name="multi_krum",
         impl=_multi_krum,
+        selector=_select_multi_krum,
         requirement=Requirement(2, 3),
         paper=PAPER,
         summary="average of the m inputs with the best Krum scores",

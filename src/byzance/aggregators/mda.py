@@ -15,23 +15,8 @@ from byzance.errors import IntractableError
 _BATCH_ELEMENTS = 1 << 22
 
 
-def _mda(x: torch.Tensor, f: int, *, max_subsets: int = 2_000_000) -> torch.Tensor:
-    """Average of the n - f inputs whose subset has the smallest diameter.
-
-    diameter(S) = max over i, j in S of |x_i - x_j|. Exact: every subset of
-    size n - f is examined (C(n, f) of them); ties go to the first in
-    lexicographic order of the removed inputs. El Mhamdi, Guerraoui, Rouault,
-    "Distributed Momentum for Byzantine-resilient Stochastic Gradient Descent",
-    ICLR 2021 (MDA, after Rousseeuw's minimum volume estimators, 1985).
-
-    Args:
-        x: inputs, shape (n, d).
-        f: Byzantine inputs tolerated; requires n >= 2f + 1.
-        max_subsets: refuse (IntractableError) above this many subsets.
-
-    Returns:
-        Shape (d,).
-    """
+def _select_mda(x: torch.Tensor, f: int, *, max_subsets: int = 2_000_000) -> torch.Tensor:
+    """Indices (n - f,) of the subset of smallest diameter (see :func:`_mda`)."""
     n = x.shape[0]
     count = math.comb(n, f)
     if count > max_subsets:
@@ -56,8 +41,31 @@ def _mda(x: torch.Tensor, f: int, *, max_subsets: int = 2_000_000) -> torch.Tens
         i = int(torch.argmin(diameters))
         if float(diameters[i]) < best_diameter:
             best_diameter, best_removed = float(diameters[i]), chunk[i]
-    weights = torch.full((n,), 1.0 / (n - f), dtype=x.dtype, device=x.device)
-    weights[list(best_removed)] = 0.0
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[list(best_removed)] = False
+    return keep.nonzero().flatten().to(x.device)
+
+
+def _mda(x: torch.Tensor, f: int, *, max_subsets: int = 2_000_000) -> torch.Tensor:
+    """Average of the n - f inputs whose subset has the smallest diameter.
+
+    diameter(S) = max over i, j in S of |x_i - x_j|. Exact: every subset of
+    size n - f is examined (C(n, f) of them); ties go to the first in
+    lexicographic order of the removed inputs. El Mhamdi, Guerraoui, Rouault,
+    "Distributed Momentum for Byzantine-resilient Stochastic Gradient Descent",
+    ICLR 2021 (MDA, after Rousseeuw's minimum volume estimators, 1985).
+
+    Args:
+        x: inputs, shape (n, d).
+        f: Byzantine inputs tolerated; requires n >= 2f + 1.
+        max_subsets: refuse (IntractableError) above this many subsets.
+
+    Returns:
+        Shape (d,).
+    """
+    kept = _select_mda(x, f, max_subsets=max_subsets)
+    weights = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    weights[kept] = 1.0 / len(kept)
     return weights @ x
 
 
@@ -65,6 +73,7 @@ mda = register(
     Rule(
         name="mda",
         impl=_mda,
+        selector=_select_mda,
         requirement=Requirement(2, 1),
         paper="El Mhamdi, Guerraoui, Rouault, Distributed Momentum for Byzantine-resilient "
         "SGD, ICLR 2021 (minimum-diameter averaging)",
