@@ -8,7 +8,7 @@ import sys
 from typer.testing import CliRunner
 
 from byzance.cli import app
-from byzance.experiments.demo import run_demo
+from byzance.experiments.vectors import run_demo
 
 runner = CliRunner()
 
@@ -21,8 +21,8 @@ def test_demo_shows_the_average_broken_and_robust_rules_holding():
             assert errors[1] < 100, rule  # the robust rules stay near the honest mean
 
 
-def test_demo_command():
-    result = runner.invoke(app, ["demo", "--dim", "50"])
+def test_quick_demo_command():
+    result = runner.invoke(app, ["demo", "--quick"])
     assert result.exit_code == 0, result.output
     assert "average" in result.output and "bulyan" in result.output
 

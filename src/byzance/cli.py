@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 app = typer.Typer(help="Byzantine-robust distributed learning on PyTorch.", no_args_is_help=True)
@@ -20,16 +22,52 @@ def _wide_console() -> Console:
 
 @app.command()
 def demo(
-    honest: int = typer.Option(15, help="Honest participants."),
-    byzantine: int = typer.Option(2, help="Byzantine participants (f)."),
-    dim: int = typer.Option(1000, help="Vector dimension d."),
-    seed: int = typer.Option(0, help="Random seed."),
+    quick: Annotated[
+        bool, typer.Option(help="Only the vector demonstration (seconds, no training).")
+    ] = False,
+    out: Annotated[Path, typer.Option(help="Directory for the runs.")] = Path("runs/demo"),
+    steps: Annotated[int, typer.Option(help="Training steps per run.")] = 200,
+    jobs: Annotated[int, typer.Option(help="Parallel runs (default: number of cores).")] = 0,
 ) -> None:
-    """One huge vector moves the average anywhere; the robust rules hold."""
-    from byzance.experiments.demo import run_demo
+    """Train on the MNIST digits, n=20, f=4: every rule against every attack."""
+    _vector_demo()
+    if quick:
+        return
+    from byzance.experiments.demo import DEMO_ATTACKS, DEMO_RULES, run_demo
 
+    console.print(
+        f"\nTraining {len(DEMO_RULES) * len(DEMO_ATTACKS)} runs ({steps} steps each) in {out}/ ..."
+    )
+    with _progress() as progress:
+        task = progress.add_task("runs", total=len(DEMO_RULES) * len(DEMO_ATTACKS))
+        results = run_demo(
+            out,
+            steps=steps,
+            jobs=jobs or None,
+            on_done=lambda rule, attack, row: progress.advance(task),
+        )
+    table = Table(title="Final test accuracy: MNIST digits, MLP, n=20 workers, f=4 Byzantine")
+    table.add_column("rule", no_wrap=True)
+    for attack in DEMO_ATTACKS:
+        table.add_column(attack, justify="right")
+    for rule in dict.fromkeys(r for r, _ in results):
+        cells = []
+        for attack in DEMO_ATTACKS:
+            acc = results[(rule, attack)].get("accuracy")
+            cells.append("n/a" if acc is None else f"[{'red' if acc < 0.5 else 'green'}]{acc:.3f}")
+        table.add_row(rule, *cells)
+    _wide_console().print(table)
+    console.print(
+        f"Curves: {out / 'accuracy.png'}; each run's metrics and summary in {out}/<rule>__<attack>/."
+    )
+
+
+def _vector_demo() -> None:
+    from byzance.experiments.vectors import run_demo
+
+    honest, byzantine, dim = 15, 2, 1000
     norms = (0.0, 1e2, 1e4, 1e8, 1e12)
-    results = run_demo(honest=honest, byzantine=byzantine, dim=dim, norms=norms, seed=seed)
+    results = run_demo(honest=honest, byzantine=byzantine, dim=dim, norms=norms)
     table = Table(
         title="Distance from each rule's output to the honest mean",
         caption=(
@@ -47,12 +85,57 @@ def demo(
     for r in results:
         style = "red" if r.errors[-1] > 1e3 else None
         table.add_row(r.rule, r.requirement, *(f"{e:.3g}" for e in r.errors), style=style)
-    out = _wide_console()
-    out.print(table)
-    out.print(
-        "The average follows the Byzantine vector (its error grows with the norm); "
-        "every robust rule stays within the honest noise, whatever the norm."
+    _wide_console().print(table)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
     )
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option(help="TOML run config.")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the run in this directory.")] = None,
+) -> None:
+    """Train with the simulator. Any config key is also a flag: --aggregator krum --f 4 ..."""
+    from byzance.errors import ByzanceError
+    from byzance.experiments import config as run_config
+    from byzance.experiments import runner
+
+    try:
+        if resume is not None:
+            if ctx.args:
+                raise run_config.ConfigError(
+                    "--resume continues a run as configured; drop the other flags."
+                )
+            cfg = run_config.load(resume / "config.toml", {"out_dir": str(resume)})
+        else:
+            cfg = run_config.load(config, run_config.parse_flags(ctx.args))
+    except ByzanceError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from None
+    with _progress() as progress:
+        task = progress.add_task(cfg.rule().name, total=cfg.steps, info="")
+
+        def update(step: int, row: dict) -> None:
+            acc = f" acc {row['accuracy']:.3f}" if "accuracy" in row else ""
+            progress.update(task, completed=step, info=f"loss {row['loss']:.4f}{acc}")
+
+        if resume is not None:
+            result = runner.resume(resume, progress=update)
+        else:
+            result = runner.train(cfg, progress=update)
+    console.print((result.out_dir / "summary.md").read_text())
+    console.print(f"Outputs in {result.out_dir}/")
 
 
 @app.command()

@@ -28,15 +28,24 @@ def _gram_sq_distances(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return dist, sq
 
 
-def _cancellation_suspected(dist: torch.Tensor, sq: torch.Tensor) -> bool:
-    """Whether some row's nearest-neighbour distance is within rounding error of zero."""
+def _cancellation_suspected(dist: torch.Tensor, sq: torch.Tensor, x: torch.Tensor) -> bool:
+    """Whether some row's nearest-neighbour distance is within rounding error of zero.
+
+    Exact duplicates (common: Byzantine workers sending the same vector) are
+    set to distance zero and need no recomputation.
+    """
     if dist.shape[0] < 2:
         return False
     off = dist.clone()
     off.fill_diagonal_(float("inf"))
     nearest, j = off.min(dim=1)
     bound = _CANCELLATION_ULPS * torch.finfo(dist.dtype).eps * (sq + sq[j])
-    return bool((nearest <= bound).any())
+    for i in (nearest <= bound).nonzero().flatten().tolist():
+        k = int(j[i])
+        if not torch.equal(x[i], x[k]):
+            return True
+        dist[i, k] = dist[k, i] = 0.0
+    return False
 
 
 def sq_distances(x: torch.Tensor) -> torch.Tensor:
@@ -46,7 +55,7 @@ def sq_distances(x: torch.Tensor) -> torch.Tensor:
     spread of the vectors rather than to their norms (see the module docstring).
     """
     dist, sq = _gram_sq_distances(x)
-    if _cancellation_suspected(dist, sq):
+    if _cancellation_suspected(dist, sq, x):
         from byzance.aggregators._order import coordinate_median
 
         dist, _ = _gram_sq_distances(x - coordinate_median(x))

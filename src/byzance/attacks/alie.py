@@ -38,8 +38,10 @@ def _alie(
     h = honest.shape[0]
     if z is None:
         z = alie_z(h + f, f)
-    std = honest.std(dim=0, correction=1) if h > 1 else torch.zeros_like(honest[0])
-    return (honest.mean(dim=0) - z * std).expand(f, -1).clone()
+    mean = honest.mean(dim=0)
+    # From the centered rows: torch.std(dim=0) reduces along a strided dimension, ~10x slower.
+    std = ((honest - mean).square().sum(dim=0) / max(h - 1, 1)).sqrt()
+    return (mean - z * std).expand(f, -1).clone()
 
 
 alie = register(

@@ -1,0 +1,217 @@
+"""Run configuration: a TOML file, flags that override any key, validation before any work.
+
+Every key has a type and a default; an unknown key or a bad value is answered
+with the key, the value and what would be accepted (the closest name for a
+misspelling); the chosen rule's n/f requirement is checked on load.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from byzance import aggregators, attacks, models
+from byzance.errors import ByzanceError
+
+
+class ConfigError(ByzanceError):
+    """A configuration key or value is invalid."""
+
+
+PARTITIONS = ("iid", "dirichlet", "extreme")
+SCHEDULES = ("constant", "cosine", "step")
+
+
+@dataclass
+class RunConfig:
+    """One training run of the simulator."""
+
+    seed: int = 0
+    dataset: str = "mnist5k"
+    test_fraction: float = 0.2
+    model: str = "mlp"
+    workers: int = 20
+    byzantine: int = 4
+    f: int = -1  # Byzantine inputs tolerated by the rule; -1: the number of Byzantine workers
+    partition: str = "iid"
+    alpha: float = 1.0
+    classes_per_worker: int = 2
+    aggregator: str = "average"
+    aggregator_params: dict[str, Any] = field(default_factory=dict)
+    preaggregators: list[str] = field(default_factory=list)
+    preaggregator_params: dict[str, Any] = field(default_factory=dict)
+    attack: str = "none"
+    attack_params: dict[str, Any] = field(default_factory=dict)
+    steps: int = 300
+    batch_size: int = 32
+    lr: float = 0.1
+    momentum: float = 0.0
+    worker_momentum: float = 0.0
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    lr_step_size: int = 100
+    lr_gamma: float = 0.5
+    eval_every: int = 50
+    checkpoint_every: int = 100
+    out_dir: str = "runs/run"
+
+    @property
+    def tolerated(self) -> int:
+        """The f given to the rule."""
+        return self.byzantine if self.f < 0 else self.f
+
+    def rule(self) -> aggregators.Rule:
+        """The configured rule, pre-aggregators first, with their parameters bound."""
+        final = aggregators.get(self.aggregator, **self.aggregator_params)
+        if not self.preaggregators:
+            return final
+        stages = [
+            aggregators.get(p, **self.preaggregator_params.get(p, {})) for p in self.preaggregators
+        ]
+        return aggregators.compose(*stages, final)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_TYPES = get_type_hints(RunConfig)
+KEYS = tuple(f.name for f in fields(RunConfig))
+
+
+def _coerce(key: str, value: Any) -> Any:
+    kind = _TYPES[key]
+    origin = getattr(kind, "__origin__", kind)
+    try:
+        if origin is bool:
+            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+        if origin is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if origin is float:
+            return float(value)
+        if origin is str:
+            if not isinstance(value, str | int | float):
+                raise ValueError
+            return str(value)
+        if origin is list:
+            if isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            if not isinstance(value, list):
+                raise ValueError
+            return [str(v) for v in value]
+        if origin is dict:
+            if isinstance(value, str):
+                value = tomllib.loads(f"v = {value}")["v"]
+            if not isinstance(value, dict):
+                raise ValueError
+            return dict(value)
+    except (ValueError, TypeError, tomllib.TOMLDecodeError):
+        pass
+    raise ConfigError(
+        f"config key {key!r}: {value!r} is not a valid {getattr(kind, '__name__', str(kind))}."
+    )
+
+
+def _check_key(key: str) -> str:
+    key = key.replace("-", "_")
+    if key not in KEYS:
+        close = difflib.get_close_matches(key, KEYS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown config key {key!r}.{hint} Keys: {', '.join(KEYS)}.")
+    return key
+
+
+def _one_of(key: str, value: str, choices: list[str] | tuple[str, ...]) -> None:
+    if value not in choices:
+        close = difflib.get_close_matches(value, list(choices), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(
+            f"config key {key!r}: unknown value {value!r}.{hint} Accepted: {', '.join(choices)}."
+        )
+
+
+def validate(config: RunConfig) -> RunConfig:
+    """Check every value; raises :class:`ConfigError` (or the rule's ToleranceError)."""
+    from byzance.data import names as dataset_names
+
+    if ">" in config.aggregator:  # "nnm>trimmed_mean" is shorthand for preaggregators
+        *pre, last = [s.strip() for s in config.aggregator.split(">")]
+        config.preaggregators = [*config.preaggregators, *pre]
+        config.aggregator = last
+    _one_of("dataset", config.dataset, dataset_names())
+    _one_of("model", config.model, models.names())
+    _one_of("aggregator", config.aggregator, aggregators.names("aggregator"))
+    for p in config.preaggregators:
+        _one_of("preaggregators", p, aggregators.names("preaggregator"))
+    _one_of("attack", config.attack, ["none", *attacks.names()])
+    _one_of("partition", config.partition, PARTITIONS)
+    _one_of("lr_schedule", config.lr_schedule, SCHEDULES)
+    positive = ("workers", "steps", "batch_size", "eval_every", "checkpoint_every", "lr_step_size")
+    for key in positive:
+        if getattr(config, key) < 1:
+            raise ConfigError(f"config key {key!r} must be >= 1; got {getattr(config, key)}.")
+    if not 0 <= config.byzantine < config.workers:
+        raise ConfigError(
+            f"config key 'byzantine' must be in [0, workers - 1 = {config.workers - 1}] so that "
+            f"at least one worker is honest; got {config.byzantine}."
+        )
+    for key in ("momentum", "worker_momentum"):
+        if not 0 <= getattr(config, key) < 1:
+            raise ConfigError(f"config key {key!r} must be in [0, 1); got {getattr(config, key)}.")
+    if config.lr <= 0 or config.alpha <= 0 or not 0 < config.test_fraction < 1:
+        raise ConfigError(
+            "config keys 'lr' and 'alpha' must be > 0 and 'test_fraction' in (0, 1); got "
+            f"lr={config.lr}, alpha={config.alpha}, test_fraction={config.test_fraction}."
+        )
+    for name in config.preaggregator_params:
+        if name not in config.preaggregators:
+            raise ConfigError(
+                f"config key 'preaggregator_params' has parameters for {name!r}, which is not "
+                f"among the preaggregators {config.preaggregators}."
+            )
+    rule = config.rule()  # validates rule parameter names
+    rule.check(config.workers, config.tolerated)
+    if config.attack != "none":
+        attacks.get(config.attack, **config.attack_params)  # validates attack parameter names
+    return config
+
+
+def load(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a TOML run config (or the defaults), apply ``overrides``, validate."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist.")
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {err}") from None
+    merged: dict[str, Any] = {}
+    for key, value in {**raw, **(overrides or {})}.items():
+        key = _check_key(key)
+        merged[key] = _coerce(key, value)
+    return validate(RunConfig(**merged))
+
+
+def parse_flags(args: list[str]) -> dict[str, Any]:
+    """``["--aggregator", "krum", "--f=4"]`` -> {"aggregator": "krum", "f": "4"}."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--"):
+            raise ConfigError(f"expected a --key value pair, got {arg!r}.")
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(args):
+                raise ConfigError(f"flag --{key} needs a value.")
+            value = args[i + 1]
+            i += 1
+        out[_check_key(key)] = value
+        i += 1
+    return out

@@ -1,0 +1,273 @@
+"""One training run: build everything from a config, train, write metrics, checkpoints, report.
+
+Output directory: ``config.toml`` (the resolved config), ``metrics.jsonl``
+(one row per step), ``metrics.csv``, ``accuracy.png``, ``summary.md`` and
+``checkpoint.pt``. A killed run resumes from its last checkpoint to the same
+numbers as an uninterrupted one (every random draw comes from a generator
+saved in the checkpoint).
+"""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import json
+import os
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from byzance import aggregators, attacks, models
+from byzance.experiments.config import ConfigError, RunConfig, load, validate
+from byzance.sim import SyncSimulator, flatten_params
+
+TIME_KEYS = ("aggregation_ms", "elapsed_s")
+Progress = Callable[[int, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a finished run reports."""
+
+    out_dir: Path
+    final: dict[str, Any]
+    best_accuracy: float | None
+    steps: int
+    seconds: float
+
+
+def _bind_generators(rule: aggregators.Rule, generator: torch.Generator) -> aggregators.Rule:
+    """Give randomized stages (bucketing) the run's generator, unless seeded explicitly."""
+    stages = getattr(rule, "stages", None)
+    if not stages:
+        return rule
+    bound = []
+    for stage in stages:
+        accepts = "generator" in inspect.signature(stage.impl).parameters
+        if accepts and stage.defaults.get("seed") is None and "generator" not in stage.defaults:
+            stage = stage.partial(generator=generator)
+        bound.append(stage)
+    return aggregators.compose(*bound)
+
+
+def _scheduler(config: RunConfig, optimizer: torch.optim.Optimizer):
+    if config.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps)
+    if config.lr_schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, config.lr_step_size, config.lr_gamma)
+    return None
+
+
+class Run:
+    """A configured simulator and the files of its output directory."""
+
+    def __init__(self, config: RunConfig) -> None:
+        from byzance.data import load as load_dataset
+        from byzance.data import partition
+
+        self.config = config
+        self.out = Path(config.out_dir)
+        self.data = load_dataset(
+            config.dataset, seed=config.seed, test_fraction=config.test_fraction
+        )
+        shards = partition(
+            self.data.y_train,
+            config.workers,
+            config.partition if self.data.task == "classification" else "iid",
+            alpha=config.alpha,
+            classes_per_worker=config.classes_per_worker,
+            seed=config.seed,
+        )
+        torch.manual_seed(config.seed)
+        self.model = models.build(config.model, self.data.input_shape, self.data.num_classes)
+        optimizer = torch.optim.SGD(
+            self.model.parameters(),
+            lr=config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+        )
+        self.rule_gen = torch.Generator().manual_seed(config.seed * 1_000_003 + 3)
+        rule = _bind_generators(config.rule(), self.rule_gen)
+        attack = None if config.attack == "none" else attacks.get(config.attack)
+        self.sim = SyncSimulator(
+            self.model,
+            self.data.x_train,
+            self.data.y_train,
+            shards,
+            rule=rule,
+            f=config.tolerated,
+            byzantine=config.byzantine if attack is not None else 0,
+            attack=attack,
+            attack_params=config.attack_params,
+            optimizer=optimizer,
+            scheduler=_scheduler(config, optimizer),
+            batch_size=config.batch_size,
+            worker_momentum=config.worker_momentum,
+            task=self.data.task,
+            num_classes=self.data.num_classes,
+            seed=config.seed,
+        )
+
+    # -- files ---------------------------------------------------------------------------
+    @property
+    def metrics_path(self) -> Path:
+        return self.out / "metrics.jsonl"
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / "checkpoint.pt"
+
+    def save_checkpoint(self) -> None:
+        state = {"sim": self.sim.state_dict(), "rule_gen": self.rule_gen.get_state()}
+        tmp = self.checkpoint_path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.checkpoint_path)  # atomic: a kill never leaves half a checkpoint
+
+    def restore(self) -> int:
+        """Load the checkpoint and drop metric rows written after it; returns its step."""
+        state = torch.load(self.checkpoint_path, weights_only=False)
+        self.sim.load_state_dict(state["sim"])
+        self.rule_gen.set_state(state["rule_gen"])
+        step = self.sim.step_count
+        rows = read_metrics(self.metrics_path)
+        kept = [r for r in rows if r["step"] <= step]
+        self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        return step
+
+    # -- training ------------------------------------------------------------------------
+    def evaluate(self) -> dict[str, float]:
+        result = self.sim.evaluate(self.data.x_test, self.data.y_test)
+        if self.data.optimum is not None:
+            theta = flatten_params(self.model).double()
+            result["optimum_distance"] = float((theta - self.data.optimum).norm())
+        return result
+
+    def train(self, *, resume: bool = False, progress: Progress | None = None) -> RunResult:
+        self.out.mkdir(parents=True, exist_ok=True)
+        start_step = 0
+        if resume and self.checkpoint_path.exists():
+            start_step = self.restore()
+        else:
+            write_config(self.config, self.out / "config.toml")
+            self.metrics_path.write_text("")
+        started = time.perf_counter()
+        cfg = self.config
+        with self.metrics_path.open("a") as log:
+            for step in range(start_step + 1, cfg.steps + 1):
+                stats = self.sim.step()
+                row: dict[str, Any] = {
+                    "step": step,
+                    "loss": stats.loss,
+                    "lr": self.sim.optimizer.param_groups[0]["lr"],
+                    "honest_norm": stats.honest_norm,
+                    "honest_spread": stats.honest_spread,
+                    "deviation": stats.deviation,
+                    "aggregate_norm": stats.aggregate_norm,
+                    "byzantine_selected": stats.byzantine_selected,
+                    "aggregation_ms": 1e3 * stats.aggregation_seconds,
+                    "elapsed_s": time.perf_counter() - started,
+                }
+                if step % cfg.eval_every == 0 or step == cfg.steps:
+                    row.update(self.evaluate())
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                    self.save_checkpoint()
+                if progress is not None:
+                    progress(step, row)
+        rows = read_metrics(self.metrics_path)
+        write_csv(rows, self.out / "metrics.csv")
+        write_report(self.config, rows, self.out)
+        accuracies = [r["accuracy"] for r in rows if r.get("accuracy") is not None]
+        return RunResult(
+            out_dir=self.out,
+            final=rows[-1] if rows else {},
+            best_accuracy=max(accuracies) if accuracies else None,
+            steps=cfg.steps,
+            seconds=time.perf_counter() - started,
+        )
+
+
+def train(
+    config: RunConfig, *, resume: bool = False, progress: Progress | None = None
+) -> RunResult:
+    """Train one run described by ``config`` (validated again here)."""
+    return Run(validate(config)).train(resume=resume, progress=progress)
+
+
+def resume(out_dir: str | Path, *, progress: Progress | None = None) -> RunResult:
+    """Continue the run in ``out_dir`` from its last checkpoint (or restart it if it has none)."""
+    out = Path(out_dir)
+    if not (out / "config.toml").is_file():
+        raise ConfigError(f"{str(out)!r} holds no run to resume: config.toml is missing.")
+    config = load(out / "config.toml", {"out_dir": str(out)})
+    return Run(config).train(resume=True, progress=progress)
+
+
+# -- files -----------------------------------------------------------------------------------
+def write_config(config: RunConfig, path: Path) -> None:
+    """The resolved config as TOML (read back by :func:`~byzance.experiments.config.load`)."""
+    import tomli_w
+
+    path.write_text(tomli_w.dumps(config.to_dict()))
+    tomllib.loads(path.read_text())  # what we write must load
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The rows of a metrics.jsonl file (a torn last line, from a kill, is ignored)."""
+    rows = []
+    if not path.exists():
+        return rows
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return rows
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    """The metrics as CSV, one column per key seen in any row."""
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_report(config: RunConfig, rows: list[dict[str, Any]], out: Path) -> None:
+    """``accuracy.png`` and ``summary.md`` for one run."""
+    from byzance.experiments.plots import plot_curves
+
+    evals = [r for r in rows if "test_loss" in r]
+    metric = "accuracy" if any("accuracy" in r for r in evals) else "test_loss"
+    label = f"{config.rule().name} vs {config.attack}"
+    plot_curves(
+        {label: [(r["step"], r[metric]) for r in evals]}, out / "accuracy.png", ylabel=metric
+    )
+    final = evals[-1] if evals else {}
+    lines = [
+        f"# Run: {label}",
+        "",
+        f"{config.dataset}, {config.model}, n={config.workers} workers, "
+        f"{config.byzantine} Byzantine ({config.attack}), rule tolerates f={config.tolerated}, "
+        f"{config.partition} partition, {config.steps} steps, seed {config.seed}.",
+        "",
+        "| metric | value |",
+        "| --- | --- |",
+    ]
+    for key in ("accuracy", "test_loss", "optimum_distance"):
+        if key in final:
+            lines.append(f"| final {key} | {final[key]:.4f} |")
+    if metric == "accuracy" and evals:
+        lines.append(f"| best accuracy | {max(r['accuracy'] for r in evals):.4f} |")
+    if rows:
+        mean_ms = sum(r["aggregation_ms"] for r in rows) / len(rows)
+        lines.append(f"| mean aggregation time | {mean_ms:.2f} ms |")
+        lines.append(f"| final deviation from honest mean | {rows[-1]['deviation']:.4g} |")
+    (out / "summary.md").write_text("\n".join(lines) + "\n")

@@ -1,0 +1,63 @@
+"""Every worker's gradient in one vectorized call (torch.func), and the loop it replaces."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad_and_value, vmap
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def flatten_params(model: nn.Module) -> torch.Tensor:
+    """The model's parameters as one flat vector (d,), in ``named_parameters`` order."""
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+def set_flat_grad(model: nn.Module, flat: torch.Tensor) -> None:
+    """Write the flat vector ``flat`` (d,) into the parameters' ``.grad``."""
+    offset = 0
+    for p in model.parameters():
+        k = p.numel()
+        p.grad = flat[offset : offset + k].view_as(p).clone()
+        offset += k
+
+
+def worker_gradients(
+    model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients and losses of k workers on their own batches, in one vmap call.
+
+    Args:
+        model: the shared model (its current parameters are used, not modified).
+        loss_fn: mean loss of a batch, ``loss_fn(outputs, targets)``.
+        x: the workers' batches, shape (k, B, *input_shape).
+        y: their targets, shape (k, B).
+
+    Returns:
+        Flat gradients (k, d) in ``named_parameters`` order, and losses (k,).
+    """
+    params = {name: p.detach() for name, p in model.named_parameters()}
+
+    def batch_loss(p: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        return loss_fn(functional_call(model, p, (xb,)), yb)
+
+    grads, losses = vmap(grad_and_value(batch_loss), in_dims=(None, 0, 0))(params, x, y)
+    k = x.shape[0]
+    return torch.cat([g.reshape(k, -1) for g in grads.values()], dim=1), losses
+
+
+def loop_gradients(
+    model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Same as :func:`worker_gradients` with a Python loop over workers (reference and benchmark)."""
+    grads, losses = [], []
+    params = list(model.parameters())
+    for xb, yb in zip(x, y, strict=True):
+        loss = loss_fn(model(xb), yb)
+        g = torch.autograd.grad(loss, params)
+        grads.append(torch.cat([t.reshape(-1) for t in g]))
+        losses.append(loss.detach())
+    return torch.stack(grads), torch.stack(losses)
