@@ -40,3 +40,7 @@ class UnknownNameError(ByzanceError, KeyError):
 
 class InvalidParameterError(ByzanceError):
     """A rule parameter is out of its valid range."""
+
+
+class DataUnavailableError(ByzanceError):
+    """A data set's files are not installed here; the message says which package ships them."""
