@@ -39,7 +39,7 @@ def demo(
         f"\nTraining {len(DEMO_RULES) * len(DEMO_ATTACKS)} runs ({steps} steps each) in {out}/ ..."
     )
     with _progress() as progress:
-        task = progress.add_task("runs", total=len(DEMO_RULES) * len(DEMO_ATTACKS))
+        task = progress.add_task("runs", total=len(DEMO_RULES) * len(DEMO_ATTACKS), info="")
         results = run_demo(
             out,
             steps=steps,
@@ -128,7 +128,10 @@ def train(
 
         def update(step: int, row: dict) -> None:
             acc = f" acc {row['accuracy']:.3f}" if "accuracy" in row else ""
-            progress.update(task, completed=step, info=f"loss {row['loss']:.4f}{acc}")
+            if row.get("diverged"):
+                progress.update(task, completed=step, info="[red]diverged")
+            else:
+                progress.update(task, completed=step, info=f"loss {row['loss']:.4f}{acc}")
 
         if resume is not None:
             result = runner.resume(resume, progress=update)

@@ -46,16 +46,40 @@ def test_network_size_is_batchers():
 
 
 def brute_mean_around_median(x: torch.Tensor, k: int) -> torch.Tensor:
-    """Per coordinate: the k values nearest the median, by the lowest window among ties."""
+    """Per coordinate: the lowest window of k sorted values that is a set of k nearest to the median.
+
+    A window is a k-nearest set when no value outside it is strictly closer to
+    the median than a value inside it.
+    """
     out = []
     for column in x.T.tolist():
         s = sorted(column)
         n = len(s)
         med = s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
-        reach = [max(med - s[i], s[i + k - 1] - med) for i in range(n - k + 1)]
-        i = reach.index(min(reach))
+        for i in range(n - k + 1):
+            inside = [abs(v - med) for v in s[i : i + k]]
+            outside = [abs(v - med) for v in s[:i] + s[i + k :]]
+            if max(inside) <= min(outside, default=float("inf")):
+                break
         out.append(sum(s[i : i + k]) / k)
     return torch.tensor(out, dtype=x.dtype)
+
+
+@pytest.mark.parametrize("n", [2, 5, 7, 10])
+def test_mean_around_median_with_ties_matches_brute_force(n):
+    # Small integers: many tied values and tied distances to the median.
+    gen = torch.Generator().manual_seed(n)
+    x = torch.randint(-3, 4, (n, 400), generator=gen).double()
+    for k in range(1, n + 1):
+        assert torch.allclose(coordinate_mean_around_median(x, k), brute_mean_around_median(x, k))
+
+
+def test_mean_around_median_review_cases():
+    # Median 0 of {-1, -1, 0, .5, .7}; the 4 nearest are {0, .5, .7, -1}: mean 0.05.
+    x = torch.tensor([[-1.0], [-1.0], [0.0], [0.5], [0.7]])
+    assert coordinate_mean_around_median(x, 4).item() == pytest.approx(0.05)
+    x = torch.tensor([[0.0], [0.0], [0.3], [0.5], [0.55]])
+    assert coordinate_mean_around_median(x, 4).item() == pytest.approx(0.3375)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 6, 11])

@@ -83,7 +83,14 @@ def test_inputs_accepted_at_the_edge():
     expected = agg.median(x, f=1)
     assert torch.equal(agg.median(x.numpy(), f=1), expected)
     assert torch.equal(agg.median(list(x), f=1), expected)
-    assert torch.equal(agg.median(x.tolist(), f=1), expected)
+    # Python numbers become the default float dtype, as torch.tensor would make them.
+    from_lists = agg.median(x.tolist(), f=1)
+    assert from_lists.dtype == torch.get_default_dtype()
+    assert torch.allclose(from_lists.double(), expected)
+    # numpy arrays with negative strides, and non-numbers, at the edge.
+    assert torch.equal(agg.median(x.numpy()[::-1], f=1), agg.median(x.flip(0), f=1))
+    with pytest.raises(errors.ShapeError, match="must hold numbers"):
+        agg.median([["a"], ["b"]], f=0)
     # A list of same-shaped matrices is flattened, one row per participant.
     assert agg.median([torch.ones(2, 3)] * 3, f=1).shape == (6,)
     # Integers become the default float dtype; float dtypes are kept.
@@ -163,7 +170,7 @@ def test_unknown_parameter_lists_the_accepted_ones():
             "NaN",
         ),
         (lambda: agg.clipping(honest(), f=1, c=-1.0), "c must be > 0"),
-        (lambda: agg.bucketing(honest(), f=1, s=0), "s must be >= 1"),
+        (lambda: agg.bucketing(honest(), f=1, s=0), "s must be an integer >= 1"),
         (lambda: agg.bulyan(honest(), f=1, selection="nnm"), "selection rule"),
     ],
 )

@@ -23,7 +23,9 @@ def as_matrix(grads: GradsLike, who: str) -> torch.Tensor:
     if isinstance(grads, torch.Tensor):
         x = grads
     elif isinstance(grads, np.ndarray):
-        x = torch.from_numpy(grads)
+        if grads.dtype.kind not in "biuf":
+            raise ShapeError(f"{who}: grads must hold numbers; got a numpy array of {grads.dtype}.")
+        x = torch.from_numpy(np.ascontiguousarray(grads))
     elif isinstance(grads, Sequence) and not isinstance(grads, str | bytes):
         x = _stack_sequence(grads, who)
     else:
@@ -60,11 +62,14 @@ def as_matrix(grads: GradsLike, who: str) -> torch.Tensor:
 def _stack_sequence(grads: Sequence[Any], who: str) -> torch.Tensor:
     if len(grads) == 0:
         raise ShapeError(f"{who}: grads is an empty list; it needs at least one vector.")
-    first = grads[0]
-    if not isinstance(first, torch.Tensor | np.ndarray | Sequence):
-        # A flat list of numbers is a single vector, which is a shape error below.
-        return torch.as_tensor(grads)
-    tensors = [v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v)) for v in grads]
+    try:
+        first = grads[0]
+        if not isinstance(first, torch.Tensor | np.ndarray | Sequence) or isinstance(first, str):
+            # A flat list of numbers is a single vector, which is a shape error below.
+            return torch.as_tensor(grads)
+        tensors = [_as_tensor(v) for v in grads]
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ShapeError(f"{who}: grads must hold numbers: {err}") from None
     shape0 = tensors[0].shape
     for i, t in enumerate(tensors):
         if t.shape != shape0:
@@ -73,6 +78,14 @@ def _stack_sequence(grads: Sequence[Any], who: str) -> torch.Tensor:
                 f"{tuple(shape0)}; every participant must send the same number of coordinates."
             )
     return torch.stack([t.reshape(-1) for t in tensors])
+
+
+def _as_tensor(v: Any) -> torch.Tensor:
+    if isinstance(v, torch.Tensor):
+        return v
+    if isinstance(v, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(v))
+    return torch.as_tensor(v)  # Python numbers: the default float dtype
 
 
 def check_f(f: Any, who: str) -> int:

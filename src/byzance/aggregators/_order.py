@@ -54,8 +54,8 @@ def median_of_sorted(rows: Rows) -> torch.Tensor:
     """Median of sorted rows (n of shape (d,)): the middle row, or the mean of the two middle rows."""
     n = len(rows)
     if n % 2:
-        return rows[n // 2]
-    return (rows[n // 2 - 1] + rows[n // 2]) * 0.5
+        return rows[n // 2].clone()  # not a view: the (d,) result must not hold the (n, d) sort
+    return rows[n // 2 - 1] * 0.5 + rows[n // 2] * 0.5  # halves first: no overflow near the max
 
 
 def trimmed_mean_of_sorted(rows: Rows, trim: int) -> torch.Tensor:
@@ -67,23 +67,26 @@ def trimmed_mean_of_sorted(rows: Rows, trim: int) -> torch.Tensor:
 def mean_around_median_of_sorted(rows: Rows, k: int) -> torch.Tensor:
     """Mean of the ``k`` values closest to the median, coordinate-wise.
 
-    The k values nearest to the median form a window of k consecutive sorted
-    values; of the n - k + 1 windows we take the one whose farthest value is
-    closest to the median (on a tie, the lowest window), then sum that window
-    directly (a masked sum, never a difference of sums, so a huge value outside
-    the window cannot cancel the small ones inside it).
+    The k values nearest to the median m form a window of k consecutive sorted
+    values r[i .. i+k-1]: one where no value outside is closer to m than a
+    value inside, i.e. ``m - r[i-1] >= r[i+k-1] - m`` and
+    ``r[i+k] - m >= m - r[i]`` (a missing neighbour passes). When ties allow
+    several such windows, the lowest is taken. The window is then summed
+    directly (a masked sum, never a difference of sums, so a huge value
+    outside it cannot cancel the small ones inside).
     """
     n = len(rows)
     med = median_of_sorted(rows)
-    best_start = torch.zeros_like(rows[0])  # window start, in the data dtype to stay vectorized
-    best_reach = torch.maximum(med - rows[0], rows[k - 1] - med)
-    for i in range(1, n - k + 1):
-        reach = torch.maximum(med - rows[i], rows[i + k - 1] - med)
-        better = reach < best_reach
-        best_start = torch.where(better, float(i), best_start)
-        best_reach = torch.where(better, reach, best_reach)
+    best_start = torch.full_like(rows[0], float(n - k))  # the data dtype keeps the loop vectorized
+    for i in range(n - k, -1, -1):  # descending, so the lowest valid window is kept
+        valid = torch.ones_like(rows[0], dtype=torch.bool)
+        if i > 0:
+            valid = valid & (med - rows[i - 1] >= rows[i + k - 1] - med)
+        if i < n - k:
+            valid = valid & (rows[i + k] - med >= med - rows[i])
+        best_start = torch.where(valid, float(i), best_start)
     if isinstance(rows, torch.Tensor):
-        j = torch.arange(n, device=rows.device)[:, None]
+        j = torch.arange(n, device=rows.device, dtype=rows.dtype)[:, None]
         inside = (j >= best_start) & (j < best_start + k)
         return torch.where(inside, rows, 0.0).sum(dim=0) / k
     total = [

@@ -3,60 +3,82 @@
 ``|x_i - x_j|^2 = |x_i|^2 + |x_j|^2 - 2 <x_i, x_j>`` costs one (n x d) by
 (d x n) product instead of an (n, n, d) tensor. When the vectors share a large
 common offset the subtraction cancels: its absolute error is about
-``eps * (|x_i|^2 + |x_j|^2)``. We detect that case (some nearest-neighbour
-distance within the error bound) and recompute after subtracting the
-coordinate-wise median, a translation that leaves distances unchanged and that
-a minority of huge inputs cannot drag away.
+``eps * sqrt(d) * (|x_i|^2 + |x_j|^2)``. We detect that case (a
+nearest-neighbour distance within that error of zero) and recompute after
+subtracting the coordinate-wise median, a translation that leaves distances
+unchanged and that a minority of huge inputs cannot drag away; rows still
+suspect after that (several distant clusters) get their distances directly.
+
+Half-precision inputs are computed in float32; squared norms that overflow
+are recomputed in float64, and distances beyond that range are +inf, never NaN.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-# A distance within this many ulps of the squared norms involved is not trusted.
-_CANCELLATION_ULPS = 256.0
+# A distance within this many ulps (times sqrt(d)) of the squared norms involved is not trusted.
+_CANCELLATION_ULPS = 64.0
 
 
 def _gram_sq_distances(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Squared distances (n, n) and squared norms (n,) from the Gram matrix of ``x`` (n, d)."""
     gram = x @ x.T
     sq = gram.diagonal().clone()
+    if not bool(torch.isfinite(sq).all()) and x.dtype != torch.float64:
+        return _gram_sq_distances(x.double())
     dist = sq[:, None] + sq[None, :] - 2.0 * gram
     dist = (dist + dist.T) * 0.5  # BLAS need not return an exactly symmetric Gram matrix
+    dist = torch.nan_to_num(dist, nan=math.inf)  # inf - inf: beyond float64's range
     dist.clamp_(min=0.0)
     dist.fill_diagonal_(0.0)
     return dist, sq
 
 
-def _cancellation_suspected(dist: torch.Tensor, sq: torch.Tensor, x: torch.Tensor) -> bool:
-    """Whether some row's nearest-neighbour distance is within rounding error of zero.
+def _suspect_rows(dist: torch.Tensor, sq: torch.Tensor, x: torch.Tensor) -> list[int]:
+    """Rows whose nearest-neighbour distance is within rounding error of zero.
 
     Exact duplicates (common: Byzantine workers sending the same vector) are
-    set to distance zero and need no recomputation.
+    set to distance zero and are not suspect.
     """
     if dist.shape[0] < 2:
-        return False
+        return []
     off = dist.clone()
-    off.fill_diagonal_(float("inf"))
+    off.fill_diagonal_(math.inf)
     nearest, j = off.min(dim=1)
-    bound = _CANCELLATION_ULPS * torch.finfo(dist.dtype).eps * (sq + sq[j])
+    ulps = _CANCELLATION_ULPS * max(1.0, math.sqrt(x.shape[1]))
+    bound = ulps * torch.finfo(dist.dtype).eps * (sq + sq[j])
+    suspect = []
     for i in (nearest <= bound).nonzero().flatten().tolist():
         k = int(j[i])
-        if not torch.equal(x[i], x[k]):
-            return True
-        dist[i, k] = dist[k, i] = 0.0
-    return False
+        if torch.equal(x[i], x[k]):
+            dist[i, k] = dist[k, i] = 0.0
+        else:
+            suspect.append(i)
+    return suspect
 
 
 def sq_distances(x: torch.Tensor) -> torch.Tensor:
     """Squared Euclidean distances between the rows of ``x`` (n, d), shape (n, n).
 
-    Symmetric, zero on the diagonal, non-negative; accurate relative to the
-    spread of the vectors rather than to their norms (see the module docstring).
+    Symmetric, zero on the diagonal, non-negative, +inf where out of range;
+    accurate relative to the spread of the vectors rather than to their norms
+    (see the module docstring). float16/bfloat16 inputs give float32 distances.
     """
+    if x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()
     dist, sq = _gram_sq_distances(x)
-    if _cancellation_suspected(dist, sq, x):
-        from byzance.aggregators._order import coordinate_median
+    if not _suspect_rows(dist, sq, x):
+        return dist
+    from byzance.aggregators._order import coordinate_median
 
-        dist, _ = _gram_sq_distances(x - coordinate_median(x))
+    centered = x - coordinate_median(x)
+    dist, sq = _gram_sq_distances(centered)
+    for i in _suspect_rows(dist, sq, centered):  # distinct clusters: direct distances, row by row
+        row = (centered - centered[i]).square().sum(dim=1).to(dist.dtype)
+        dist[i, :] = row
+        dist[:, i] = row
+        dist[i, i] = 0.0
     return dist

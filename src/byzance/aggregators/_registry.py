@@ -194,17 +194,28 @@ class Pipeline(Rule):
         if params:
             raise InvalidParameterError(
                 f"{self.name}: give each stage its parameters with "
-                "get(name).partial(...) before composing; the pipeline takes none."
+                "get(name, ...) before composing; the pipeline takes none."
             )
         f = check_f(f, self.name)
         x = as_matrix(grads, self.name)
         n = x.shape[0]
-        x, f, _ = drop_nonfinite(x, f, self.name)
+        x, f, kept = drop_nonfinite(x, f, self.name)
         self.check(x.shape[0], f, dropped=n - x.shape[0])
         with torch.no_grad():
             for stage in self.stages:
-                x = stage.impl(x, f, **stage.defaults)
+                stage_params = stage.defaults
+                if kept is not None and x.shape[0] == len(kept.nonzero()):
+                    # Still one row per kept input (bucketing changes that): per-row
+                    # parameters lose the entries of the dropped inputs.
+                    stage_params = _keep_rows(stage_params, stage.row_params, kept, n, stage.name)
+                x = stage.impl(x, f, **stage_params)
         return x
+
+    def partial(self, **params: Any) -> Rule:
+        raise InvalidParameterError(
+            f"{self.name}: a pipeline takes no parameters; bind them to its stages with "
+            "get(name, ...) before composing."
+        )
 
     def min_n(self, f: int) -> int:
         n = 1

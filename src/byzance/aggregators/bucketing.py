@@ -36,8 +36,10 @@ def _bucketing(
     Returns:
         Shape (ceil(n / s), d).
     """
-    if s < 1:
-        raise InvalidParameterError(f"bucketing: bucket size s must be >= 1; got s={s}.")
+    if isinstance(s, bool) or not isinstance(s, int) or s < 1:
+        raise InvalidParameterError(
+            f"bucketing: bucket size s must be an integer >= 1; got s={s!r}."
+        )
     n = x.shape[0]
     if generator is None and seed is not None:
         generator = torch.Generator().manual_seed(seed)

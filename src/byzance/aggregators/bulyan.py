@@ -24,9 +24,15 @@ def bulyan_selection(x: torch.Tensor, f: int, selection: str | Rule = "krum") ->
     n = x.shape[0]
     theta = n - 2 * f
     rule = get(selection)
-    if rule.kind != "aggregator" or rule.name == "bulyan":
+    stage_names = [s.name for s in getattr(rule, "stages", ())] or [rule.name]
+    if rule.kind != "aggregator" or "bulyan" in stage_names:
         raise InvalidParameterError(
             f"bulyan: the selection rule must be an aggregation rule other than bulyan; got {rule.name}."
+        )
+    if any(rule.defaults.get(p) is not None for p in rule.row_params):
+        raise InvalidParameterError(
+            f"bulyan: the selection rule {rule.name} has per-input parameters "
+            f"({', '.join(rule.row_params)}), which do not follow the shrinking set of inputs."
         )
     remaining = list(range(n))
     chosen: list[int] = []
@@ -39,10 +45,18 @@ def bulyan_selection(x: torch.Tensor, f: int, selection: str | Rule = "krum") ->
         return torch.tensor(chosen, device=x.device)
     for _ in range(theta):
         rest = x[remaining]
-        out = rule.impl(rest, f, **rule.defaults)
+        out = _apply(rule, rest, f)
         nearest = int(torch.argmin(torch.linalg.vector_norm(rest - out, dim=1)))
         chosen.append(remaining.pop(nearest))
     return torch.tensor(chosen, device=x.device)
+
+
+def _apply(rule: Rule, x: torch.Tensor, f: int) -> torch.Tensor:
+    """The selection rule on the remaining inputs; its requirement may fail in the last rounds."""
+    stages = getattr(rule, "stages", None) or (rule,)
+    for stage in stages:
+        x = stage.impl(x, f, **stage.defaults)
+    return x
 
 
 def _bulyan(x: torch.Tensor, f: int, *, selection: str | Rule = "krum") -> torch.Tensor:

@@ -37,7 +37,7 @@ def _centered_clipping(
     Returns:
         Shape (d,): the new state v_L.
     """
-    if tau <= 0 or iterations < 1:
+    if not (tau > 0 and isinstance(iterations, int) and iterations >= 1):
         raise InvalidParameterError(
             f"centered_clipping: need tau > 0 and iterations >= 1; got tau={tau}, "
             f"iterations={iterations}."

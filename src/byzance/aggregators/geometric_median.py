@@ -20,12 +20,18 @@ def weiszfeld(
     max_iter: int = 100,
     init: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, int]:
-    """Smoothed Weiszfeld iterations; returns the estimate (d,) and the iterations run.
+    """Weiszfeld iterations with Vardi and Zhang's step off the inputs; (d,) estimate and iterations.
 
-    z <- sum_i beta_i x_i / sum_i beta_i, beta_i = w_i / max(nu, |z - x_i|),
-    stopping when the objective sum_i w_i |z - x_i| decreases by less than
-    ``tol`` times its value, or after ``max_iter`` iterations. Each iteration
-    reads the input twice (distances, then the weighted sum).
+    Away from the inputs: z <- sum_i beta_i x_i / sum_i beta_i with
+    beta_i = w_i / |z - x_i|. When z lies within ``nu`` of inputs of total
+    weight eta, those inputs are left out of the average T and of the
+    resultant r = |sum_i beta_i (x_i - z)|; if r <= eta, z is optimal (stop),
+    else z <- (1 - eta/r) T + (eta/r) z, which plain (or smoothed) Weiszfeld
+    cannot do: started on an input, it stays there (Vardi, Zhang, "The
+    multivariate L1-median and associated data depth", PNAS 2000). Stops when
+    the objective sum_i w_i |z - x_i| decreases by less than ``tol`` times
+    its value, or after ``max_iter`` iterations. Each iteration reads the
+    input twice (distances, then the weighted sum).
     """
     n = x.shape[0]
     w = _check_weights(weights, n, x)
@@ -33,8 +39,20 @@ def weiszfeld(
     dist = torch.linalg.vector_norm(x - z, dim=1)
     objective = float(w @ dist)
     for iteration in range(1, max_iter + 1):
-        beta = w / dist.clamp(min=nu)
-        z = (beta @ x) / beta.sum()
+        on_input = dist < nu
+        beta = torch.where(on_input, 0.0, w / dist.clamp(min=nu))
+        eta = float(w[on_input].sum())
+        if float(beta.sum()) == 0.0:  # every input with weight coincides with z
+            return z, iteration
+        weighted = beta @ x
+        average = weighted / beta.sum()
+        if eta > 0.0:
+            r = float(torch.linalg.vector_norm(weighted - beta.sum() * z))
+            if r <= eta:
+                return z, iteration  # optimal at this input (Vardi-Zhang condition)
+            z = (1.0 - eta / r) * average + (eta / r) * z
+        else:
+            z = average
         dist = torch.linalg.vector_norm(x - z, dim=1)
         new_objective = float(w @ dist)
         if abs(objective - new_objective) <= tol * max(new_objective, 1e-30):
@@ -80,9 +98,11 @@ def _geometric_median(
 ) -> torch.Tensor:
     """Approximate minimizer of sum_i w_i |z - x_i| (the geometric median).
 
-    Smoothed Weiszfeld algorithm of Pillutla, Kakade, Harchaoui, "Robust
-    Aggregation for Federated Learning", IEEE Trans. Signal Processing 2022
-    (RFA), after Weiszfeld 1937. Breakdown point 1/2: tolerates f < n/2.
+    Weiszfeld's algorithm (1937) as used by Pillutla, Kakade, Harchaoui,
+    "Robust Aggregation for Federated Learning", IEEE Trans. Signal Processing
+    2022 (RFA), with distances floored at ``nu`` and Vardi and Zhang's step
+    for iterates that land on an input (see :func:`weiszfeld`). Breakdown
+    point 1/2: tolerates f < n/2.
     With ``weights`` it is the weighted (reputation-weighted) geometric median.
     Starts from the coordinate-wise median unless ``init`` is given.
 
@@ -90,7 +110,7 @@ def _geometric_median(
         x: inputs, shape (n, d).
         f: Byzantine inputs tolerated; requires n >= 2f + 1.
         weights: non-negative weights, shape (n,); uniform by default.
-        nu: smoothing: distances below nu count as nu (avoids division by zero).
+        nu: distances below nu count as coinciding with the input.
         tol: relative decrease of the objective at which iterations stop.
         max_iter: iteration cap.
         init: starting point, shape (d,).
@@ -98,7 +118,7 @@ def _geometric_median(
     Returns:
         Shape (d,).
     """
-    if max_iter < 1 or nu <= 0 or tol < 0:
+    if not (isinstance(max_iter, int) and max_iter >= 1 and nu > 0 and tol >= 0):
         raise InvalidParameterError(
             f"geometric_median: need max_iter >= 1, nu > 0, tol >= 0; got "
             f"max_iter={max_iter}, nu={nu}, tol={tol}."

@@ -27,20 +27,28 @@ def _select_mda(x: torch.Tensor, f: int, *, max_subsets: int = 2_000_000) -> tor
         )
     dist = sq_distances(x)
     batch = max(1, _BATCH_ELEMENTS // (n * n))
-    best_diameter = float("inf")
+    # Smallest diameter first; equal diameters (common: the same pair spans both
+    # subsets) go to the smaller sum of squared distances within the subset, which
+    # does not depend on the order of the inputs; only exact ties on both keys go
+    # to the first subset in lexicographic order.
+    best: tuple[float, float] | None = None
     best_removed: tuple[int, ...] = ()
     removals = itertools.combinations(range(n), f)
     while chunk := list(itertools.islice(removals, batch)):
         keep = torch.ones(len(chunk), n, dtype=torch.bool, device=x.device)
         if f:
-            keep[torch.arange(len(chunk)).repeat_interleave(f), torch.tensor(chunk).flatten()] = (
-                False
-            )
+            rows = torch.arange(len(chunk)).repeat_interleave(f)
+            keep[rows, torch.tensor(chunk).flatten()] = False
         pair = keep[:, :, None] & keep[:, None, :]
-        diameters = torch.where(pair, dist, 0.0).amax(dim=(1, 2))
-        i = int(torch.argmin(diameters))
-        if float(diameters[i]) < best_diameter:
-            best_diameter, best_removed = float(diameters[i]), chunk[i]
+        inside = torch.where(pair, dist, 0.0)
+        diameters = inside.amax(dim=(1, 2))
+        spreads = inside.sum(dim=(1, 2))
+        smallest = diameters.min()
+        spreads = torch.where(diameters == smallest, spreads, math.inf)
+        i = int(torch.argmin(spreads))
+        candidate = (float(diameters[i]), float(spreads[i]))
+        if best is None or candidate < best:
+            best, best_removed = candidate, chunk[i]
     keep = torch.ones(n, dtype=torch.bool)
     keep[list(best_removed)] = False
     return keep.nonzero().flatten().to(x.device)
@@ -50,8 +58,9 @@ def _mda(x: torch.Tensor, f: int, *, max_subsets: int = 2_000_000) -> torch.Tens
     """Average of the n - f inputs whose subset has the smallest diameter.
 
     diameter(S) = max over i, j in S of |x_i - x_j|. Exact: every subset of
-    size n - f is examined (C(n, f) of them); ties go to the first in
-    lexicographic order of the removed inputs. El Mhamdi, Guerraoui, Rouault,
+    size n - f is examined (C(n, f) of them); equal diameters are decided by
+    the sum of squared distances within the subset (order-independent), then
+    by the first subset in lexicographic order of the removed inputs. El Mhamdi, Guerraoui, Rouault,
     "Distributed Momentum for Byzantine-resilient Stochastic Gradient Descent",
     ICLR 2021 (MDA, after Rousseeuw's minimum volume estimators, 1985).
 

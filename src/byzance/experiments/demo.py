@@ -55,7 +55,8 @@ def _run_one(config: RunConfig) -> tuple[str, str, dict[str, Any]]:
     torch.set_num_threads(1)  # one process per core
     out = Path(config.out_dir)
     rows = read_metrics(out / "metrics.jsonl")
-    done = (out / "summary.md").exists() and rows and rows[-1]["step"] == config.steps
+    done = (out / "summary.md").exists() and bool(rows)
+    done = done and (rows[-1]["step"] == config.steps or rows[-1].get("diverged", False))
     if not done:
         train(config, resume=(out / "checkpoint.pt").exists())
         rows = read_metrics(out / "metrics.jsonl")

@@ -24,7 +24,7 @@ import torch
 
 from byzance import aggregators, attacks, models
 from byzance.experiments.config import ConfigError, RunConfig, load, validate
-from byzance.sim import SyncSimulator, flatten_params
+from byzance.sim import SyncSimulator, TrainingDivergedError, flatten_params
 
 TIME_KEYS = ("aggregation_ms", "elapsed_s")
 Progress = Callable[[int, dict[str, Any]], None]
@@ -159,7 +159,14 @@ class Run:
         cfg = self.config
         with self.metrics_path.open("a") as log:
             for step in range(start_step + 1, cfg.steps + 1):
-                stats = self.sim.step()
+                try:
+                    stats = self.sim.step()
+                except TrainingDivergedError:
+                    row = {"step": step, "diverged": True, **self.evaluate()}
+                    log.write(json.dumps(row) + "\n")
+                    if progress is not None:
+                        progress(cfg.steps, row)
+                    break
                 row: dict[str, Any] = {
                     "step": step,
                     "loss": stats.loss,
@@ -245,6 +252,7 @@ def write_report(config: RunConfig, rows: list[dict[str, Any]], out: Path) -> No
     from byzance.experiments.plots import plot_curves
 
     evals = [r for r in rows if "test_loss" in r]
+    diverged = bool(rows) and rows[-1].get("diverged", False)
     metric = "accuracy" if any("accuracy" in r for r in evals) else "test_loss"
     label = f"{config.rule().name} vs {config.attack}"
     plot_curves(
@@ -261,13 +269,19 @@ def write_report(config: RunConfig, rows: list[dict[str, Any]], out: Path) -> No
         "| metric | value |",
         "| --- | --- |",
     ]
+    if diverged:
+        lines.insert(
+            4,
+            f"**Diverged at step {rows[-1]['step']}**: the model's parameters stopped being finite.\n",
+        )
     for key in ("accuracy", "test_loss", "optimum_distance"):
         if key in final:
             lines.append(f"| final {key} | {final[key]:.4f} |")
     if metric == "accuracy" and evals:
         lines.append(f"| best accuracy | {max(r['accuracy'] for r in evals):.4f} |")
-    if rows:
-        mean_ms = sum(r["aggregation_ms"] for r in rows) / len(rows)
+    steps = [r for r in rows if "aggregation_ms" in r]
+    if steps:
+        mean_ms = sum(r["aggregation_ms"] for r in steps) / len(steps)
         lines.append(f"| mean aggregation time | {mean_ms:.2f} ms |")
-        lines.append(f"| final deviation from honest mean | {rows[-1]['deviation']:.4g} |")
+        lines.append(f"| last deviation from honest mean | {steps[-1]['deviation']:.4g} |")
     (out / "summary.md").write_text("\n".join(lines) + "\n")

@@ -31,6 +31,10 @@ def loss_for(task: str) -> LossFn:
     return F.cross_entropy if task == "classification" else F.mse_loss
 
 
+class TrainingDivergedError(RuntimeError):
+    """The model's parameters or the honest gradients are no longer finite."""
+
+
 @dataclass(frozen=True)
 class StepStats:
     """What one step did, for the metrics and for understanding why a rule fails.
@@ -121,6 +125,11 @@ class SyncSimulator:
                 yb[self.honest :], num_classes=self.num_classes, **self.attack_params
             )
         grads, losses = worker_gradients(self.model, self.loss_fn, xb, yb)
+        if not bool(torch.isfinite(grads[: self.honest]).all()):
+            raise TrainingDivergedError(
+                f"step {self.step_count + 1}: the honest gradients are not finite; the model "
+                "diverged (a rule that let a Byzantine vector through, or too large a learning rate)."
+            )
         if self.beta:
             self.momentum = grads if self.momentum is None else self.beta * self.momentum + grads
             sent = self.momentum
