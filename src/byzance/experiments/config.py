@@ -31,6 +31,7 @@ class RunConfig:
 
     seed: int = 0
     dataset: str = "mnist5k"
+    dataset_params: dict[str, Any] = field(default_factory=dict)
     test_fraction: float = 0.2
     model: str = "mlp"
     workers: int = 20
@@ -50,7 +51,8 @@ class RunConfig:
     lr: float = 0.1
     momentum: float = 0.0
     worker_momentum: float = 0.0
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # the server optimizer's
+    l2: float = -1.0  # in every worker's objective: (l2 / 2) |theta|^2; -1: the data set's own
     lr_schedule: str = "constant"
     lr_step_size: int = 100
     lr_gamma: float = 0.5
@@ -159,6 +161,8 @@ def validate(config: RunConfig) -> RunConfig:
             f"config key 'byzantine' must be in [0, workers - 1 = {config.workers - 1}] so that "
             f"at least one worker is honest; got {config.byzantine}."
         )
+    if config.l2 < 0 and config.l2 != -1:
+        raise ConfigError(f"config key 'l2' must be >= 0 (or -1: the data set's); got {config.l2}.")
     for key in ("momentum", "worker_momentum"):
         if not 0 <= getattr(config, key) < 1:
             raise ConfigError(f"config key {key!r} must be in [0, 1); got {getattr(config, key)}.")

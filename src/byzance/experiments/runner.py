@@ -73,7 +73,10 @@ class Run:
         self.config = config
         self.out = Path(config.out_dir)
         self.data = load_dataset(
-            config.dataset, seed=config.seed, test_fraction=config.test_fraction
+            config.dataset,
+            seed=config.seed,
+            test_fraction=config.test_fraction,
+            **config.dataset_params,
         )
         shards = partition(
             self.data.y_train,
@@ -108,6 +111,7 @@ class Run:
             scheduler=_scheduler(config, optimizer),
             batch_size=config.batch_size,
             worker_momentum=config.worker_momentum,
+            l2=self.data.l2 if config.l2 < 0 else config.l2,
             task=self.data.task,
             num_classes=self.data.num_classes,
             seed=config.seed,

@@ -26,7 +26,7 @@ def set_flat_grad(model: nn.Module, flat: torch.Tensor) -> None:
 
 
 def worker_gradients(
-    model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor
+    model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, l2: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients and losses of k workers on their own batches, in one vmap call.
 
@@ -35,6 +35,8 @@ def worker_gradients(
         loss_fn: mean loss of a batch, ``loss_fn(outputs, targets)``.
         x: the workers' batches, shape (k, B, *input_shape).
         y: their targets, shape (k, B).
+        l2: each worker's objective adds (l2 / 2) |theta|^2 (part of what is
+            aggregated, unlike the server optimizer's weight decay).
 
     Returns:
         Flat gradients (k, d) in ``named_parameters`` order, and losses (k,).
@@ -42,7 +44,10 @@ def worker_gradients(
     params = {name: p.detach() for name, p in model.named_parameters()}
 
     def batch_loss(p: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        return loss_fn(functional_call(model, p, (xb,)), yb)
+        loss = loss_fn(functional_call(model, p, (xb,)), yb)
+        if l2:
+            loss = loss + 0.5 * l2 * sum(t.square().sum() for t in p.values())
+        return loss
 
     grads, losses = vmap(grad_and_value(batch_loss), in_dims=(None, 0, 0))(params, x, y)
     k = x.shape[0]
@@ -50,13 +55,15 @@ def worker_gradients(
 
 
 def loop_gradients(
-    model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor
+    model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, l2: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Same as :func:`worker_gradients` with a Python loop over workers (reference and benchmark)."""
     grads, losses = [], []
     params = list(model.parameters())
     for xb, yb in zip(x, y, strict=True):
         loss = loss_fn(model(xb), yb)
+        if l2:
+            loss = loss + 0.5 * l2 * sum(t.square().sum() for t in params)
         g = torch.autograd.grad(loss, params)
         grads.append(torch.cat([t.reshape(-1) for t in g]))
         losses.append(loss.detach())

@@ -70,6 +70,7 @@ class SyncSimulator:
         scheduler: its learning-rate schedule, stepped once per step, or None.
         batch_size: samples per worker per step.
         worker_momentum: beta of the workers' momentum m <- beta m + g (0: none).
+        l2: the workers' objective adds (l2 / 2) |theta|^2.
         task: "classification" or "regression".
         seed: seeds the batch, attack and rule generators.
     """
@@ -90,6 +91,7 @@ class SyncSimulator:
         scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
         batch_size: int = 32,
         worker_momentum: float = 0.0,
+        l2: float = 0.0,
         task: str = "classification",
         num_classes: int = 0,
         seed: int = 0,
@@ -100,7 +102,7 @@ class SyncSimulator:
         self.rule, self.attack = rule, attack
         self.attack_params = dict(attack_params or {})
         self.optimizer, self.scheduler = optimizer, scheduler
-        self.batch_size, self.beta = batch_size, worker_momentum
+        self.batch_size, self.beta, self.l2 = batch_size, worker_momentum, l2
         self.loss_fn, self.num_classes = loss_for(task), num_classes
         self.batch_gen = torch.Generator().manual_seed(seed * 1_000_003 + 1)
         self.attack_gen = torch.Generator().manual_seed(seed * 1_000_003 + 2)
@@ -124,7 +126,7 @@ class SyncSimulator:
             yb[self.honest :] = self.attack(
                 yb[self.honest :], num_classes=self.num_classes, **self.attack_params
             )
-        grads, losses = worker_gradients(self.model, self.loss_fn, xb, yb)
+        grads, losses = worker_gradients(self.model, self.loss_fn, xb, yb, self.l2)
         if not bool(torch.isfinite(grads[: self.honest]).all()):
             raise TrainingDivergedError(
                 f"step {self.step_count + 1}: the honest gradients are not finite; the model "
