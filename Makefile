@@ -24,7 +24,8 @@ demo: setup
 	$(BIN)/byzance demo
 
 bench: setup
-	$(BIN)/byzance bench
+	$(BIN)/byzance bench rules
+	$(BIN)/byzance bench sim
 
 lint: setup
 	$(BIN)/ruff check .

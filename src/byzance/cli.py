@@ -171,21 +171,36 @@ def list_attacks() -> None:
 
 @app.command()
 def bench(
-    n: Annotated[list[int] | None, typer.Option(help="Numbers of inputs [10, 20, 50].")] = None,
-    d: Annotated[list[int] | None, typer.Option(help="Dimensions [1e4, 1e6].")] = None,
+    what: Annotated[
+        str, typer.Argument(help="rules (aggregation rules) or sim (the simulator).")
+    ] = "rules",
+    n: Annotated[
+        list[int] | None, typer.Option(help="Numbers of inputs/workers [10, 20, 50].")
+    ] = None,
+    d: Annotated[list[int] | None, typer.Option(help="Dimensions, for rules [1e4, 1e6].")] = None,
     repeat: Annotated[int, typer.Option(help="Timed repetitions (the minimum is kept).")] = 5,
     rule: Annotated[list[str] | None, typer.Option(help="Only these rules (default: all).")] = None,
+    threads: Annotated[int, typer.Option(help="torch threads, for sim.")] = 1,
 ) -> None:
-    """Time every rule against its floor (one pass, or one Gram product)."""
+    """Time every rule against its floor, or the simulator's vectorized step against a loop."""
+    ns = tuple(n or (10, 20, 50))
+    if what == "sim":
+        from byzance.experiments.bench_sim import render_sim_bench, run_sim_bench
+
+        render_sim_bench(run_sim_bench(ns, repeat=repeat, threads=threads), _wide_console())
+        return
+    if what != "rules":
+        console.print(f"[red]error:[/red] bench takes 'rules' or 'sim', not {what!r}.")
+        raise typer.Exit(2)
     from byzance.experiments.bench import render_bench, run_bench
 
     rows = run_bench(
-        ns=tuple(n or (10, 20, 50)),
+        ns=ns,
         ds=tuple(d or (10_000, 1_000_000)),
         repeat=repeat,
         rules=tuple(rule) if rule else None,
     )
-    render_bench(rows, console)
+    render_bench(rows, _wide_console())
 
 
 if __name__ == "__main__":
