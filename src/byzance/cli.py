@@ -154,6 +154,52 @@ def rules() -> None:
     _wide_console().print(table)
 
 
+@app.command()
+def grid(
+    config: Annotated[Path, typer.Option(help="TOML grid: [base] run config and [axes] to sweep.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Output directory (default: the grid's).")
+    ] = None,
+    jobs: Annotated[int, typer.Option(help="Parallel cells (default: number of cores).")] = 0,
+) -> None:
+    """Run every cell of a grid (resumable), then write results.csv, results.md and heatmaps."""
+    from byzance.errors import ByzanceError
+    from byzance.experiments.grid import load_grid, run_grid
+
+    try:
+        spec = load_grid(config, out)
+    except ByzanceError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from None
+    infeasible = [c for c in spec.cells if c.config is None]
+    console.print(
+        f"{spec.name}: {len(spec.cells)} cells, {len(infeasible)} infeasible (not run), "
+        f"in {spec.out_dir}/"
+    )
+    with _progress() as progress:
+        task = progress.add_task("cells", total=len(spec.feasible), info="")
+        run_grid(
+            spec,
+            jobs=jobs or None,
+            on_done=lambda cell: progress.advance(task),
+        )
+    console.print((spec.out_dir / "results.md").read_text())
+
+
+@app.command()
+def report(out: Annotated[Path, typer.Argument(help="A grid's output directory.")]) -> None:
+    """Regenerate a grid's tables and heatmaps from its cells (finished or partial)."""
+    from byzance.errors import ByzanceError
+    from byzance.experiments.report import report as make_report
+
+    try:
+        make_report(out)
+    except ByzanceError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from None
+    console.print((out / "results.md").read_text())
+
+
 @app.command(name="attacks")
 def list_attacks() -> None:
     """List the attacks with their strength parameter and paper."""

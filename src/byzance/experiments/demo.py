@@ -48,20 +48,10 @@ def demo_configs(out_dir: Path, *, steps: int = 200, seed: int = 0) -> list[RunC
 
 
 def _run_one(config: RunConfig) -> tuple[str, str, dict[str, Any]]:
-    import torch
+    from byzance.experiments.runner import run_or_resume
 
-    from byzance.experiments.runner import read_metrics, train
-
-    torch.set_num_threads(1)  # one process per core
-    out = Path(config.out_dir)
-    rows = read_metrics(out / "metrics.jsonl")
-    done = (out / "summary.md").exists() and bool(rows)
-    done = done and (rows[-1]["step"] == config.steps or rows[-1].get("diverged", False))
-    if not done:
-        train(config, resume=(out / "checkpoint.pt").exists())
-        rows = read_metrics(out / "metrics.jsonl")
-    rule = config.rule().name
-    return rule, config.attack, rows[-1]
+    rows = run_or_resume(config, threads=1)  # one process per core
+    return config.rule().name, config.attack, rows[-1]
 
 
 def run_demo(

@@ -211,6 +211,29 @@ def train(
     return Run(validate(config)).train(resume=resume, progress=progress)
 
 
+def is_finished(config: RunConfig) -> bool:
+    """Whether the run in ``config.out_dir`` completed (all steps, or diverged) and was reported."""
+    out = Path(config.out_dir)
+    rows = read_metrics(out / "metrics.jsonl")
+    if not (out / "summary.md").exists() or not rows:
+        return False
+    return rows[-1]["step"] == config.steps or bool(rows[-1].get("diverged", False))
+
+
+def run_or_resume(config: RunConfig, *, threads: int | None = None) -> list[dict[str, Any]]:
+    """Make sure the run is complete: skip it if finished, resume it if interrupted, else train.
+
+    Idempotent, for sweeps; returns the run's metric rows. ``threads`` sets
+    torch's threads (1 when runs go one per core).
+    """
+    if threads is not None:
+        torch.set_num_threads(threads)
+    out = Path(config.out_dir)
+    if not is_finished(config):
+        train(config, resume=(out / "checkpoint.pt").exists())
+    return read_metrics(out / "metrics.jsonl")
+
+
 def resume(out_dir: str | Path, *, progress: Progress | None = None) -> RunResult:
     """Continue the run in ``out_dir`` from its last checkpoint (or restart it if it has none)."""
     out = Path(out_dir)

@@ -1,0 +1,439 @@
+"""Benchmark of the aggregation rules against their floors.
+
+For float32 inputs ``torch.randn(n, d)`` (seeded), every registered rule (and
+pre-aggregator) is timed in the same process as two floors:
+
+- ``pass``: ``x.sum(0)``, reading the input once; the floor of the
+  coordinate-wise rules (median, trimmed mean, meamed, Bulyan's second phase)
+  and of the rules that read the input a few times (averaging, clipping,
+  bucketing, centered clipping, the geometric median).
+- ``gram``: ``x @ x.T``, one Gram product; the floor of the distance-based
+  rules (Krum, Multi-Krum, NNM, MDA, Bulyan and its selection phase).
+
+Each rule is called once as a warm-up (reported as "first call": it includes
+compiling the coordinate-wise kernels the first time a rule meets an n and
+a large input), then ``repeat`` times; the minimum is kept. Rules are called
+through the registry (``get(name)(x, f)``), so their time includes the input
+checks every user call pays. Bulyan is also timed by phase: its selection
+(``bulyan_selection``) and its second phase on theta = n - 2f rows.
+
+f is ``max(1, n // 5)``, lowered to the largest f the rule tolerates at that n;
+for MDA further to the largest f with C(n, f) <= 2e5 subsets (it examines
+them all). Targets, checked at n = 20, d = 1e6: distance-based rules within
+2x of one Gram product, coordinate-wise rules within 5x of one pass.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+Floor = Literal["pass", "gram"]
+Kind = Literal["floor", "aggregator", "preaggregator", "phase"]
+
+TARGET_N = 20
+TARGET_D = 1_000_000
+MDA_MAX_SUBSETS = 200_000
+CENTERED_CLIPPING_ITERATIONS = 10
+
+PASS = "floor: x.sum(0)"
+GRAM = "floor: x @ x.T"
+BULYAN_SELECTION = "bulyan selection"
+BULYAN_PHASE_2 = "bulyan phase 2"
+CC_ITERATED = f"centered_clipping, iterations={CENTERED_CLIPPING_ITERATIONS}"
+
+# The floor each rule is compared to.
+FLOORS: dict[str, Floor] = {
+    "average": "pass",
+    "arc": "pass",
+    "bucketing": "pass",
+    "centered_clipping": "pass",
+    CC_ITERATED: "pass",
+    "clipping": "pass",
+    "geometric_median": "pass",
+    "meamed": "pass",
+    "median": "pass",
+    "trimmed_mean": "pass",
+    BULYAN_PHASE_2: "pass",
+    "bulyan": "gram",
+    "krum": "gram",
+    "mda": "gram",
+    "multi_krum": "gram",
+    "nnm": "gram",
+    BULYAN_SELECTION: "gram",
+}
+
+# Largest time / floor ratio allowed at n = TARGET_N, d = TARGET_D.
+TARGETS: dict[str, float] = {
+    "krum": 2.0,
+    "multi_krum": 2.0,
+    "nnm": 2.0,
+    BULYAN_SELECTION: 2.0,
+    "median": 5.0,
+    "trimmed_mean": 5.0,
+    "meamed": 5.0,
+    BULYAN_PHASE_2: 5.0,
+}
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    """One timed case: a floor, a rule or a phase, at one (n, d).
+
+    Times in milliseconds; ``ms`` is the minimum over the timed repetitions,
+    ``first_ms`` the warm-up call. ``ms`` is None when the case was skipped
+    (``note`` says why).
+    """
+
+    rule: str
+    kind: Kind
+    n: int
+    d: int
+    f: int | None
+    ms: float | None
+    first_ms: float | None
+    floor: Floor | None = None
+    floor_ms: float | None = None
+    target: float | None = None
+    iterations: int | None = None
+    ms_per_iteration: float | None = None
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        """Time over the floor's time (None for floors and skipped cases)."""
+        if self.ms is None or not self.floor_ms:
+            return None
+        return self.ms / self.floor_ms
+
+    @property
+    def met(self) -> bool | None:
+        """Whether the target ratio is met (None where there is no target)."""
+        ratio = self.ratio
+        if self.target is None or ratio is None:
+            return None
+        return ratio <= self.target
+
+
+@dataclass(frozen=True)
+class Case:
+    """What to time: ``run(x)`` on the (n, d) input, or nothing (skipped, see ``note``)."""
+
+    name: str
+    kind: Kind
+    f: int | None
+    floor: Floor | None
+    run: Callable[[torch.Tensor], Any] | None
+    note: str = ""
+    iterations: int | None = None
+
+
+# -- choosing f ----------------------------------------------------------------------
+def bench_f(rule: Any, n: int) -> int:
+    """``max(1, n // 5)`` lowered to the largest f ``rule`` tolerates with n inputs; -1 if none."""
+    from byzance.errors import ToleranceError
+
+    f = max(1, n // 5)
+    while f >= 0:
+        try:
+            rule.check(n, f)
+            return f
+        except ToleranceError:
+            f -= 1
+    return -1
+
+
+def _mda_f(n: int, f: int) -> tuple[int, str]:
+    """The largest f' <= f with C(n, f') <= MDA_MAX_SUBSETS, and a note when f' < f."""
+    lowered = f
+    while lowered > 0 and math.comb(n, lowered) > MDA_MAX_SUBSETS:
+        lowered -= 1
+    if lowered == f:
+        return f, ""
+    return lowered, (
+        f"f lowered from {f}: C({n},{f}) = {math.comb(n, f):.1e} subsets to examine; "
+        f"C({n},{lowered}) = {math.comb(n, lowered):,}"
+    )
+
+
+# -- the cases -----------------------------------------------------------------------
+def _floor_cases() -> list[Case]:
+    return [
+        Case(PASS, "floor", None, None, lambda x: x.sum(0)),
+        Case(GRAM, "floor", None, None, lambda x: x @ x.T),
+    ]
+
+
+def _floor_of(rule: Any) -> Floor:
+    stages = getattr(rule, "stages", ()) or (rule,)
+    return "gram" if any(FLOORS.get(s.name) == "gram" for s in stages) else "pass"
+
+
+def _rule_cases(name: str, n: int) -> list[Case]:
+    from byzance import aggregators
+
+    rule = aggregators.get(name)
+    kind: Kind = rule.kind
+    floor = _floor_of(rule)
+    f = bench_f(rule, n)
+    if f < 0:
+        return [Case(name, kind, None, floor, None, f"needs n >= {rule.min_n(0)}")]
+    if name == "mda":
+        f, note = _mda_f(n, f)
+        return [Case(name, kind, f, floor, lambda x: rule(x, f), note)]
+    if name == "bucketing":  # its own generator: the benchmark leaves torch's global one alone
+        return [Case(name, kind, f, floor, lambda x: rule(x, f, seed=0))]
+    if name == "centered_clipping":
+        k = CENTERED_CLIPPING_ITERATIONS
+        return [
+            Case(name, kind, f, floor, lambda x: rule(x, f), iterations=1),
+            Case(CC_ITERATED, kind, f, floor, lambda x: rule(x, f, iterations=k), iterations=k),
+        ]
+    cases = [Case(name, kind, f, floor, lambda x: rule(x, f))]
+    if name == "bulyan":
+        cases += _bulyan_phases(f)
+    return cases
+
+
+def _bulyan_phases(f: int) -> list[Case]:
+    from byzance.aggregators._order import coordinate_mean_around_median
+    from byzance.aggregators.bulyan import bulyan_selection
+
+    def phase_2(x: torch.Tensor) -> torch.Tensor:
+        theta = x.shape[0] - 2 * f
+        return coordinate_mean_around_median(x[:theta], theta - 2 * f)
+
+    return [
+        Case(BULYAN_SELECTION, "phase", f, "gram", lambda x: bulyan_selection(x, f)),
+        Case(BULYAN_PHASE_2, "phase", f, "pass", phase_2, "on the first n - 2f rows"),
+    ]
+
+
+def bench_cases(n: int, rules: Iterable[str] | None = None) -> list[Case]:
+    """The floors, then the cases of ``rules`` (default: every registered rule) at n inputs.
+
+    A rule name may be a pipeline (``"nnm>trimmed_mean"``); ``"bulyan"`` brings
+    its two phases, which may also be asked for by name.
+    """
+    from byzance import aggregators
+
+    cases = _floor_cases()
+    for name in aggregators.names() if rules is None else rules:
+        if name in (BULYAN_SELECTION, BULYAN_PHASE_2):
+            bulyan = aggregators.get("bulyan")
+            f = bench_f(bulyan, n)
+            phases = _bulyan_phases(f) if f >= 0 else []
+            cases += [c for c in phases if c.name == name]
+        elif name == CC_ITERATED:
+            cases += [c for c in _rule_cases("centered_clipping", n) if c.name == name]
+        else:
+            cases += _rule_cases(name, n)
+    return cases
+
+
+# -- timing --------------------------------------------------------------------------
+def _time_ms(fn: Callable[[], Any], repeat: int) -> tuple[float, float]:
+    """(first call, minimum of ``repeat`` further calls), in milliseconds; results are dropped."""
+    start = time.perf_counter()
+    fn()
+    first = time.perf_counter() - start
+    best = math.inf
+    for _ in range(max(1, repeat)):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return 1e3 * first, 1e3 * best
+
+
+def _weiszfeld_iterations(x: torch.Tensor, repeat: int) -> tuple[int, float]:
+    """Iterations of the geometric median to converge (default settings) and ms per iteration.
+
+    Per iteration: the difference between running K and 1 iterations from the
+    same start, over K - 1, so the start (a coordinate-wise median) and the
+    first distances are not counted.
+    """
+    from byzance.aggregators._order import coordinate_median
+    from byzance.aggregators.geometric_median import weiszfeld
+
+    _, iterations = weiszfeld(x)
+    start = coordinate_median(x)
+    _, one = _time_ms(lambda: weiszfeld(x, init=start, max_iter=1), repeat)
+    if iterations < 2:
+        return iterations, one
+    _, many = _time_ms(lambda: weiszfeld(x, init=start, max_iter=iterations), repeat)
+    per = (many - one) / (iterations - 1)
+    return iterations, per if per > 0 else many / iterations
+
+
+def run_bench(
+    ns: Sequence[int] = (10, 20, 50),
+    ds: Sequence[int] = (10_000, 1_000_000),
+    repeat: int = 5,
+    rules: Sequence[str] | None = None,
+    *,
+    seed: int = 0,
+) -> list[BenchRow]:
+    """Time the floors and every rule (or ``rules``) on float32 ``randn(n, d)`` for each n and d.
+
+    Returns the rows in order: for each (n, d), the two floors, then the rules.
+    The floors are timed before and after the rules and their best time kept,
+    so that a moment of load on the machine does not flatter every ratio. An
+    unknown rule name raises :class:`~byzance.errors.UnknownNameError` before
+    anything is timed.
+    """
+    rows: list[BenchRow] = []
+    for n in ns:
+        cases = bench_cases(n, rules)  # validates the names first
+        for d in ds:
+            rows += _bench_size(cases, n, d, repeat, seed)
+    return rows
+
+
+def _bench_size(cases: list[Case], n: int, d: int, repeat: int, seed: int) -> list[BenchRow]:
+    x = torch.randn(n, d, generator=torch.Generator().manual_seed(seed))
+    timed = [(case, _measure(case, x, repeat)) for case in cases]
+    floors: dict[str, float] = {}
+    for case, measured in timed:
+        if case.kind == "floor" and case.run is not None and measured["ms"] is not None:
+            _, again = _time_ms(functools.partial(case.run, x), repeat)
+            measured["ms"] = min(measured["ms"], again)
+            floors["pass" if case.name == PASS else "gram"] = measured["ms"]
+    return [_row(case, measured, n, d, floors) for case, measured in timed]
+
+
+def _measure(case: Case, x: torch.Tensor, repeat: int) -> dict[str, Any]:
+    """Times (ms) of ``case`` on ``x``; iterations for the iterative rules; a note if it failed."""
+    from byzance.errors import ByzanceError
+
+    out: dict[str, Any] = dict(ms=None, first_ms=None, iterations=None, ms_per_iteration=None)
+    if case.run is None:
+        return out
+    run = case.run
+    try:
+        out["first_ms"], out["ms"] = _time_ms(lambda: run(x), repeat)
+    except ByzanceError as err:  # e.g. a rule refusing this size: reported, not fatal
+        out["note"] = f"{type(err).__name__}: {err}"
+        return out
+    if case.iterations:
+        out["iterations"] = case.iterations
+        out["ms_per_iteration"] = out["ms"] / case.iterations
+    elif case.name == "geometric_median":
+        out["iterations"], out["ms_per_iteration"] = _weiszfeld_iterations(x, repeat)
+    return out
+
+
+def _row(
+    case: Case, measured: dict[str, Any], n: int, d: int, floors: dict[str, float]
+) -> BenchRow:
+    measured = {"note": case.note, **measured}
+    if case.kind == "floor":
+        return BenchRow(rule=case.name, kind=case.kind, n=n, d=d, f=None, **measured)
+    return BenchRow(
+        rule=case.name,
+        kind=case.kind,
+        n=n,
+        d=d,
+        f=case.f,
+        floor=case.floor,
+        floor_ms=floors.get(case.floor) if case.floor else None,
+        target=TARGETS.get(case.name) if (n, d) == (TARGET_N, TARGET_D) else None,
+        **measured,
+    )
+
+
+# -- rendering -----------------------------------------------------------------------
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value >= 1000:
+        return f"{value / 1000:.2f} s"
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 1:
+        return f"{value:.1f}"
+    return f"{value:.3f}"
+
+
+def _ratio(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:.0f}x" if value >= 100 else f"{value:.1f}x" if value >= 10 else f"{value:.2f}x"
+
+
+def _d(d: int) -> str:
+    exp = round(math.log10(d)) if d > 0 else 0
+    return f"1e{exp}" if 10**exp == d and d >= 1000 else str(d)
+
+
+def render_bench(rows: Sequence[BenchRow], console: Any) -> None:
+    """A rich table of ``rows`` (times in ms, ratios to the floor, targets), notes and a summary."""
+    from rich.table import Table
+
+    table = Table(
+        title="Aggregation rules against their floors (CPU, float32 randn(n, d))",
+        caption=(
+            "ms: best of the timed calls. first call: the warm-up, which includes compiling "
+            "a coordinate-wise kernel when a rule is the first to need it (one per statistic, "
+            "n and parameters, shared: geometric_median starts from the median, bulyan's "
+            "second phase is bulyan's; cached on disk, so later processes start "
+            "faster). vs floor: time over pass = x.sum(0) or "
+            "gram = x @ x.T, timed in the same run. iters: iterations (geometric_median: to "
+            f"converge). Targets at n={TARGET_N}, d={_d(TARGET_D)}: distance-based rules within "
+            "2x gram, coordinate-wise within 5x pass."
+        ),
+    )
+    for col in (
+        "rule",
+        "n",
+        "d",
+        "f",
+        "ms",
+        "first call",
+        "vs floor",
+        "target",
+        "iters",
+        "ms/iter",
+    ):
+        table.add_column(col, justify="left" if col in ("rule", "target") else "right")
+    notes: dict[tuple[str, str], list[str]] = {}
+    previous: tuple[int, int] | None = None
+    for r in rows:
+        if previous is not None and (r.n, r.d) != previous:
+            table.add_section()
+        previous = (r.n, r.d)
+        if r.note:
+            notes.setdefault((r.rule, r.note), []).append(f"n={r.n}, d={_d(r.d)}")
+        target = ""
+        if r.target is not None:
+            met = r.met
+            mark = "" if met is None else " [green]ok" if met else " [red]missed"
+            target = f"<={r.target:g}x{mark}"
+        table.add_row(
+            r.rule + ("*" if r.note else ""),
+            str(r.n),
+            _d(r.d),
+            "" if r.f is None else str(r.f),
+            _ms(r.ms),
+            _ms(r.first_ms),
+            f"{_ratio(r.ratio)} {r.floor}" if r.ratio is not None else "",
+            target,
+            "" if r.iterations is None else str(r.iterations),
+            "" if r.ms_per_iteration is None else _ms(r.ms_per_iteration),
+            style="dim" if r.kind == "floor" else None,
+        )
+    console.print(table)
+    for (rule, note), where in notes.items():
+        console.print(f"* {rule} ({'; '.join(where)}): {note}", highlight=False)
+    checked = [r for r in rows if r.met is not None]
+    if checked:
+        missed = [r for r in checked if not r.met]
+        summary = f"Targets: {len(checked) - len(missed)} of {len(checked)} met"
+        if missed:
+            summary += "; missed: " + ", ".join(f"{r.rule} ({_ratio(r.ratio)})" for r in missed)
+        console.print(summary + ".", highlight=False)

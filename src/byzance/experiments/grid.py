@@ -1,0 +1,174 @@
+"""The experiment grid: a base run and axes to sweep, every cell a normal training run.
+
+A grid file (TOML)::
+
+    name = "ALIE against the rules"
+    [base]                      # any run config key
+    dataset = "mnist5k"
+    steps = 200
+    [axes]                      # any run config key, a list of values each
+    aggregator = ["average", "krum", "median"]
+    attack = ["none", "alie"]
+    byzantine = [2, 4]
+    seed = [0, 1]
+
+The product of the axes is expanded and every cell validated before any runs:
+a cell whose rule cannot tolerate its f is infeasible (recorded, not run); any
+other invalid value stops the grid before it starts. Cells run in parallel
+worker processes, each in ``DIR/cells/<cell>``; rerunning skips finished cells
+and resumes interrupted ones, so a kill loses at most the cells in flight.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import re
+import tomllib
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from byzance.errors import ToleranceError
+from byzance.experiments.config import ConfigError, RunConfig, load
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the grid: its axis values and its validated config (None if infeasible)."""
+
+    name: str
+    values: dict[str, Any]
+    config: RunConfig | None
+    infeasible: str | None = None
+    spec: dict[str, Any] = field(default_factory=dict)  # base + values, unvalidated
+
+    @property
+    def rule(self) -> str:
+        """The rule's name, pre-aggregators first (``nnm>trimmed_mean``)."""
+        if self.config is not None:
+            return self.config.rule().name
+        aggregator = str(self.spec.get("aggregator", "average"))
+        return ">".join([*self.spec.get("preaggregators", []), aggregator])
+
+    @property
+    def attack(self) -> str:
+        return self.config.attack if self.config else str(self.spec.get("attack", "none"))
+
+    @property
+    def f(self) -> int:
+        """The f the rule tolerates."""
+        if self.config is not None:
+            return self.config.tolerated
+        f = int(self.spec.get("f", -1))
+        return int(self.spec.get("byzantine", 4)) if f < 0 else f
+
+
+@dataclass
+class Grid:
+    """An expanded grid: its name, axes and cells, written under ``out_dir``."""
+
+    name: str
+    out_dir: Path
+    axes: dict[str, list[Any]]
+    cells: list[Cell] = field(default_factory=list)
+    source: Path | None = None
+
+    @property
+    def feasible(self) -> list[Cell]:
+        return [c for c in self.cells if c.config is not None]
+
+
+def _cell_name(values: dict[str, Any]) -> str:
+    parts = []
+    for key, value in values.items():
+        text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+        text = re.sub(r"[^A-Za-z0-9_.,+=-]", "_", text.replace(">", "+"))
+        parts.append(f"{key}={text or 'none'}")
+    return "__".join(parts)
+
+
+def load_grid(path: str | Path, out_dir: str | Path | None = None) -> Grid:
+    """Read and expand a grid file; validates every cell (raises on any error but infeasibility)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"grid file {str(path)!r} does not exist.")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"grid file {str(path)!r} is not valid TOML: {err}") from None
+    unknown = set(raw) - {"name", "base", "axes", "out_dir"}
+    if unknown:
+        raise ConfigError(
+            f"grid file {str(path)!r}: unknown top-level keys {sorted(unknown)}; "
+            "a grid has name, out_dir, [base] and [axes]."
+        )
+    base = dict(raw.get("base", {}))
+    axes = dict(raw.get("axes", {}))
+    for key, values in axes.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(
+                f"grid axis {key!r} must be a non-empty list of values; got {values!r}."
+            )
+    out = Path(out_dir or raw.get("out_dir") or Path("runs") / path.stem)
+    grid = Grid(name=str(raw.get("name", path.stem)), out_dir=out, axes=axes, source=path)
+    for combination in itertools.product(*axes.values()):
+        values = dict(zip(axes, combination, strict=True))
+        name = _cell_name(values)
+        overrides = {**base, **values, "out_dir": str(out / "cells" / name)}
+        spec = {**base, **values}
+        try:
+            config = load(None, overrides)
+        except ToleranceError as err:
+            grid.cells.append(Cell(name, values, None, infeasible=str(err), spec=spec))
+            continue
+        except ConfigError as err:
+            raise ConfigError(f"grid cell {name}: {err}") from None
+        grid.cells.append(Cell(name, values, config, spec=spec))
+    return grid
+
+
+def _run_cell(config: RunConfig) -> str:
+    from byzance.experiments.runner import run_or_resume
+
+    run_or_resume(config, threads=1)  # one process per core
+    return config.out_dir
+
+
+def run_grid(
+    grid: Grid,
+    *,
+    jobs: int | None = None,
+    on_done: Callable[[Cell], None] | None = None,
+) -> None:
+    """Run every feasible cell not yet finished, ``jobs`` at a time (default: the cores).
+
+    ``jobs=1`` runs in this process, one cell after the other.
+    """
+    from byzance.experiments.report import write_grid_report
+    from byzance.experiments.runner import is_finished
+
+    grid.out_dir.mkdir(parents=True, exist_ok=True)
+    if grid.source is not None:
+        (grid.out_dir / "grid.toml").write_text(grid.source.read_text())
+    todo = [c for c in grid.feasible if not is_finished(c.config)]
+    for cell in grid.feasible:
+        if cell not in todo and on_done is not None:
+            on_done(cell)
+    jobs = jobs or multiprocessing.cpu_count()
+    if jobs == 1:
+        for cell in todo:
+            _run_cell(cell.config)
+            if on_done is not None:
+                on_done(cell)
+    else:
+        context = multiprocessing.get_context("spawn")  # no fork after torch threads exist
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+            futures = {pool.submit(_run_cell, c.config): c for c in todo}
+            for future in as_completed(futures):
+                future.result()
+                if on_done is not None:
+                    on_done(futures[future])
+    write_grid_report(grid)

@@ -1,0 +1,174 @@
+"""Tables and heatmaps of a grid, from its cells' metrics (finished or partial)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from byzance.experiments.grid import Cell, Grid, load_grid
+from byzance.experiments.runner import is_finished, read_metrics
+
+# Axes that are the table's rows, columns, or averaged over: the rest split tables.
+_LAYOUT_AXES = {"aggregator", "preaggregators", "attack", "seed", "out_dir"}
+
+
+def cell_result(cell: Cell) -> dict[str, Any]:
+    """One results row: the axis values, the run's status and final numbers."""
+    row: dict[str, Any] = {"cell": cell.name, "rule": cell.rule, "attack": cell.attack, "f": cell.f}
+    row.update(
+        {k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in cell.values.items()}
+    )
+    if cell.config is None:
+        return {**row, "status": "infeasible", "note": cell.infeasible}
+    rows = read_metrics(Path(cell.config.out_dir) / "metrics.jsonl")
+    evals = [r for r in rows if "accuracy" in r]
+    status = "finished" if is_finished(cell.config) else ("partial" if rows else "missing")
+    diverged = bool(rows) and bool(rows[-1].get("diverged"))
+    return {
+        **row,
+        "status": "diverged" if diverged and status == "finished" else status,
+        "final_accuracy": evals[-1]["accuracy"] if evals and status == "finished" else None,
+        "best_accuracy": max(r["accuracy"] for r in evals) if evals else None,
+        "steps": rows[-1]["step"] if rows else 0,
+        "seconds": max((r.get("elapsed_s", 0.0) for r in rows), default=0.0),
+    }
+
+
+def _split_key(
+    cell: Cell, grid: Grid, also: frozenset[str] = frozenset()
+) -> tuple[tuple[str, Any], ...]:
+    """The values of the axes that split tables (all but rows, columns, seeds and ``also``)."""
+    skip = _LAYOUT_AXES | also
+    return tuple((k, json.dumps(cell.values[k])) for k in grid.axes if k not in skip)
+
+
+_F_AXES = frozenset({"f", "byzantine"})  # the heatmaps' columns
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def write_grid_report(grid: Grid) -> list[dict[str, Any]]:
+    """Write results.csv, results.md and the heatmaps into ``grid.out_dir``; returns the rows."""
+    grid.out_dir.mkdir(parents=True, exist_ok=True)
+    results = [cell_result(c) for c in grid.cells]
+    keys = list(dict.fromkeys(k for r in results for k in r))
+    with (grid.out_dir / "results.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(results)
+    by_cell = {r["cell"]: r for r in results}
+
+    groups: dict[tuple, list[Cell]] = defaultdict(list)
+    for cell in grid.cells:
+        groups[_split_key(cell, grid)].append(cell)
+    lines = [
+        f"# {grid.name}",
+        "",
+        f"Final test accuracy, mean ± std over seeds; {len(grid.cells)} cells.",
+    ]
+    for split, cells in groups.items():
+        title = ", ".join(f"{k} = {json.loads(v)}" for k, v in split) or "all cells"
+        rules = list(dict.fromkeys(c.rule for c in cells))
+        attacks = list(dict.fromkeys(c.attack for c in cells))
+        lines += ["", f"## {title}", "", "| rule | " + " | ".join(attacks) + " |"]
+        lines.append("| --- |" + " --- |" * len(attacks))
+        for rule in rules:
+            cells_row = []
+            for attack in attacks:
+                chosen = [c for c in cells if c.rule == rule and c.attack == attack]
+                if chosen and all(c.config is None for c in chosen):
+                    cells_row.append("infeasible")
+                    continue
+                values = [by_cell[c.name]["final_accuracy"] for c in chosen]
+                cells_row.append(_mean_std([v for v in values if v is not None]))
+            lines.append(f"| {rule} | " + " | ".join(cells_row) + " |")
+    infeasible = [r for r in results if r["status"] == "infeasible"]
+    if infeasible:
+        lines += ["", "Infeasible cells (not run):", ""]
+        lines += [f"- {r['cell']}: {r['note']}" for r in infeasible]
+    (grid.out_dir / "results.md").write_text("\n".join(lines) + "\n")
+    write_heatmaps(grid, results)
+    return results
+
+
+def _accuracy_table(
+    grid: Grid, results: list[dict[str, Any]], cells: list[Cell], attack: str | None
+) -> tuple[list[str], list[int], list[list[float]]]:
+    """Rows rules, columns f: mean accuracy over seeds (worst over attacks when attack is None)."""
+    by_cell = {r["cell"]: r for r in results}
+    rules = list(dict.fromkeys(c.rule for c in cells))
+    fs = sorted({c.f for c in cells})
+    table = []
+    for rule in rules:
+        row = []
+        for f in fs:
+            per_attack: dict[str, list[float]] = defaultdict(list)
+            for c in cells:
+                if c.rule == rule and c.f == f and (attack is None or c.attack == attack):
+                    value = by_cell[c.name].get("final_accuracy")
+                    if value is not None:
+                        per_attack[c.attack].append(value)
+            means = [statistics.mean(v) for v in per_attack.values() if v]
+            row.append(min(means) if means else math.nan)
+        table.append(row)
+    return rules, fs, table
+
+
+def write_heatmaps(grid: Grid, results: list[dict[str, Any]]) -> list[Path]:
+    """Heatmaps (rules x f): worst case over attacks, and one per attack, per table split."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[tuple, list[Cell]] = defaultdict(list)
+    for cell in grid.cells:
+        groups[_split_key(cell, grid, _F_AXES)].append(cell)
+    paths = []
+    for index, (split, cells) in enumerate(groups.items()):
+        suffix = "" if len(groups) == 1 else f"_{index}"
+        subtitle = ", ".join(f"{k}={json.loads(v)}" for k, v in split)
+        attacks = list(dict.fromkeys(c.attack for c in cells))
+        for attack in [None, *attacks]:
+            rules, fs, table = _accuracy_table(grid, results, cells, attack)
+            fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(fs), 1.0 + 0.45 * len(rules)), dpi=110)
+            image = ax.imshow(table, vmin=0.0, vmax=1.0, cmap="RdYlGn", aspect="auto")
+            ax.set_xticks(range(len(fs)), [str(f) for f in fs])
+            ax.set_yticks(range(len(rules)), rules)
+            ax.set_xlabel("f")
+            for i, row in enumerate(table):
+                for j, value in enumerate(row):
+                    text = "n/a" if math.isnan(value) else f"{value:.2f}"
+                    ax.text(j, i, text, ha="center", va="center", fontsize=8)
+            what = "worst case over attacks" if attack is None else f"attack: {attack}"
+            ax.set_title(f"{what}" + (f"\n{subtitle}" if subtitle else ""), fontsize=9)
+            fig.colorbar(image, ax=ax, fraction=0.05)
+            fig.tight_layout()
+            name = "heatmap_worst_case" if attack is None else f"heatmap_{attack}"
+            path = grid.out_dir / f"{name}{suffix}.png"
+            fig.savefig(path)
+            plt.close(fig)
+            paths.append(path)
+    return paths
+
+
+def report(out_dir: str | Path) -> list[dict[str, Any]]:
+    """Regenerate the tables and heatmaps of the grid in ``out_dir`` (finished or partial)."""
+    out = Path(out_dir)
+    source = out / "grid.toml"
+    if not source.is_file():
+        from byzance.experiments.config import ConfigError
+
+        raise ConfigError(f"{str(out)!r} holds no grid: grid.toml is missing.")
+    return write_grid_report(load_grid(source, out))
