@@ -152,3 +152,26 @@ def test_grid_command(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "| median |" in result.output
+
+
+def test_a_table_axis_sets_several_keys_together(tmp_path):
+    text = GRID.replace(
+        'attack = ["none", "sign_flip"]',
+        'attack = ["none", { attack = "ipm", attack_params = { epsilon = 100.0 } }]',
+    )
+    grid = load_grid(grid_file(tmp_path, text), tmp_path / "t")
+    attacks = {c.attack for c in grid.cells}
+    assert attacks == {"none", "ipm(epsilon=100.0)"}
+    ipm = next(c for c in grid.cells if c.attack != "none")
+    assert ipm.config.attack_params == {"epsilon": 100.0}
+    assert "attack=ipm" in ipm.name and "epsilon=100.0" in ipm.name
+
+
+def test_shipped_grids_are_valid():
+    from pathlib import Path
+
+    grids = sorted((Path(__file__).parents[2] / "examples" / "grids").glob("*.toml"))
+    assert len(grids) >= 4
+    for path in grids:
+        grid = load_grid(path, "/tmp/unused")
+        assert grid.feasible, path

@@ -8,6 +8,8 @@ A grid file (TOML)::
     steps = 200
     [axes]                      # any run config key, a list of values each
     aggregator = ["average", "krum", "median"]
+    # a table sets several keys together:
+    attack = ["none", "alie", {attack = "ipm", attack_params = {epsilon = 100.0}}]
     attack = ["none", "alie"]
     byzantine = [2, 4]
     seed = [0, 1]
@@ -55,7 +57,12 @@ class Cell:
 
     @property
     def attack(self) -> str:
-        return self.config.attack if self.config else str(self.spec.get("attack", "none"))
+        """The attack's name, with its parameters when any: ``ipm(epsilon=100.0)``."""
+        name = self.config.attack if self.config else str(self.spec.get("attack", "none"))
+        params = self.config.attack_params if self.config else self.spec.get("attack_params", {})
+        if not params:
+            return name
+        return f"{name}({', '.join(f'{k}={v}' for k, v in sorted(params.items()))})"
 
     @property
     def f(self) -> int:
@@ -84,6 +91,17 @@ class Grid:
 def _cell_name(values: dict[str, Any]) -> str:
     parts = []
     for key, value in values.items():
+        if isinstance(value, dict):
+            inner = {k: v for k, v in value.items() if not isinstance(v, dict)}
+            nested = [
+                f"{k}.{kk}={vv}"
+                for k, v in value.items()
+                if isinstance(v, dict)
+                for kk, vv in v.items()
+            ]
+            text = ",".join([*(f"{k}={v}" for k, v in inner.items()), *nested])
+            parts.append(re.sub(r"[^A-Za-z0-9_.,+=-]", "_", text.replace(">", "+")))
+            continue
         text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
         text = re.sub(r"[^A-Za-z0-9_.,+=-]", "_", text.replace(">", "+"))
         parts.append(f"{key}={text or 'none'}")
@@ -117,8 +135,11 @@ def load_grid(path: str | Path, out_dir: str | Path | None = None) -> Grid:
     for combination in itertools.product(*axes.values()):
         values = dict(zip(axes, combination, strict=True))
         name = _cell_name(values)
-        overrides = {**base, **values, "out_dir": str(out / "cells" / name)}
-        spec = {**base, **values}
+        spec = dict(base)
+        for key, value in values.items():
+            # A table sets several keys together: {attack = "ipm", attack_params = {epsilon = 100}}.
+            spec.update(value if isinstance(value, dict) else {key: value})
+        overrides = {**spec, "out_dir": str(out / "cells" / name)}
         try:
             config = load(None, overrides)
         except ToleranceError as err:
