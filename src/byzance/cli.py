@@ -226,26 +226,32 @@ def bench(
     d: Annotated[list[int] | None, typer.Option(help="Dimensions, for rules [1e4, 1e6].")] = None,
     repeat: Annotated[int, typer.Option(help="Timed repetitions (the minimum is kept).")] = 5,
     rule: Annotated[list[str] | None, typer.Option(help="Only these rules (default: all).")] = None,
-    threads: Annotated[int, typer.Option(help="torch threads, for sim.")] = 1,
+    threads: Annotated[int | None, typer.Option(help="torch threads (sim: 1 by default).")] = None,
 ) -> None:
     """Time every rule against its floor, or the simulator's vectorized step against a loop."""
     ns = tuple(n or (10, 20, 50))
     if what == "sim":
         from byzance.experiments.bench_sim import render_sim_bench, run_sim_bench
 
-        render_sim_bench(run_sim_bench(ns, repeat=repeat, threads=threads), _wide_console())
+        render_sim_bench(run_sim_bench(ns, repeat=repeat, threads=threads or 1), _wide_console())
         return
     if what != "rules":
         console.print(f"[red]error:[/red] bench takes 'rules' or 'sim', not {what!r}.")
         raise typer.Exit(2)
+    from byzance.errors import ByzanceError
     from byzance.experiments.bench import render_bench, run_bench
 
-    rows = run_bench(
-        ns=ns,
-        ds=tuple(d or (10_000, 1_000_000)),
-        repeat=repeat,
-        rules=tuple(rule) if rule else None,
-    )
+    try:
+        rows = run_bench(
+            ns=ns,
+            ds=tuple(d or (10_000, 1_000_000)),
+            repeat=repeat,
+            rules=tuple(rule) if rule else None,
+            threads=threads,
+        )
+    except ByzanceError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from None
     render_bench(rows, _wide_console())
 
 

@@ -7,6 +7,7 @@ import math
 import re
 
 import pytest
+import torch
 from rich.console import Console
 
 from byzance import aggregators
@@ -58,6 +59,7 @@ def test_run_bench_times_every_rule_against_its_floor():
     cc = by_name[bench.CC_ITERATED]
     assert cc.iterations == bench.CENTERED_CLIPPING_ITERATIONS
     assert cc.ms_per_iteration == pytest.approx(cc.ms / cc.iterations)
+    assert all(r.threads == torch.get_num_threads() for r in rows)
     assert by_name["mda"].f == 1 and by_name["mda"].note == ""  # C(7, 1) subsets: f not lowered
 
 
@@ -87,6 +89,15 @@ def test_pipelines_and_phases_by_name_and_unknown_names():
     assert by_name["bulyan phase 2"].ms > 0 and "bulyan" not in by_name
     with pytest.raises(UnknownNameError, match="krum"):
         run_bench(ns=(7,), ds=(16,), repeat=1, rules=("krun",))
+
+
+def test_threads_are_set_for_the_run_and_restored():
+    before = torch.get_num_threads()
+    rows = run_bench(ns=(7,), ds=(16,), repeat=1, rules=("median",), threads=1)
+    assert {r.threads for r in rows} == {1} and torch.get_num_threads() == before
+    out = io.StringIO()
+    render_bench(rows, Console(file=out, width=200))
+    assert "1 torch thread," in out.getvalue()
 
 
 def test_rules_a_size_cannot_run_are_skipped_with_a_note():

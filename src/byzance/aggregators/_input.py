@@ -106,10 +106,12 @@ def check_f(f: Any, who: str) -> int:
 def finite_rows(x: torch.Tensor) -> torch.Tensor:
     """Boolean mask of shape (n,): rows of ``x`` (n, d) holding no NaN or inf.
 
-    One pass: a row sum accumulated in float64 is non-finite whenever the row
-    holds a NaN or inf; only rows whose sum overflows are checked element-wise.
+    One pass: a row sum is non-finite whenever the row holds a NaN or inf;
+    only rows whose sum is non-finite (including finite rows whose sum
+    overflows) are checked element-wise. The sum stays in the input's dtype
+    (float32 for half precision): accumulating in float64 costs ~14 passes.
     """
-    acc = torch.float64 if x.dtype != torch.float64 else x.dtype
+    acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
     suspect = ~torch.isfinite(x.sum(dim=1, dtype=acc))
     if not bool(suspect.any()):
         return ~suspect

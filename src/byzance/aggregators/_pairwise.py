@@ -82,3 +82,14 @@ def sq_distances(x: torch.Tensor) -> torch.Tensor:
         dist[:, i] = row
         dist[i, i] = 0.0
     return dist
+
+
+def distances_to(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Euclidean distances (n,) from the rows of ``x`` (n, d) to the point ``z`` (d,).
+
+    Direct differences (no cancellation, unlike the Gram form), without
+    materializing the (n, d) difference.
+    """
+    if x.dtype in (torch.float16, torch.bfloat16):
+        return distances_to(x.float(), z.float()).to(x.dtype)
+    return torch.cdist(x, z[None], compute_mode="donot_use_mm_for_euclid_dist")[:, 0]

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from byzance.aggregators._pairwise import distances_to
 from byzance.aggregators._registry import Requirement, Rule, register
 from byzance.errors import InvalidParameterError
 
@@ -45,7 +46,7 @@ def _centered_clipping(
     n = x.shape[0]
     v = _check_center(center, x)
     for _ in range(iterations):
-        radius = torch.linalg.vector_norm(x - v, dim=1)
+        radius = distances_to(x, v)
         scale = torch.clamp(tau / radius.clamp(min=torch.finfo(x.dtype).tiny), max=1.0)
         v = v + (scale @ x - scale.sum() * v) / n
     return v

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from byzance.aggregators._order import coordinate_median
+from byzance.aggregators._pairwise import distances_to
 from byzance.aggregators._registry import Requirement, Rule, register
 from byzance.errors import InvalidParameterError
 
@@ -36,7 +37,7 @@ def weiszfeld(
     n = x.shape[0]
     w = _check_weights(weights, n, x)
     z = coordinate_median(x) if init is None else _check_init(init, x)
-    dist = torch.linalg.vector_norm(x - z, dim=1)
+    dist = distances_to(x, z)
     objective = float(w @ dist)
     for iteration in range(1, max_iter + 1):
         on_input = dist < nu
@@ -53,7 +54,7 @@ def weiszfeld(
             z = (1.0 - eta / r) * average + (eta / r) * z
         else:
             z = average
-        dist = torch.linalg.vector_norm(x - z, dim=1)
+        dist = distances_to(x, z)
         new_objective = float(w @ dist)
         if abs(objective - new_objective) <= tol * max(new_objective, 1e-30):
             return z, iteration

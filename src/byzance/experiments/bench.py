@@ -10,9 +10,10 @@ pre-aggregator) is timed in the same process as two floors:
 - ``gram``: ``x @ x.T``, one Gram product; the floor of the distance-based
   rules (Krum, Multi-Krum, NNM, MDA, Bulyan and its selection phase).
 
-Each rule is called once as a warm-up (reported as "first call": it includes
+Each case is called once as a warm-up (reported as "first call": it includes
 compiling the coordinate-wise kernels the first time a rule meets an n and
-a large input), then ``repeat`` times; the minimum is kept. Rules are called
+a large input), then ``repeat`` times, in rounds over all the cases of a size
+(so a rule and its floor see the same load); the minimum is kept. Rules are called
 through the registry (``get(name)(x, f)``), so their time includes the input
 checks every user call pays. Bulyan is also timed by phase: its selection
 (``bulyan_selection``) and its second phase on theta = n - 2f rows.
@@ -104,6 +105,7 @@ class BenchRow:
     iterations: int | None = None
     ms_per_iteration: float | None = None
     note: str = ""
+    threads: int | None = None  # torch's intra-op threads when timed
 
     @property
     def ratio(self) -> float | None:
@@ -224,7 +226,7 @@ def bench_cases(n: int, rules: Iterable[str] | None = None) -> list[Case]:
     from byzance import aggregators
 
     cases = _floor_cases()
-    for name in aggregators.names() if rules is None else rules:
+    for name in aggregators.names() if rules is None else dict.fromkeys(rules):
         if name in (BULYAN_SELECTION, BULYAN_PHASE_2):
             bulyan = aggregators.get("bulyan")
             f = bench_f(bulyan, n)
@@ -238,37 +240,10 @@ def bench_cases(n: int, rules: Iterable[str] | None = None) -> list[Case]:
 
 
 # -- timing --------------------------------------------------------------------------
-def _time_ms(fn: Callable[[], Any], repeat: int) -> tuple[float, float]:
-    """(first call, minimum of ``repeat`` further calls), in milliseconds; results are dropped."""
+def _elapsed_ms(fn: Callable[[], Any]) -> float:
     start = time.perf_counter()
-    fn()
-    first = time.perf_counter() - start
-    best = math.inf
-    for _ in range(max(1, repeat)):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return 1e3 * first, 1e3 * best
-
-
-def _weiszfeld_iterations(x: torch.Tensor, repeat: int) -> tuple[int, float]:
-    """Iterations of the geometric median to converge (default settings) and ms per iteration.
-
-    Per iteration: the difference between running K and 1 iterations from the
-    same start, over K - 1, so the start (a coordinate-wise median) and the
-    first distances are not counted.
-    """
-    from byzance.aggregators._order import coordinate_median
-    from byzance.aggregators.geometric_median import weiszfeld
-
-    _, iterations = weiszfeld(x)
-    start = coordinate_median(x)
-    _, one = _time_ms(lambda: weiszfeld(x, init=start, max_iter=1), repeat)
-    if iterations < 2:
-        return iterations, one
-    _, many = _time_ms(lambda: weiszfeld(x, init=start, max_iter=iterations), repeat)
-    per = (many - one) / (iterations - 1)
-    return iterations, per if per > 0 else many / iterations
+    fn()  # the result is dropped at once: no copies pile up
+    return 1e3 * (time.perf_counter() - start)
 
 
 def run_bench(
@@ -278,62 +253,107 @@ def run_bench(
     rules: Sequence[str] | None = None,
     *,
     seed: int = 0,
+    threads: int | None = None,
 ) -> list[BenchRow]:
     """Time the floors and every rule (or ``rules``) on float32 ``randn(n, d)`` for each n and d.
 
     Returns the rows in order: for each (n, d), the two floors, then the rules.
-    The floors are timed before and after the rules and their best time kept,
-    so that a moment of load on the machine does not flatter every ratio. An
+    At each size every case is called once (the warm-up, "first call"), then
+    ``repeat`` rounds call every case in turn and each keeps its best time:
+    the repetitions of a rule and of its floor are spread over the same span,
+    so that a burst of load on the machine does not favour one of them. An
     unknown rule name raises :class:`~byzance.errors.UnknownNameError` before
-    anything is timed.
+    anything is timed. ``threads`` sets torch's intra-op threads for the run
+    (default: as they are); on a loaded machine one thread times more steadily.
     """
-    rows: list[BenchRow] = []
-    for n in ns:
-        cases = bench_cases(n, rules)  # validates the names first
-        for d in ds:
-            rows += _bench_size(cases, n, d, repeat, seed)
-    return rows
+    cases_by_n = {n: bench_cases(n, rules) for n in ns}  # validates the names first
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        rows: list[BenchRow] = []
+        for n, cases in cases_by_n.items():
+            for d in ds:
+                rows += _bench_size(cases, n, d, max(1, repeat), seed)
+        return rows
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _bench_size(cases: list[Case], n: int, d: int, repeat: int, seed: int) -> list[BenchRow]:
-    x = torch.randn(n, d, generator=torch.Generator().manual_seed(seed))
-    timed = [(case, _measure(case, x, repeat)) for case in cases]
-    floors: dict[str, float] = {}
-    for case, measured in timed:
-        if case.kind == "floor" and case.run is not None and measured["ms"] is not None:
-            _, again = _time_ms(functools.partial(case.run, x), repeat)
-            measured["ms"] = min(measured["ms"], again)
-            floors["pass" if case.name == PASS else "gram"] = measured["ms"]
-    return [_row(case, measured, n, d, floors) for case, measured in timed]
-
-
-def _measure(case: Case, x: torch.Tensor, repeat: int) -> dict[str, Any]:
-    """Times (ms) of ``case`` on ``x``; iterations for the iterative rules; a note if it failed."""
     from byzance.errors import ByzanceError
 
-    out: dict[str, Any] = dict(ms=None, first_ms=None, iterations=None, ms_per_iteration=None)
-    if case.run is None:
-        return out
-    run = case.run
-    try:
-        out["first_ms"], out["ms"] = _time_ms(lambda: run(x), repeat)
-    except ByzanceError as err:  # e.g. a rule refusing this size: reported, not fatal
-        out["note"] = f"{type(err).__name__}: {err}"
-        return out
-    if case.iterations:
-        out["iterations"] = case.iterations
-        out["ms_per_iteration"] = out["ms"] / case.iterations
-    elif case.name == "geometric_median":
-        out["iterations"], out["ms_per_iteration"] = _weiszfeld_iterations(x, repeat)
-    return out
+    x = torch.randn(n, d, generator=torch.Generator().manual_seed(seed))
+    measured: dict[str, dict[str, Any]] = {}
+    jobs: dict[tuple[str, str], Callable[[], Any]] = {}
+    for case in cases:
+        out = measured[case.name] = {"note": case.note}
+        if case.run is None:
+            continue
+        job = functools.partial(case.run, x)
+        try:
+            out["first_ms"] = _elapsed_ms(job)
+        except ByzanceError as err:  # e.g. a rule refusing this size: reported, not fatal
+            out["note"] = f"{type(err).__name__}: {err}"
+            continue
+        jobs[(case.name, "ms")] = job
+        if case.iterations:
+            out["iterations"] = case.iterations
+        elif case.name == "geometric_median":
+            out["iterations"], extra = _weiszfeld_jobs(x)
+            jobs.update({(case.name, key): fn for key, fn in extra.items()})
+    best: dict[tuple[str, str], float] = dict.fromkeys(jobs, math.inf)
+    for _ in range(repeat):
+        for key, job in jobs.items():
+            best[key] = min(best[key], _elapsed_ms(job))
+    for (name, key), ms in best.items():
+        measured[name][key] = ms
+    for case in cases:
+        out = measured[case.name]
+        if case.iterations and "ms" in out:
+            out["ms_per_iteration"] = out["ms"] / case.iterations
+        elif "one" in out:  # the geometric median: K iterations minus one, over K - 1
+            k, one, many = out["iterations"], out.pop("one"), out.pop("many", None)
+            per = one if many is None else (many - one) / (k - 1)
+            out["ms_per_iteration"] = per if per > 0 else (many or one) / k
+    floors = {
+        floor: measured[name]["ms"]
+        for floor, name in (("pass", PASS), ("gram", GRAM))
+        if "ms" in measured.get(name, {})
+    }
+    return [_row(case, measured[case.name], n, d, floors) for case in cases]
+
+
+def _weiszfeld_jobs(x: torch.Tensor) -> tuple[int, dict[str, Callable[[], Any]]]:
+    """Iterations of the geometric median to converge (default settings), and what to time.
+
+    Per iteration: the difference between running K and 1 iterations from the
+    same start, over K - 1, so that the start (a coordinate-wise median) and
+    the first distances are not counted.
+    """
+    from byzance.aggregators._order import coordinate_median
+    from byzance.aggregators.geometric_median import weiszfeld
+
+    _, iterations = weiszfeld(x)
+    start = coordinate_median(x)
+    jobs = {"one": functools.partial(weiszfeld, x, init=start, max_iter=1)}
+    if iterations >= 2:
+        jobs["many"] = functools.partial(weiszfeld, x, init=start, max_iter=iterations)
+    for job in jobs.values():
+        job()  # warm-up
+    return iterations, jobs
 
 
 def _row(
     case: Case, measured: dict[str, Any], n: int, d: int, floors: dict[str, float]
 ) -> BenchRow:
-    measured = {"note": case.note, **measured}
+    times = {
+        key: measured.get(key)
+        for key in ("ms", "first_ms", "iterations", "ms_per_iteration", "note")
+    }
+    times["threads"] = torch.get_num_threads()
     if case.kind == "floor":
-        return BenchRow(rule=case.name, kind=case.kind, n=n, d=d, f=None, **measured)
+        return BenchRow(rule=case.name, kind=case.kind, n=n, d=d, f=None, **times)
     return BenchRow(
         rule=case.name,
         kind=case.kind,
@@ -343,7 +363,7 @@ def _row(
         floor=case.floor,
         floor_ms=floors.get(case.floor) if case.floor else None,
         target=TARGETS.get(case.name) if (n, d) == (TARGET_N, TARGET_D) else None,
-        **measured,
+        **times,
     )
 
 
@@ -375,8 +395,13 @@ def render_bench(rows: Sequence[BenchRow], console: Any) -> None:
     """A rich table of ``rows`` (times in ms, ratios to the floor, targets), notes and a summary."""
     from rich.table import Table
 
+    threads = sorted({r.threads for r in rows if r.threads is not None})
+    threads_text = f"{'/'.join(map(str, threads))} torch thread{'s' * (threads != [1])}, "
     table = Table(
-        title="Aggregation rules against their floors (CPU, float32 randn(n, d))",
+        title=(
+            "Aggregation rules against their floors "
+            f"(CPU, {threads_text if threads else ''}float32 randn(n, d))"
+        ),
         caption=(
             "ms: best of the timed calls. first call: the warm-up, which includes compiling "
             "a coordinate-wise kernel when a rule is the first to need it (one per statistic, "
