@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from byzance import aggregators, attacks, models
-from byzance.errors import ByzanceError
+from byzance.errors import ByzanceError, ToleranceError
 
 
 class ConfigError(ByzanceError):
@@ -59,6 +59,22 @@ class RunConfig:
     eval_every: int = 50
     checkpoint_every: int = 100
     out_dir: str = "runs/run"
+    # Asynchronous mode (Kardam): steps count arrivals at the server.
+    mode: str = "sync"
+    slow_workers: int = 0  # the last honest workers are slow:
+    slow_rate: float = 0.2  # their delays ~ Exp(rate), the others' Exp(1)
+    byzantine_rate: float = 4.0  # Byzantine workers lie about timing: fast
+    kardam: bool = True
+    kardam_window: int = 50
+    kardam_max_rejections: int = 5
+    staleness: str = "exponential"
+    staleness_beta: float = 0.1
+    # Several servers (ByzSGD style), in sync mode.
+    servers: int = 1
+    byzantine_servers: int = 0
+    server_rule: str = "median"
+    server_attack: str = "large_norm"
+    exchange_every: int = 1
 
     @property
     def tolerated(self) -> int:
@@ -152,7 +168,50 @@ def validate(config: RunConfig) -> RunConfig:
     _one_of("attack", config.attack, ["none", *attacks.names()])
     _one_of("partition", config.partition, PARTITIONS)
     _one_of("lr_schedule", config.lr_schedule, SCHEDULES)
-    positive = ("workers", "steps", "batch_size", "eval_every", "checkpoint_every", "lr_step_size")
+    _one_of("mode", config.mode, ("sync", "async"))
+    _one_of("staleness", config.staleness, ("none", "exponential", "inverse"))
+    _one_of("server_rule", config.server_rule, aggregators.names("aggregator"))
+    _one_of(
+        "server_attack", config.server_attack, ("none", "large_norm", "sign_flip", "per_worker")
+    )
+    if config.mode == "async" and config.kardam and config.workers < 3 * config.tolerated + 1:
+        raise ToleranceError(
+            f"kardam requires n >= 3f + 1 workers to tolerate f Byzantine ones: f={config.tolerated} "
+            f"needs at least n={3 * config.tolerated + 1}, got n={config.workers}."
+        )
+    if config.mode == "async" and config.servers > 1:
+        raise ConfigError("mode 'async' runs with one server; set servers = 1 or mode = 'sync'.")
+    if not 0 <= config.slow_workers <= config.workers - config.byzantine:
+        raise ConfigError(
+            f"config key 'slow_workers' must be in [0, honest workers = "
+            f"{config.workers - config.byzantine}]; got {config.slow_workers}."
+        )
+    for key in ("slow_rate", "byzantine_rate"):
+        if not getattr(config, key) > 0:
+            raise ConfigError(f"config key {key!r} must be > 0; got {getattr(config, key)}.")
+    if config.servers < 1 or not 0 <= config.byzantine_servers < config.servers:
+        raise ConfigError(
+            "config keys 'servers' and 'byzantine_servers': need servers >= 1 and at least one "
+            f"honest server; got servers={config.servers}, byzantine_servers={config.byzantine_servers}."
+        )
+    if config.servers > 1:
+        try:
+            aggregators.get(config.server_rule).check(config.servers, config.byzantine_servers)
+        except ToleranceError as err:
+            raise ToleranceError(
+                f"combining the models of {config.servers} servers, {config.byzantine_servers} of "
+                f"them Byzantine, with server_rule: {err}"
+            ) from None
+    positive = (
+        "workers",
+        "steps",
+        "batch_size",
+        "eval_every",
+        "checkpoint_every",
+        "lr_step_size",
+        "exchange_every",
+        "kardam_window",
+    )
     for key in positive:
         if getattr(config, key) < 1:
             raise ConfigError(f"config key {key!r} must be >= 1; got {getattr(config, key)}.")

@@ -10,6 +10,7 @@ saved in the checkpoint).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import inspect
 import json
 import os
@@ -25,6 +26,8 @@ import torch
 from byzance import aggregators, attacks, models
 from byzance.experiments.config import ConfigError, RunConfig, load, validate
 from byzance.sim import SyncSimulator, TrainingDivergedError, flatten_params
+from byzance.sim.asynchronous import AsyncSimulator
+from byzance.sim.servers import MultiServerSimulator
 
 TIME_KEYS = ("aggregation_ms", "elapsed_s")
 Progress = Callable[[int, dict[str, Any]], None]
@@ -97,25 +100,55 @@ class Run:
         self.rule_gen = torch.Generator().manual_seed(config.seed * 1_000_003 + 3)
         rule = _bind_generators(config.rule(), self.rule_gen)
         attack = None if config.attack == "none" else attacks.get(config.attack)
-        self.sim = SyncSimulator(
-            self.model,
-            self.data.x_train,
-            self.data.y_train,
-            shards,
-            rule=rule,
+        l2 = self.data.l2 if config.l2 < 0 else config.l2
+        common = dict(
             f=config.tolerated,
             byzantine=config.byzantine if attack is not None else 0,
             attack=attack,
             attack_params=config.attack_params,
-            optimizer=optimizer,
-            scheduler=_scheduler(config, optimizer),
             batch_size=config.batch_size,
-            worker_momentum=config.worker_momentum,
-            l2=self.data.l2 if config.l2 < 0 else config.l2,
+            l2=l2,
             task=self.data.task,
             num_classes=self.data.num_classes,
             seed=config.seed,
         )
+        data = (self.model, self.data.x_train, self.data.y_train, shards)
+        if config.mode == "async":
+            honest = config.workers - common["byzantine"]
+            slow = min(config.slow_workers, honest)
+            self.sim = AsyncSimulator(
+                *data,
+                **common,
+                optimizer=optimizer,
+                rates=[1.0] * (honest - slow) + [config.slow_rate] * slow,
+                byzantine_rate=config.byzantine_rate,
+                kardam=config.kardam,
+                window=config.kardam_window,
+                max_rejections=config.kardam_max_rejections,
+                staleness=config.staleness,
+                staleness_beta=config.staleness_beta,
+            )
+        elif config.servers > 1:
+            self.sim = MultiServerSimulator(
+                *data,
+                **common,
+                rule=rule,
+                servers=config.servers,
+                byzantine_servers=config.byzantine_servers,
+                server_rule=aggregators.get(config.server_rule),
+                server_attack=config.server_attack,
+                exchange_every=config.exchange_every,
+                lr=config.lr,
+            )
+        else:
+            self.sim = SyncSimulator(
+                *data,
+                **common,
+                rule=rule,
+                optimizer=optimizer,
+                scheduler=_scheduler(config, optimizer),
+                worker_momentum=config.worker_momentum,
+            )
 
     # -- files ---------------------------------------------------------------------------
     @property
@@ -144,6 +177,10 @@ class Run:
         return step
 
     # -- training ------------------------------------------------------------------------
+    def _lr(self) -> float:
+        optimizer = getattr(self.sim, "optimizer", None)
+        return optimizer.param_groups[0]["lr"] if optimizer is not None else self.config.lr
+
     def evaluate(self) -> dict[str, float]:
         result = self.sim.evaluate(self.data.x_test, self.data.y_test)
         if self.data.optimum is not None:
@@ -171,18 +208,8 @@ class Run:
                     if progress is not None:
                         progress(cfg.steps, row)
                     break
-                row: dict[str, Any] = {
-                    "step": step,
-                    "loss": stats.loss,
-                    "lr": self.sim.optimizer.param_groups[0]["lr"],
-                    "honest_norm": stats.honest_norm,
-                    "honest_spread": stats.honest_spread,
-                    "deviation": stats.deviation,
-                    "aggregate_norm": stats.aggregate_norm,
-                    "byzantine_selected": stats.byzantine_selected,
-                    "aggregation_ms": 1e3 * stats.aggregation_seconds,
-                    "elapsed_s": time.perf_counter() - started,
-                }
+                row: dict[str, Any] = {"step": step, "lr": self._lr(), **_stats_row(stats)}
+                row["elapsed_s"] = time.perf_counter() - started
                 if step % cfg.eval_every == 0 or step == cfg.steps:
                     row.update(self.evaluate())
                 log.write(json.dumps(row) + "\n")
@@ -202,6 +229,13 @@ class Run:
             steps=cfg.steps,
             seconds=time.perf_counter() - started,
         )
+
+
+def _stats_row(stats: Any) -> dict[str, Any]:
+    """A simulator's step statistics as metric columns (seconds become milliseconds)."""
+    row = dataclasses.asdict(stats)
+    row["aggregation_ms"] = 1e3 * row.pop("aggregation_seconds", 0.0)
+    return row
 
 
 def train(
@@ -310,5 +344,14 @@ def write_report(config: RunConfig, rows: list[dict[str, Any]], out: Path) -> No
     if steps:
         mean_ms = sum(r["aggregation_ms"] for r in steps) / len(steps)
         lines.append(f"| mean aggregation time | {mean_ms:.2f} ms |")
-        lines.append(f"| last deviation from honest mean | {steps[-1]['deviation']:.4g} |")
+        if "deviation" in steps[-1]:
+            lines.append(f"| last deviation from honest mean | {steps[-1]['deviation']:.4g} |")
+        if "honest_rejection_rate" in steps[-1]:
+            rate = steps[-1]["honest_rejection_rate"]
+            lines.append(f"| honest gradients rejected by the filter | {rate:.3f} |")
+            lines.append(f"| simulated time | {steps[-1]['sim_time']:.1f} |")
+        if "server_spread" in steps[-1]:
+            lines.append(
+                f"| last spread between honest servers | {steps[-1]['server_spread']:.4g} |"
+            )
     (out / "summary.md").write_text("\n".join(lines) + "\n")

@@ -31,6 +31,28 @@ def loss_for(task: str) -> LossFn:
     return F.cross_entropy if task == "classification" else F.mse_loss
 
 
+@torch.no_grad()
+def evaluate_model(
+    model: nn.Module,
+    loss_fn: LossFn,
+    num_classes: int,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch: int = 4096,
+) -> dict[str, float]:
+    """Mean loss (and accuracy when ``num_classes``) of ``model`` on (x, y), in batches."""
+    total_loss, correct = 0.0, 0
+    for i in range(0, len(x), batch):
+        out = model(x[i : i + batch])
+        total_loss += float(loss_fn(out, y[i : i + batch])) * len(out)
+        if num_classes:
+            correct += int((out.argmax(dim=1) == y[i : i + batch]).sum())
+    result = {"test_loss": total_loss / len(x)}
+    if num_classes:
+        result["accuracy"] = correct / len(x)
+    return result
+
+
 class TrainingDivergedError(RuntimeError):
     """The model's parameters or the honest gradients are no longer finite."""
 
@@ -191,16 +213,7 @@ class SyncSimulator:
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch: int = 4096) -> dict[str, float]:
         """Mean loss (and accuracy for classification) of the model on (x, y)."""
-        total_loss, correct = 0.0, 0
-        for i in range(0, len(x), batch):
-            out = self.model(x[i : i + batch])
-            total_loss += float(self.loss_fn(out, y[i : i + batch])) * len(out)
-            if self.num_classes:
-                correct += int((out.argmax(dim=1) == y[i : i + batch]).sum())
-        result = {"test_loss": total_loss / len(x)}
-        if self.num_classes:
-            result["accuracy"] = correct / len(x)
-        return result
+        return evaluate_model(self.model, self.loss_fn, self.num_classes, x, y, batch)
 
     # -- checkpoints -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
