@@ -141,9 +141,12 @@ class Run:
                 lr=config.lr,
             )
         else:
+            honest = config.workers - common["byzantine"]
+            slow = min(config.slow_workers, honest)
             self.sim = SyncSimulator(
                 *data,
                 **common,
+                rates=[1.0] * (honest - slow) + [config.slow_rate] * slow if slow else None,
                 rule=rule,
                 optimizer=optimizer,
                 scheduler=_scheduler(config, optimizer),

@@ -11,6 +11,7 @@ server's optimizer applies the result.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import time
 from dataclasses import dataclass
@@ -73,6 +74,7 @@ class StepStats:
     aggregate_norm: float
     byzantine_selected: float | None
     aggregation_seconds: float
+    sim_time: float | None = None
 
 
 class SyncSimulator:
@@ -117,8 +119,14 @@ class SyncSimulator:
         task: str = "classification",
         num_classes: int = 0,
         seed: int = 0,
+        rates: list[float] | None = None,
     ) -> None:
         self.model, self.x, self.y = model, x_train, y_train
+        # Simulated time, when the honest workers' delay rates are given: a step lasts
+        # as long as the slowest honest worker (delays ~ Exp(rate)), as in AsyncSimulator.
+        self.rates = torch.tensor(rates, dtype=torch.float64) if rates else None
+        self.delay_gen = torch.Generator().manual_seed(seed * 1_000_003 + 4)
+        self.now = 0.0
         self.n, self.byzantine, self.f = len(shards), byzantine, f
         self.honest = self.n - byzantine
         self.rule, self.attack = rule, attack
@@ -178,6 +186,10 @@ class SyncSimulator:
         if self.uses_center:
             self.center = aggregate
         stats = self._stats(losses, honest, inputs, aggregate, seconds)
+        if self.rates is not None:
+            u = torch.rand(len(self.rates), generator=self.delay_gen, dtype=torch.float64)
+            self.now += float((-torch.log1p(-u) / self.rates).max())
+            stats = dataclasses.replace(stats, sim_time=self.now)
         self.optimizer.zero_grad(set_to_none=True)
         set_flat_grad(self.model, aggregate)
         self.optimizer.step()
@@ -226,6 +238,8 @@ class SyncSimulator:
             "center": self.center,
             "batch_gen": self.batch_gen.get_state(),
             "attack_gen": self.attack_gen.get_state(),
+            "delay_gen": self.delay_gen.get_state(),
+            "now": self.now,
             "step": self.step_count,
         }
 
@@ -238,4 +252,6 @@ class SyncSimulator:
         self.momentum, self.center = state["momentum"], state["center"]
         self.batch_gen.set_state(state["batch_gen"])
         self.attack_gen.set_state(state["attack_gen"])
+        self.delay_gen.set_state(state["delay_gen"])
+        self.now = state["now"]
         self.step_count = state["step"]
