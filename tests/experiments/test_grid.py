@@ -175,3 +175,19 @@ def test_shipped_grids_are_valid():
     for path in grids:
         grid = load_grid(path, "/tmp/unused")
         assert grid.feasible, path
+
+
+def test_async_and_multi_server_modes_run_in_a_grid(tmp_path):
+    text = GRID.replace('aggregator = ["average", "krum", "nnm>median"]', 'aggregator = ["median"]')
+    text = text.replace(
+        "byzantine = [1, 2]", 'where = [{ mode = "async" }, { servers = 3, byzantine_servers = 1 }]'
+    )
+    text = text.replace('attack = ["none", "sign_flip"]', 'attack = ["sign_flip"]')
+    grid = load_grid(grid_file(tmp_path, text), tmp_path / "modes")
+    run_grid(grid, jobs=1)
+    rows = list(csv.DictReader((tmp_path / "modes" / "results.csv").open()))
+    assert [r["status"] for r in rows] == ["finished", "finished"]
+    metrics = [
+        read_metrics(tmp_path / "modes" / "cells" / c.name / "metrics.jsonl") for c in grid.cells
+    ]
+    assert "honest_rejection_rate" in metrics[0][-1] and "server_spread" in metrics[1][-1]

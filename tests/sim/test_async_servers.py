@@ -84,10 +84,12 @@ def test_kardam_holds_where_plain_async_sgd_breaks(tmp_path):
 def test_async_is_deterministic(tmp_path):
     a = train(config(tmp_path, "a", attack="alie", steps=50))
     b = train(config(tmp_path, "b", attack="alie", steps=50))
+
     def strip(rows):
         return [
             {k: v for k, v in r.items() if k not in ("elapsed_s", "aggregation_ms")} for r in rows
         ]
+
     assert strip(read_metrics(a.out_dir / "metrics.jsonl")) == strip(
         read_metrics(b.out_dir / "metrics.jsonl")
     )
