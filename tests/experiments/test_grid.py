@@ -180,7 +180,9 @@ def test_shipped_grids_are_valid():
 def test_async_and_multi_server_modes_run_in_a_grid(tmp_path):
     text = GRID.replace('aggregator = ["average", "krum", "nnm>median"]', 'aggregator = ["median"]')
     text = text.replace(
-        "byzantine = [1, 2]", 'where = [{ mode = "async" }, { servers = 3, byzantine_servers = 1 }]'
+        "byzantine = [1, 2]",
+        'where = [{ mode = "async", byzantine = 1 }, '
+        "{ servers = 3, byzantine_servers = 1, byzantine = 1 }]",
     )
     text = text.replace('attack = ["none", "sign_flip"]', 'attack = ["sign_flip"]')
     grid = load_grid(grid_file(tmp_path, text), tmp_path / "modes")
