@@ -113,14 +113,16 @@ class Run:
             seed=config.seed,
         )
         data = (self.model, self.data.x_train, self.data.y_train, shards)
+        # Honest workers' delay rates: the last slow_workers ones are slow.
+        honest = config.workers - common["byzantine"]
+        slow = min(config.slow_workers, honest)
+        rates = [1.0] * (honest - slow) + [config.slow_rate] * slow
         if config.mode == "async":
-            honest = config.workers - common["byzantine"]
-            slow = min(config.slow_workers, honest)
             self.sim = AsyncSimulator(
                 *data,
                 **common,
                 optimizer=optimizer,
-                rates=[1.0] * (honest - slow) + [config.slow_rate] * slow,
+                rates=rates,
                 byzantine_rate=config.byzantine_rate,
                 kardam=config.kardam,
                 window=config.kardam_window,
@@ -141,12 +143,10 @@ class Run:
                 lr=config.lr,
             )
         else:
-            honest = config.workers - common["byzantine"]
-            slow = min(config.slow_workers, honest)
             self.sim = SyncSimulator(
                 *data,
                 **common,
-                rates=[1.0] * (honest - slow) + [config.slow_rate] * slow if slow else None,
+                rates=rates if slow else None,
                 rule=rule,
                 optimizer=optimizer,
                 scheduler=_scheduler(config, optimizer),

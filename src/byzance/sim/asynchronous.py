@@ -34,7 +34,7 @@ from torch import nn
 from byzance.attacks import DataAttack, GradientAttack
 from byzance.errors import InvalidParameterError, ToleranceError
 from byzance.sim.gradients import flatten_params, set_flat_grad, worker_gradients
-from byzance.sim.sampler import BatchSampler
+from byzance.sim.sampler import BatchSampler, exponential_delays
 from byzance.sim.sync import TrainingDivergedError, loss_for
 
 Staleness = Literal["none", "exponential", "inverse"]
@@ -118,9 +118,8 @@ class KardamFilter:
         moved = max(float((at - x_acc).norm()), 1e-12)
         jump = float((grad - g_acc).norm())
         scale = min(1.0, threshold * moved / max(jump, 1e-30))
-        return self._accepted(worker, (g_acc + (grad - g_acc) * scale, at)), g_acc + (
-            grad - g_acc
-        ) * scale
+        clipped = g_acc + (grad - g_acc) * scale
+        return self._accepted(worker, (clipped, at)), clipped
 
     def _threshold(self) -> float | None:
         """(n - f)/n quantile of the latest coefficient of each worker in the window.
@@ -138,7 +137,7 @@ class KardamFilter:
 
     def _accepted(self, worker: int, applied: tuple[torch.Tensor, torch.Tensor]) -> bool:
         self.rejections[worker] = 0
-        self.last_accepted = (applied[0].clone(), applied[1].clone())
+        self.last_accepted = applied  # fresh tensors, never modified in place
         if self.last_sources.maxlen:
             self.last_sources.append(worker)
         return True
@@ -204,7 +203,7 @@ class AsyncSimulator:
             raise InvalidParameterError(
                 f"async: worker_rates needs one positive rate per honest worker ({self.honest}); got {rates}."
             )
-        self.rates = rates + [byzantine_rate] * byzantine
+        self.rates = torch.tensor(rates + [byzantine_rate] * byzantine, dtype=torch.float64)
         self.filter = (
             KardamFilter(self.n, f, window=window, max_rejections=max_rejections)
             if kardam
@@ -228,8 +227,7 @@ class AsyncSimulator:
 
     # -- workers -----------------------------------------------------------------------
     def _delay(self, worker: int) -> float:
-        u = float(torch.rand((), generator=self.delay_gen, dtype=torch.float64))
-        return -math.log(max(1.0 - u, 1e-300)) / self.rates[worker]
+        return float(exponential_delays(self.rates[worker : worker + 1], self.delay_gen)[0])
 
     def _compute(self, workers: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         idx = self.sampler.sample(self.batch_size)[workers]

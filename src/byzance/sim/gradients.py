@@ -25,23 +25,43 @@ def set_flat_grad(model: nn.Module, flat: torch.Tensor) -> None:
         offset += k
 
 
+def unflatten_params(model: nn.Module, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-row parameter dict of ``model`` from flat rows (k, d): each entry (k, *shape)."""
+    out, offset = {}, 0
+    for name, p in model.named_parameters():
+        size = p.numel()
+        out[name] = flat[:, offset : offset + size].reshape(flat.shape[0], *p.shape)
+        offset += size
+    return out
+
+
 def worker_gradients(
-    model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, l2: float = 0.0
+    model: nn.Module,
+    loss_fn: LossFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    l2: float = 0.0,
+    params: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients and losses of k workers on their own batches, in one vmap call.
 
     Args:
-        model: the shared model (its current parameters are used, not modified).
+        model: the model (its current parameters are used, not modified, unless
+            ``params`` gives each worker its own).
         loss_fn: mean loss of a batch, ``loss_fn(outputs, targets)``.
         x: the workers' batches, shape (k, B, *input_shape).
         y: their targets, shape (k, B).
         l2: each worker's objective adds (l2 / 2) |theta|^2 (part of what is
             aggregated, unlike the server optimizer's weight decay).
+        params: each worker's own flat parameters, shape (k, d); None: the model's.
 
     Returns:
         Flat gradients (k, d) in ``named_parameters`` order, and losses (k,).
     """
-    params = {name: p.detach() for name, p in model.named_parameters()}
+    if params is None:
+        shared, in_dims = {name: p.detach() for name, p in model.named_parameters()}, None
+    else:
+        shared, in_dims = unflatten_params(model, params), 0
 
     def batch_loss(p: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         loss = loss_fn(functional_call(model, p, (xb,)), yb)
@@ -49,7 +69,7 @@ def worker_gradients(
             loss = loss + 0.5 * l2 * sum(t.square().sum() for t in p.values())
         return loss
 
-    grads, losses = vmap(grad_and_value(batch_loss), in_dims=(None, 0, 0))(params, x, y)
+    grads, losses = vmap(grad_and_value(batch_loss), in_dims=(in_dims, 0, 0))(shared, x, y)
     k = x.shape[0]
     return torch.cat([g.reshape(k, -1) for g in grads.values()], dim=1), losses
 

@@ -28,3 +28,9 @@ class BatchSampler:
         u = torch.rand(len(self.sizes), batch_size, generator=self.generator, dtype=torch.float64)
         positions = (u * self.sizes[:, None]).long().clamp_max(self.sizes[:, None] - 1)
         return torch.gather(self.table, 1, positions)
+
+
+def exponential_delays(rates: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One delay per worker, delay_i ~ Exp(rates_i) (mean 1 / rate), shape like ``rates``."""
+    u = torch.rand(rates.shape, generator=generator, dtype=torch.float64)
+    return -torch.log1p(-u) / rates

@@ -24,12 +24,12 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad_and_value, vmap
+from torch.nn.utils import vector_to_parameters
 
 from byzance.aggregators import Rule
 from byzance.attacks import DataAttack, GradientAttack
 from byzance.errors import InvalidParameterError, ToleranceError
-from byzance.sim.gradients import flatten_params
+from byzance.sim.gradients import flatten_params, worker_gradients
 from byzance.sim.sampler import BatchSampler
 from byzance.sim.sync import TrainingDivergedError, evaluate_model, loss_for
 
@@ -45,16 +45,6 @@ class ServerStepStats:
     honest_norm: float
     aggregate_norm: float
     aggregation_seconds: float = 0.0
-
-
-def _unflatten(model: nn.Module, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-worker parameter dict from flat rows (k, d): each entry (k, *shape)."""
-    out, offset = {}, 0
-    for name, p in model.named_parameters():
-        size = p.numel()
-        out[name] = flat[:, offset : offset + size].reshape(flat.shape[0], *p.shape)
-        offset += size
-    return out
 
 
 class MultiServerSimulator:
@@ -145,16 +135,9 @@ class MultiServerSimulator:
             yb[self.honest :] = self.attack(
                 yb[self.honest :], num_classes=self.num_classes, **self.attack_params
             )
-        params = _unflatten(self.model, worker_models)
-
-        def batch_loss(p, xw, yw):
-            loss = self.loss_fn(functional_call(self.model, p, (xw,)), yw)
-            if self.l2:
-                loss = loss + 0.5 * self.l2 * sum(t.square().sum() for t in p.values())
-            return loss
-
-        grads_dict, losses = vmap(grad_and_value(batch_loss))(params, xb, yb)
-        grads = torch.cat([g.reshape(self.computing, -1) for g in grads_dict.values()], dim=1)
+        grads, losses = worker_gradients(
+            self.model, self.loss_fn, xb, yb, self.l2, params=worker_models
+        )
         honest = grads[: self.honest]
         if not bool(torch.isfinite(honest).all()):
             raise TrainingDivergedError(
@@ -191,10 +174,7 @@ class MultiServerSimulator:
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch: int = 4096) -> dict[str, float]:
         """The first honest server's model on (x, y)."""
-        offset = 0
-        for p in self.model.parameters():
-            p.copy_(self.models[0, offset : offset + p.numel()].view_as(p))
-            offset += p.numel()
+        vector_to_parameters(self.models[0], self.model.parameters())
         return evaluate_model(self.model, self.loss_fn, self.num_classes, x, y, batch)
 
     def state_dict(self) -> dict[str, Any]:

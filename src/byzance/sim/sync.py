@@ -24,7 +24,7 @@ from torch import nn
 from byzance.aggregators import Rule
 from byzance.attacks import DataAttack, GradientAttack
 from byzance.sim.gradients import LossFn, set_flat_grad, worker_gradients
-from byzance.sim.sampler import BatchSampler
+from byzance.sim.sampler import BatchSampler, exponential_delays
 
 
 def loss_for(task: str) -> LossFn:
@@ -187,8 +187,7 @@ class SyncSimulator:
             self.center = aggregate
         stats = self._stats(losses, honest, inputs, aggregate, seconds)
         if self.rates is not None:
-            u = torch.rand(len(self.rates), generator=self.delay_gen, dtype=torch.float64)
-            self.now += float((-torch.log1p(-u) / self.rates).max())
+            self.now += float(exponential_delays(self.rates, self.delay_gen).max())
             stats = dataclasses.replace(stats, sim_time=self.now)
         self.optimizer.zero_grad(set_to_none=True)
         set_flat_grad(self.model, aggregate)
