@@ -23,6 +23,7 @@ class ConfigError(ByzanceError):
 
 PARTITIONS = ("iid", "dirichlet", "extreme")
 SCHEDULES = ("constant", "cosine", "step")
+TOPOLOGIES = ("parameter_server", "decentralized")
 
 
 @dataclass
@@ -75,6 +76,12 @@ class RunConfig:
     server_rule: str = "median"
     server_attack: str = "large_norm"
     exchange_every: int = 1
+    # Real processes (byzance dist, under torchrun): workers = the number of processes.
+    topology: str = "parameter_server"  # or "decentralized"
+    byzantine_ranks: list[int] = field(default_factory=list)  # default: the last ones
+    step_timeout: float = 30.0  # seconds a step waits for the gradients
+    worker_timeout: float = 300.0  # seconds a worker waits for the server's parameters
+    faults: dict[str, str] = field(default_factory=dict)  # rank -> "crash@5", "slow:0.1", ...
 
     @property
     def tolerated(self) -> int:
@@ -120,7 +127,10 @@ def _coerce(key: str, value: Any) -> Any:
                 value = [v.strip() for v in value.split(",") if v.strip()]
             if not isinstance(value, list):
                 raise ValueError
-            return [str(v) for v in value]
+            item = kind.__args__[0]
+            if item is int and any(isinstance(v, float) and not v.is_integer() for v in value):
+                raise ValueError
+            return [item(v) for v in value]
         if origin is dict:
             if isinstance(value, str):
                 value = tomllib.loads(f"v = {value}")["v"]
@@ -236,11 +246,43 @@ def validate(config: RunConfig) -> RunConfig:
                 f"config key 'preaggregator_params' has parameters for {name!r}, which is not "
                 f"among the preaggregators {config.preaggregators}."
             )
+    _validate_distributed(config)
     rule = config.rule()  # validates rule parameter names
     rule.check(config.workers, config.tolerated)
     if config.attack != "none":
         attacks.get(config.attack, **config.attack_params)  # validates attack parameter names
     return config
+
+
+def _validate_distributed(config: RunConfig) -> None:
+    """The keys of real distributed runs (ignored by the simulator)."""
+    from byzance.dist.faults import parse_fault
+
+    _one_of("topology", config.topology, TOPOLOGIES)
+    ranks = config.byzantine_ranks
+    if ranks:
+        if len(set(ranks)) != len(ranks) or not all(0 <= r < config.workers for r in ranks):
+            raise ConfigError(
+                f"config key 'byzantine_ranks' must list distinct ranks in [0, {config.workers - 1}]; "
+                f"got {ranks}."
+            )
+        if config.byzantine not in (0, len(ranks)) and config.byzantine != RunConfig.byzantine:
+            raise ConfigError(
+                f"config keys 'byzantine' ({config.byzantine}) and 'byzantine_ranks' ({ranks}) "
+                "disagree; give one of them, or make byzantine the number of ranks listed."
+            )
+        config.byzantine = len(ranks)
+    for key in ("step_timeout", "worker_timeout"):
+        if not getattr(config, key) > 0:
+            raise ConfigError(
+                f"config key {key!r} must be > 0 seconds; got {getattr(config, key)}."
+            )
+    for rank, spec in config.faults.items():
+        if not rank.isdigit() or int(rank) >= config.workers:
+            raise ConfigError(
+                f"config key 'faults': {rank!r} is not a rank in [0, {config.workers - 1}]."
+            )
+        parse_fault(spec)
 
 
 def load(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:

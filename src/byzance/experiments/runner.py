@@ -44,7 +44,7 @@ class RunResult:
     seconds: float
 
 
-def _bind_generators(rule: aggregators.Rule, generator: torch.Generator) -> aggregators.Rule:
+def bind_generators(rule: aggregators.Rule, generator: torch.Generator) -> aggregators.Rule:
     """Give randomized stages (bucketing) the run's generator, unless seeded explicitly."""
     stages = getattr(rule, "stages", None)
     if not stages:
@@ -58,7 +58,7 @@ def _bind_generators(rule: aggregators.Rule, generator: torch.Generator) -> aggr
     return aggregators.compose(*bound)
 
 
-def _scheduler(config: RunConfig, optimizer: torch.optim.Optimizer):
+def make_scheduler(config: RunConfig, optimizer: torch.optim.Optimizer):
     if config.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps)
     if config.lr_schedule == "step":
@@ -98,7 +98,7 @@ class Run:
             weight_decay=config.weight_decay,
         )
         self.rule_gen = torch.Generator().manual_seed(config.seed * 1_000_003 + 3)
-        rule = _bind_generators(config.rule(), self.rule_gen)
+        rule = bind_generators(config.rule(), self.rule_gen)
         attack = None if config.attack == "none" else attacks.get(config.attack)
         l2 = self.data.l2 if config.l2 < 0 else config.l2
         common = dict(
@@ -149,7 +149,7 @@ class Run:
                 rates=rates if slow else None,
                 rule=rule,
                 optimizer=optimizer,
-                scheduler=_scheduler(config, optimizer),
+                scheduler=make_scheduler(config, optimizer),
                 worker_momentum=config.worker_momentum,
             )
 

@@ -77,6 +77,41 @@ class StepStats:
     sim_time: float | None = None
 
 
+def step_stats(
+    rule: Rule,
+    f: int,
+    honest_losses: torch.Tensor,
+    honest: torch.Tensor,
+    inputs: torch.Tensor,
+    byzantine_rows: torch.Tensor,
+    aggregate: torch.Tensor,
+    seconds: float,
+) -> StepStats:
+    """One step's statistics (shared by the simulator and real distributed runs).
+
+    Args:
+        rule: the rule that aggregated; f: its f.
+        honest_losses: the honest workers' losses (h,).
+        honest: the honest vectors (h, d); inputs: every vector aggregated (m, d).
+        byzantine_rows: (m,) bool, which inputs came from Byzantine workers.
+        aggregate: the rule's output (d,); seconds: how long the rule took.
+    """
+    honest_mean = honest.mean(dim=0)
+    selected = None
+    if rule.selector is not None and bool(byzantine_rows.any()):
+        used = rule.selector(inputs, f)
+        selected = float(byzantine_rows[used].float().mean()) if len(used) else 0.0
+    return StepStats(
+        loss=float(honest_losses.mean()),
+        honest_norm=float(honest_mean.norm()),
+        honest_spread=float((honest - honest_mean).norm(dim=1).mean()),
+        deviation=float((aggregate - honest_mean).norm()),
+        aggregate_norm=float(aggregate.norm()),
+        byzantine_selected=selected,
+        aggregation_seconds=seconds,
+    )
+
+
 class SyncSimulator:
     """n workers, the last ``byzantine`` of them Byzantine, and a robust parameter server.
 
@@ -205,19 +240,16 @@ class SyncSimulator:
         aggregate: torch.Tensor,
         seconds: float,
     ) -> StepStats:
-        honest_mean = honest.mean(dim=0)
-        selected = None
-        if self.rule.selector is not None and self.byzantine:
-            used = self.rule.selector(inputs, self.f)
-            selected = float((used >= self.honest).float().mean()) if len(used) else 0.0
-        return StepStats(
-            loss=float(losses[: self.honest].mean()),
-            honest_norm=float(honest_mean.norm()),
-            honest_spread=float((honest - honest_mean).norm(dim=1).mean()),
-            deviation=float((aggregate - honest_mean).norm()),
-            aggregate_norm=float(aggregate.norm()),
-            byzantine_selected=selected,
-            aggregation_seconds=seconds,
+        byzantine_rows = torch.arange(len(inputs)) >= self.honest
+        return step_stats(
+            self.rule,
+            self.f,
+            losses[: self.honest],
+            honest,
+            inputs,
+            byzantine_rows,
+            aggregate,
+            seconds,
         )
 
     # -- evaluation --------------------------------------------------------------------
