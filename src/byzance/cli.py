@@ -255,5 +255,57 @@ def bench(
     render_bench(rows, _wide_console())
 
 
+_PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+@app.command(name="dist", context_settings=_PASS_THROUGH)
+def dist_rank(
+    ctx: typer.Context,
+    config: Annotated[Path, typer.Option(help="TOML run config (the simulator's keys).")],
+    resume: Annotated[bool, typer.Option(help="Continue from out_dir's checkpoint.")] = False,
+) -> None:
+    """One rank of a distributed run, under torchrun: torchrun --no-python ... byzance dist --config run.toml."""
+    from byzance.dist.launch import main
+
+    raise typer.Exit(main(["--config", str(config), *(["--resume"] if resume else []), *ctx.args]))
+
+
+@app.command(context_settings=_PASS_THROUGH)
+def launch(
+    ctx: typer.Context,
+    nproc: Annotated[int, typer.Option(help="Processes (workers) on this machine.")],
+    config: Annotated[Path | None, typer.Option(help="TOML run config.")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the run in this directory.")] = None,
+) -> None:
+    """Start a distributed run on this machine: torchrun with --nproc processes, one per worker."""
+    from byzance.dist.launch import launch as start
+    from byzance.errors import ByzanceError
+    from byzance.experiments import config as run_config
+
+    try:
+        if resume is not None:
+            config, extra = resume / "config.toml", ["--resume", *ctx.args]
+        elif config is None:
+            raise run_config.ConfigError("give --config run.toml (or --resume a run's directory).")
+        else:
+            extra = list(ctx.args)
+        overrides = {
+            "workers": nproc,
+            **run_config.parse_flags([a for a in extra if a != "--resume"]),
+        }
+        run_config.load(config, overrides)  # fail here, before starting processes
+    except ByzanceError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from None
+    code = start(nproc, str(config), ["--workers", str(nproc), *extra])
+    if code == 0:
+        out = run_config.load(config, overrides).out_dir
+        summary = Path(out) / "summary.md"
+        if summary.exists():
+            console.print(summary.read_text())
+        console.print(f"Outputs in {out}/")
+    raise typer.Exit(code)
+
+
 if __name__ == "__main__":
     app()
