@@ -53,11 +53,6 @@ class Node:
         self.config, self.rank, self.world = config, rank, world
         self.byzantine = byzantine_ranks(config, world)
         self.honest = [r for r in range(world) if r not in self.byzantine]
-        if config.topology == "parameter_server" and 0 in self.byzantine:
-            raise ConfigError(
-                "rank 0 is the parameter server, which byzance trusts: it cannot be Byzantine. "
-                "Choose other byzantine_ranks, or use topology = 'decentralized'."
-            )
         self.order = self.honest + self.byzantine
         self.slot = self.order.index(rank)
         self.is_byzantine = rank in self.byzantine
@@ -78,7 +73,9 @@ class Node:
             seed=config.seed,
         )
         torch.manual_seed(config.seed)
-        self.model = models.build(config.model, self.data.input_shape, self.data.num_classes)
+        self.model = models.build(
+            config.model, self.data.input_shape, self.data.num_classes, **config.model_params
+        )
         self.optimizer = torch.optim.SGD(
             self.model.parameters(),
             lr=config.lr,

@@ -35,6 +35,7 @@ class RunConfig:
     dataset_params: dict[str, Any] = field(default_factory=dict)
     test_fraction: float = 0.2
     model: str = "mlp"
+    model_params: dict[str, Any] = field(default_factory=dict)  # e.g. {hidden = [1024, 256]}
     workers: int = 20
     byzantine: int = 4
     f: int = -1  # Byzantine inputs tolerated by the rule; -1: the number of Byzantine workers
@@ -272,6 +273,11 @@ def _validate_distributed(config: RunConfig) -> None:
                 "disagree; give one of them, or make byzantine the number of ranks listed."
             )
         config.byzantine = len(ranks)
+        if config.topology == "parameter_server" and 0 in ranks:
+            raise ConfigError(
+                "rank 0 is the parameter server, which byzance trusts: it cannot be Byzantine. "
+                "Choose other byzantine_ranks, or use topology = 'decentralized'."
+            )
     for key in ("step_timeout", "worker_timeout"):
         if not getattr(config, key) > 0:
             raise ConfigError(

@@ -90,7 +90,9 @@ class Run:
             seed=config.seed,
         )
         torch.manual_seed(config.seed)
-        self.model = models.build(config.model, self.data.input_shape, self.data.num_classes)
+        self.model = models.build(
+            config.model, self.data.input_shape, self.data.num_classes, **config.model_params
+        )
         optimizer = torch.optim.SGD(
             self.model.parameters(),
             lr=config.lr,
