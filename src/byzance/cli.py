@@ -218,7 +218,10 @@ def list_attacks() -> None:
 @app.command()
 def bench(
     what: Annotated[
-        str, typer.Argument(help="rules (aggregation rules) or sim (the simulator).")
+        str,
+        typer.Argument(
+            help="rules (aggregation rules), sim (the simulator) or dist (real processes)."
+        ),
     ] = "rules",
     n: Annotated[
         list[int] | None, typer.Option(help="Numbers of inputs/workers [10, 20, 50].")
@@ -228,7 +231,13 @@ def bench(
     rule: Annotated[list[str] | None, typer.Option(help="Only these rules (default: all).")] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads (sim: 1 by default).")] = None,
 ) -> None:
-    """Time every rule against its floor, or the simulator's vectorized step against a loop."""
+    """Time every rule against its floor, the simulator against a loop, or processes (dist)."""
+    if what == "dist":  # --n: numbers of processes; --rule: the robust rules
+        from byzance.experiments.bench_dist import render_dist_bench, run_dist_bench
+
+        rows = run_dist_bench(tuple(n or (4, 8)), rules=tuple(rule or ("krum", "median")))
+        render_dist_bench(rows, _wide_console())
+        return
     ns = tuple(n or (10, 20, 50))
     if what == "sim":
         from byzance.experiments.bench_sim import render_sim_bench, run_sim_bench
@@ -236,7 +245,7 @@ def bench(
         render_sim_bench(run_sim_bench(ns, repeat=repeat, threads=threads or 1), _wide_console())
         return
     if what != "rules":
-        console.print(f"[red]error:[/red] bench takes 'rules' or 'sim', not {what!r}.")
+        console.print(f"[red]error:[/red] bench takes 'rules', 'sim' or 'dist', not {what!r}.")
         raise typer.Exit(2)
     from byzance.errors import ByzanceError
     from byzance.experiments.bench import render_bench, run_bench

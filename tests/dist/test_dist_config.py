@@ -74,3 +74,11 @@ def test_the_parameter_server_cannot_be_byzantine() -> None:
     with pytest.raises(ConfigError, match="rank 0 is the parameter server"):
         load(None, base)
     assert load(None, {**base, "topology": "decentralized"}).byzantine == 1
+
+
+def test_the_distributed_benchmark_runs_on_two_processes() -> None:
+    from byzance.experiments.bench_dist import _drop_in
+
+    rows = _drop_in(2, "lenet", ("median",), steps=1)
+    assert [r["mode"] for r in rows] == ["average", "robust_step:median"]
+    assert all(r["step_ms"] > 0 and r["procs"] == 2 for r in rows)

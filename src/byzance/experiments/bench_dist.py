@@ -1,0 +1,135 @@
+"""``byzance bench dist``: step time across real processes, robust rules vs all-reduce averaging.
+
+Two ways to be robust are timed against the data-parallel baseline (backward
++ all_reduce + step), each in its own torchrun launch of ``procs`` processes
+on this machine (gloo):
+
+- the drop-in :func:`byzance.dist.robust_step` (all-gather + rule on every rank);
+- the byzance runner's parameter server (``byzance launch``): point-to-point
+  frames with a deadline, the rule on rank 0, parameters sent back; its step
+  time is the mean ``step_ms`` of the run's metrics after the first steps
+  (it includes drawing batches and the server's evaluation-free bookkeeping).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from byzance.dist.bench import MODELS, tolerated
+
+RUNNER_MODEL = {"lenet": ("lenet", {}), "mlp-1m": ("mlp", {"hidden": [1024, 256]})}
+
+
+def _torchrun(nproc: int, args: list[str]) -> str:
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if "rror" in line][-5:]
+        raise RuntimeError(f"torchrun {' '.join(args)} failed: " + "\n".join(lines))
+    return done.stdout
+
+
+def _drop_in(nproc: int, model: str, rules: tuple[str, ...], steps: int) -> list[dict[str, Any]]:
+    modes = ",".join(["average", *(f"robust_step:{r}" for r in rules)])
+    out = _torchrun(
+        nproc,
+        ["-m", "byzance.dist.bench", "--model", model, "--modes", modes, "--steps", str(steps)],
+    )
+    return [json.loads(line[6:]) for line in out.splitlines() if line.startswith("BENCH ")]
+
+
+def _runner(nproc: int, model: str, rule: str, steps: int, warmup: int = 3) -> dict[str, Any]:
+    import tomli_w
+
+    name, params = RUNNER_MODEL[model]
+    with tempfile.TemporaryDirectory() as tmp:
+        config = {
+            "dataset": "mnist5k",
+            "model": name,
+            "model_params": params,
+            "workers": nproc,
+            "byzantine": 0,
+            "f": tolerated(rule, nproc, 1),
+            "aggregator": rule,
+            "steps": steps + warmup,
+            "eval_every": 10_000,
+            "checkpoint_every": 10_000,
+            "batch_size": 32,
+            "lr": 0.01,
+            "out_dir": f"{tmp}/run",
+        }
+        path = Path(tmp) / "run.toml"
+        path.write_text(tomli_w.dumps(config))
+        _torchrun(nproc, ["-m", "byzance.dist", "--config", str(path)])
+        rows = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").open()]
+    timed = [r["step_ms"] for r in rows[warmup:-1]]  # the last step also evaluates and saves
+    d = sum(p.numel() for p in _model(model).parameters())
+    return {
+        "model": model,
+        "d": d,
+        "procs": nproc,
+        "mode": f"server:{rule}",
+        "f": config["f"],
+        "step_ms": sum(timed) / len(timed),
+    }
+
+
+def _model(name: str):
+    from byzance import models
+
+    model, params = MODELS[name]
+    return models.build(model, (1, 28, 28), 10, **params)
+
+
+def run_dist_bench(
+    procs: tuple[int, ...] = (4, 8),
+    model_names: tuple[str, ...] = ("lenet", "mlp-1m"),
+    rules: tuple[str, ...] = ("krum", "median"),
+    steps: int = 20,
+) -> list[dict[str, Any]]:
+    """Mean step times (ms) per (processes, model, mode); ``ratio`` is mode / average."""
+    rows: list[dict[str, Any]] = []
+    for nproc in procs:
+        for model in model_names:
+            group = _drop_in(nproc, model, rules, steps)
+            group += [_runner(nproc, model, rule, steps) for rule in rules]
+            base = next(r["step_ms"] for r in group if r["mode"] == "average")
+            for row in group:
+                row["ratio"] = row["step_ms"] / base
+            rows += group
+    return rows
+
+
+def render_dist_bench(rows: list[dict[str, Any]], console: Console) -> None:
+    table = Table(title="Step time across processes (gloo, this machine): robust vs all-reduce")
+    for col in ("procs", "model", "d", "mode", "f", "step ms", "x average"):
+        table.add_column(col, justify="left" if col in ("model", "mode") else "right")
+    for r in rows:
+        ratio = r["ratio"]
+        colour = "green" if ratio <= 1.5 else "yellow"
+        table.add_row(
+            str(r["procs"]),
+            r["model"],
+            f"{r['d']:,}",
+            r["mode"],
+            str(r["f"]),
+            f"{r['step_ms']:.1f}",
+            f"[{colour}]{ratio:.2f}",
+        )
+    console.print(table)
