@@ -109,7 +109,10 @@ def test_site_builds_strict(tmp_path):
         assert (site / "attacks" / attack / "index.html").is_file()
     cli = (site / "cli" / "index.html").read_text()
     assert "byzance train" in cli and "byzance grid" in cli
+    assert "<code>aggregator_params</code>" in cli  # the run config's keys
     assert (site / "img" / "averaging.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (site / "img" / "demo_accuracy.png").is_file()  # the results page's images
     api = (site / "api" / "aggregators" / "index.html").read_text()
     assert "compose" in api
+    for page in (site / "api").rglob("*.html"):
+        assert ":class:<code>" not in page.read_text()  # docstring roles read as code

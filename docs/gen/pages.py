@@ -1,7 +1,8 @@
 """mkdocs-gen-files script: the pages generated from the code when the site is built.
 
 - rules/ and attacks/: one page per registered rule and attack (reference.py);
-- cli.md: the command line reference, by typer's own ``typer ... utils docs``;
+- cli.md: the command line reference, by typer's own ``typer ... utils docs``, and
+  the run config's keys;
 - img/averaging.png: the concepts page's picture (averaging_picture.py).
 
 Nothing here is committed: every build writes it anew from the code.
@@ -34,7 +35,7 @@ _, rest = cli.split("\n", 1)  # typer's title is the program name
 with mkdocs_gen_files.open("cli.md", "w") as page:
     page.write(
         f"# Command line\n\nEvery command and option of `byzance`, generated from the typer app "
-        f"(`typer byzance.cli utils docs`) when the site is built.\n{rest}"
+        f"(`typer byzance.cli utils docs`) when the site is built.\n{rest}\n{reference.config_keys()}"
     )
 
 with mkdocs_gen_files.open("img/averaging.png", "wb") as image:

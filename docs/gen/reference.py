@@ -257,7 +257,7 @@ def _sentence(text: str) -> str:
 
 def _table(facts: list[tuple[str, str]]) -> str:
     rows = "\n".join(f"| {k} | {v} |" for k, v in facts)
-    return f"| | |\n| --- | --- |\n{rows}\n\n"
+    return f"| property | value |\n| --- | --- |\n{rows}\n\n"
 
 
 def rules_index() -> str:
@@ -313,3 +313,28 @@ def pages() -> dict[str, str]:
     for attack in attacks.attacks():
         out[f"attacks/{attack.name}.md"] = attack_page(attack)
     return out
+
+
+def config_keys() -> str:
+    """The run config's keys (every one is also a flag of ``byzance train``), from RunConfig."""
+    from dataclasses import MISSING, fields
+
+    from byzance.experiments.config import RunConfig
+
+    comments = dict(
+        re.findall(r"^\s+(\w+): [^#\n]*#\s*(.*)$", inspect.getsource(RunConfig), flags=re.M)
+    )
+    rows = [
+        "## Run config keys\n",
+        "The keys of a run config (`byzance train --config run.toml`); every key is also "
+        "a flag of `byzance train` (`--aggregator krum --f 4`). Generated from "
+        "`byzance.experiments.config.RunConfig`.\n",
+        "| key | type | default | note |",
+        "| --- | --- | --- | --- |",
+    ]
+    for field in fields(RunConfig):
+        default = field.default if field.default is not MISSING else field.default_factory()
+        note = comments.get(field.name, "")
+        cells = (f"`{field.name}`", f"`{field.type}`", f"`{default!r}`", note)
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(rows) + "\n"
