@@ -26,13 +26,17 @@ RULE_COSTS: dict[str, str] = {
         "into one loop over d for large CPU inputs; torch.sort along dim 0 otherwise."
     ),
     "trimmed_mean": "As median: one fused sorting-network pass, O(nd) reads.",
-    "meamed": "As median: one fused sorting-network pass, O(nd) reads, plus O(nf) per coordinate for the window.",
+    "meamed": (
+        "As median: one fused sorting-network pass, O(nd) reads; the window of n - f "
+        "values closest to the median is picked from the sorted values (O(f) per coordinate)."
+    ),
     "krum": "One Gram product, O(n^2 d), then O(n^2) for the scores.",
     "multi_krum": "One Gram product, O(n^2 d), then O(n^2) for the scores and O(md) to average.",
     "bulyan": (
-        "Phase 1: n - 2f applications of the selection rule on the shrinking set "
-        "(with Krum: one Gram product, O(n^2 d), reused); phase 2: one fused "
-        "coordinate-wise pass over the n - 2f selected rows."
+        "Phase 1, n - 2f selection rounds: with Krum, one Gram product, O(n^2 d), "
+        "reused by every round (then O(n^2) per round); with another rule, one "
+        "application of it per round. Phase 2: one fused coordinate-wise pass over "
+        "the n - 2f selected rows."
     ),
     "mda": (
         "One Gram product, O(n^2 d), then C(n, f) subsets scored in O((n - f)^2) "
@@ -41,7 +45,10 @@ RULE_COSTS: dict[str, str] = {
     "geometric_median": "O(nd) per Weiszfeld iteration (distances and one weighted sum), up to max_iter.",
     "centered_clipping": "O(nd) per clipping iteration.",
     "nnm": "One Gram product, O(n^2 d), and one (n x n) by (n x d) mixing product; output (n, d).",
-    "bucketing": "O(nd): one (m x n) by (n x d) averaging product; output (ceil(n / s), d).",
+    "bucketing": (
+        "One (m x n) by (n x d) averaging product, m = ceil(n / s): O(n^2 d / s) "
+        "multiply-adds; output (m, d)."
+    ),
     "clipping": "O(nd): row norms and one scaling; output (n, d).",
     "arc": "O(nd): row norms, a sort of the n norms, one scaling; output (n, d).",
 }
@@ -269,7 +276,8 @@ def rules_index() -> str:
         "Aggregation rules return shape (d,); pre-aggregators return (m, d) and compose "
         'in front of any rule (`agg.get("nnm>trimmed_mean")`). These pages are generated '
         "from the registry (`byzance.aggregators`) when the site is built; `byzance rules` "
-        "prints the same list.\n",
+        "prints the same list. Each page gives the rule's cost; measured times are on "
+        "the [results](../results.md) page (`byzance bench rules`).\n",
     ]
     for kind, title in (("aggregator", "Rules"), ("preaggregator", "Pre-aggregators")):
         out += [
