@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test demo bench lint format clean data
+.PHONY: setup test demo bench lint format clean data docs
 
 # torch is pinned through constraints.txt: a CPU build is served for exactly
 # that version here, while an unpinned torch pulls a multi-GB CUDA build.
@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt torch
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,experiments]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,experiments,docs]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -34,6 +34,11 @@ lint: setup
 format: setup
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# The documentation site, into site/ (rule, attack and CLI pages are generated from the code).
+# The variables silence two banners about MkDocs' future printed by the theme and a plugin.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(BIN)/mkdocs build --strict --site-dir site
 
 # Optional: full Fashion-MNIST (70,000 images) from Debian's package (needs root).
 data:

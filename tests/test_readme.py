@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
+
+from markdown_examples import python_blocks, run_python_blocks
 
 README = Path(__file__).parent.parent / "README.md"
 
 
 def test_readme_python_blocks_run():
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
-    assert len(blocks) >= 2
-    namespace: dict = {}
-    for block in blocks:
-        exec(compile(block, str(README), "exec"), namespace)
+    text = README.read_text()
+    assert len(python_blocks(text)) >= 2
+    run_python_blocks(text, str(README))
