@@ -106,16 +106,19 @@ def test_a_sigkilled_worker_does_not_stop_the_others(tmp_path: Path) -> None:
     assert "rank 2 left the run" in (tmp_path / "run" / "summary.md").read_text()
 
 
-def test_a_wrong_size_gradient_is_a_faulty_message_not_a_crash(tmp_path: Path) -> None:
-    config = _write_config(tmp_path, faults={"3": "wrong_size@2"}, steps=5)
+def test_wrong_sizes_are_faulty_messages_and_a_hung_worker_is_left_behind(tmp_path: Path) -> None:
+    faults = {"3": "wrong_size@2", "2": "sleep@3:5"}
+    config = _write_config(tmp_path, faults=faults, steps=7, step_timeout=1.5)
     done = _launch(4, config)
     assert done.returncode == 0, _why(done)
     rows = _rows(tmp_path)
+    assert [r["step"] for r in rows] == list(range(1, 8))
     assert rows[0]["arrived"] == 4 and rows[0]["missing"] == {}
     for row in rows[1:]:
-        assert row["arrived"] == 3
         assert row["missing"]["3"].startswith("faulty: sent")
         assert row["crashed"] == []
+    assert rows[2]["missing"]["2"] == "timeout"  # asleep during step 3: not waited for
+    assert "2" not in rows[-1]["missing"]  # awake again, and back in the run
 
 
 @pytest.mark.parametrize("topology", ["parameter_server", "decentralized"])

@@ -140,13 +140,16 @@ def run_server(node: Node, start: int, report: Report) -> Membership:
             params = flatten_params(node.model)
             for rank in live:
                 channel.send(rank, step, Kind.PARAMS, params)
+            t0 = time.perf_counter()
             own = _own_vector(node, step)
             if node.gradient_attack and own is not None:
                 for rank in node.byzantine:
                     channel.send(rank, step, Kind.GRADIENT, own[0], own[1])
+            t1 = time.perf_counter()
             frames, problems = channel.collect(
                 step, Kind.GRADIENT, set(live), node.config.step_timeout
             )
+            waited = time.perf_counter() - t1
             problems.update({r: members.crashed[r] for r in members.crashed})
             members.note(problems)
             try:
@@ -155,6 +158,7 @@ def run_server(node: Node, start: int, report: Report) -> Membership:
                 report(step, {"step": step, "diverged": True})
                 break
             row["crashed"] = sorted(members.crashed)
+            row["compute_ms"], row["wait_ms"] = 1e3 * (t1 - t0), 1e3 * waited
             report(step, row)
     finally:
         for rank in workers:
@@ -219,12 +223,14 @@ def run_decentralized(node: Node, start: int, report: Report) -> Membership:
                         rank, step, Kind.GRADIENT, node.wrong_size(vector, step), float("nan")
                     )
             continue
+        t0 = time.perf_counter()
         own = _own_vector(node, step)
         assert own is not None
+        t1 = time.perf_counter()
         for rank in live:
             channel.send(rank, step, Kind.GRADIENT, node.wrong_size(own[0], step), own[1])
-        expected = {r for r in live}
-        frames, problems = channel.collect(step, Kind.GRADIENT, expected, node.config.step_timeout)
+        frames, problems = channel.collect(step, Kind.GRADIENT, set(live), node.config.step_timeout)
+        waited = time.perf_counter() - t1
         problems.update({r: members.crashed[r] for r in members.crashed})
         members.note(problems)
         try:
@@ -233,6 +239,7 @@ def run_decentralized(node: Node, start: int, report: Report) -> Membership:
             report(step, {"step": step, "diverged": True})
             break
         row["crashed"] = sorted(members.crashed)
+        row["compute_ms"], row["wait_ms"] = 1e3 * (t1 - t0), 1e3 * waited
         report(step, row)
     channel.flush(timeout=10.0)
     return members
