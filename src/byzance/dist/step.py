@@ -67,9 +67,9 @@ def write_gradient(model: nn.Module, flat: torch.Tensor) -> None:
 def gather_gradients(flat: torch.Tensor, group: dist.ProcessGroup | None = None) -> torch.Tensor:
     """Every rank's vector, stacked in rank order: (world, d)."""
     world = dist.get_world_size(group)
-    out = flat.new_empty(world, flat.numel())
-    dist.all_gather(list(out.unbind(0)), flat.contiguous(), group=group)
-    return out
+    out = flat.new_empty(world * flat.numel())  # one flat buffer: gloo copies once
+    dist.all_gather_single(out, flat.contiguous(), group=group)
+    return out.view(world, -1)
 
 
 def robust_step(
