@@ -311,7 +311,7 @@ def launch(
         out = run_config.load(config, overrides).out_dir
         summary = Path(out) / "summary.md"
         if summary.exists():
-            console.print(summary.read_text())
+            console.print(summary.read_text(), markup=False)
         console.print(f"Outputs in {out}/")
     raise typer.Exit(code)
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import math
 import queue
+import re
 import threading
 import time
 from collections import deque
@@ -66,6 +67,13 @@ class Frame:
     kind: Kind
     value: float
     payload: torch.Tensor | None
+
+
+def _short(err: Exception) -> str:
+    """gloo's error without its source location: "Connection closed by peer [addr]:port"."""
+    line = str(err).splitlines()[0]
+    line = re.sub(r"^\[[^\]]*\.cc:\d+\]\s*", "", line)
+    return line.split(". This is typically")[0][:200]
 
 
 @dataclass(frozen=True)
@@ -120,7 +128,7 @@ class Channel:
                     payload = torch.empty(int(length), dtype=torch.float32)
                     dist.irecv(payload, peer, self.group, tag=TAG_PAYLOAD).wait()
             except RuntimeError as err:
-                self._lose(peer, "crashed", str(err).splitlines()[0][:300])
+                self._lose(peer, "crashed", _short(err))
                 return
             self.arrivals.put(Frame(peer, int(step), Kind(int(kind)), float(value), payload))
 
