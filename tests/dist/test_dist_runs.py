@@ -151,3 +151,19 @@ def test_outside_torchrun_the_error_says_how_to_start(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "torchrun" in done.stderr and "byzance launch" in done.stderr
     json.dumps(done.stderr)
+
+
+def test_a_resumed_run_reaches_the_uninterrupted_parameters(tmp_path: Path) -> None:
+    whole, halves = tmp_path / "whole", tmp_path / "halves"
+    whole.mkdir()
+    halves.mkdir()
+    keys = {"steps": 6, "checkpoint_every": 3, "eval_every": 3, "workers": 4}
+    assert _launch(4, _write_config(whole, **keys)).returncode == 0
+    assert _launch(4, _write_config(halves, **{**keys, "steps": 3})).returncode == 0
+    done = _launch(4, halves / "run" / "config.toml", "--resume", "--steps", "6")
+    assert done.returncode == 0, _why(done)
+    assert [r["step"] for r in _rows(halves)] == list(range(1, 7))
+    a = torch.load(whole / "run" / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(halves / "run" / "checkpoint.pt", weights_only=False)["model"]
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
