@@ -165,6 +165,7 @@ class UdpReceiver:
         self._accepted = [0] * window
         self._rejected = dict.fromkeys(REASONS, 0)
         self._next = first_step
+        self._seen = 0
         # One byte more than the largest datagram: a longer one is seen as too long.
         self._scratch = bytearray(MAX_UDP_PAYLOAD + 1)
         self._view = memoryview(self._scratch)
@@ -195,6 +196,11 @@ class UdpReceiver:
             + self._received.nbytes
             + len(self._scratch)
         )
+
+    @property
+    def datagrams_seen(self) -> int:
+        """Datagrams read from the socket so far, accepted or rejected (all steps)."""
+        return self._seen
 
     def collect(
         self, step: int, *, timeout: float, workers: Sequence[int] | None = None
@@ -280,6 +286,7 @@ class UdpReceiver:
                     return
                 raise
             self._handle(nbytes)
+            self._seen += 1  # only this thread writes it
 
     def _handle(self, nbytes: int) -> None:
         view = self._view
