@@ -37,10 +37,15 @@ def raw() -> Iterator[socket.socket]:
 
 
 def _send_all(rx: UdpReceiver, step: int, grads: torch.Tensor, **sender_args) -> list:
+    """Each worker sends in turn; the next starts once the receiver has read everything
+    (so that no test depends on the size of the kernel's socket buffer)."""
     stats = []
+    seen = rx.datagrams_seen
     for w in range(grads.shape[0]):
         with UdpSender(w, KEYS[w], datagram_bytes=SMALL, **sender_args) as tx:
             stats.append(tx.send(step, grads[w], rx.address))
+        seen += stats[-1].sent
+        _wait_seen(rx, seen)
     return stats
 
 
@@ -227,3 +232,32 @@ def test_receiver_memory_stays_bounded_under_a_flood(raw: socket.socket) -> None
             assert got.stats.datagrams_rejected + len(valid) == len(flood)
     finally:
         tracemalloc.stop()
+
+
+def test_flow_control_window_delivers_everything_and_never_blocks_on_a_dead_receiver(
+    rx: UdpReceiver,
+) -> None:
+    grads = _grads(8)
+    with UdpSender(0, KEYS[0], datagram_bytes=SMALL, window=4) as tx:
+        stats = tx.send(0, grads[0], rx.address)
+    assert stats.sent == 46
+    got = rx.collect(0, timeout=5.0, workers=[0])
+    assert torch.equal(got.values[0], grads[0]) and not got.stats.timed_out
+    # Nobody listens on this port: no acknowledgement ever comes, the sender still finishes.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead = closed.getsockname()
+    with UdpSender(0, KEYS[0], datagram_bytes=SMALL, window=40, ack_timeout=0.01) as tx:
+        tx.send(0, grads[0], dead)
+        assert tx.ack_timeouts == 46 - 40
+
+
+def test_one_send_reaches_every_node_of_a_decentralized_run() -> None:
+    grads = _grads(9)
+    with UdpReceiver(KEYS, D) as a, UdpReceiver(KEYS, D) as b:
+        for w in range(4):
+            with UdpSender(w, KEYS[w], datagram_bytes=SMALL, window=8) as tx:
+                stats = tx.send(0, grads[w], [a.address, b.address])
+                assert stats.sent == 2 * stats.datagrams
+        for node in (a, b):
+            assert torch.equal(node.collect(0, timeout=5.0).values, grads)

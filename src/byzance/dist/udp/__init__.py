@@ -29,7 +29,7 @@ from byzance.dist.udp.keys import (
 )
 from byzance.dist.udp.loss import LossModel
 from byzance.dist.udp.receiver import REASONS, Collected, StepStats, UdpReceiver
-from byzance.dist.udp.sender import SendStats, UdpSender
+from byzance.dist.udp.sender import SendStats, UdpSender, suggested_window
 
 __all__ = [
     "LOOPBACK_DATAGRAM",
@@ -49,4 +49,5 @@ __all__ = [
     "key_for",
     "load_key_file",
     "load_keys",
+    "suggested_window",
 ]

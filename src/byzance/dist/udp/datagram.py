@@ -17,6 +17,16 @@ flattened gradient for one step::
     payload  length x float32, little-endian
     tag      32 bytes: HMAC-SHA256(key[worker], header + payload)
 
+Flow control (optional): for every authentic datagram of a step it accepts
+(or recognizes as a duplicate), the receiver answers the sender's address with
+an acknowledgement ``<2sBBIQI``: magic b"BA", version, 0, worker, step, and
+the number of that worker's datagrams of that step it has read so far. A
+sender with a window keeps at most that many datagrams unacknowledged, so n
+senders cannot overflow the receiver's socket buffer while it is not
+scheduled. Acknowledgements are not authenticated: a forged one can only make
+a sender send faster, i.e. cause losses, which anyone able to send datagrams
+to the receiver can cause anyway by flooding it.
+
 The chunking is implied by (dim, count): every chunk holds
 ``c = ceil(dim / count)`` coordinates, chunk ``i`` covers
 ``[i c, min(dim, (i + 1) c))``. The sender picks count from the largest
@@ -54,6 +64,8 @@ MAX_UDP_PAYLOAD = 65_507
 LOOPBACK_DATAGRAM = 60_000
 MTU_DATAGRAM = 1_472
 COORDINATE_BYTES = 4
+ACK_MAGIC = b"BA"
+ACK = struct.Struct("<2sBBIQI")
 
 #: A datagram as the buffers that make it up (header, payload view, tag): sent with
 #: ``socket.sendmsg`` without copying the payload out of the encoded gradient.
@@ -188,3 +200,18 @@ def _check_uint(name: str, value: int, bits: int) -> int:
     if isinstance(value, bool) or not 0 <= number < 2**bits:
         raise DatagramError(f"{name} must be an integer in [0, 2**{bits}); got {value!r}.")
     return number
+
+
+def pack_ack(worker: int, step: int, arrivals: int) -> bytes:
+    """The acknowledgement of ``arrivals`` datagrams of ``worker`` for ``step``."""
+    return ACK.pack(ACK_MAGIC, VERSION, 0, worker, step, arrivals)
+
+
+def parse_ack(data: bytes) -> tuple[int, int, int] | None:
+    """``(worker, step, arrivals)`` of an acknowledgement, or None if it is not one."""
+    if len(data) != ACK.size:
+        return None
+    magic, version, _flags, worker, step, arrivals = ACK.unpack(data)
+    if magic != ACK_MAGIC or version != VERSION:
+        return None
+    return worker, step, arrivals

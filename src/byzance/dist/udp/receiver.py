@@ -17,6 +17,7 @@ doubled by Linux for bookkeeping) holds what the thread has not read yet.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -30,6 +31,7 @@ from byzance.dist.udp.datagram import (
     HEADER,
     MAX_UDP_PAYLOAD,
     chunk_bounds,
+    pack_ack,
     parse_header,
     verify,
 )
@@ -119,6 +121,9 @@ class UdpReceiver:
         rcvbuf: SO_RCVBUF to ask for; the kernel caps it at net.core.rmem_max
             (see :attr:`rcvbuf_granted`).
         max_buffer_bytes: refuse a configuration whose buffer would exceed this.
+        acks: answer every authentic datagram of a step in the window with an
+            acknowledgement (flow control for senders with a ``window``; see
+            :mod:`~byzance.dist.udp.datagram`).
 
     The receiving thread starts at once; use as a context manager or call :meth:`close`.
     """
@@ -134,6 +139,7 @@ class UdpReceiver:
         first_step: int = 0,
         rcvbuf: int = DEFAULT_RCVBUF,
         max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
+        acks: bool = True,
     ) -> None:
         if not keys:
             raise InvalidParameterError("UdpReceiver needs the key of at least one worker.")
@@ -162,9 +168,12 @@ class UdpReceiver:
         self._slot_step = [-1] * window
         self._declared = np.zeros((window, n), dtype=np.int64)  # chunk count of each gradient
         self._received = np.zeros((window, n), dtype=np.int64)  # chunks of it received
+        self._arrivals = np.zeros((window, n), dtype=np.int64)  # authentic ones, duplicates too
+        self._coords = np.zeros((window, n), dtype=np.int64)  # coordinates received
         self._accepted = [0] * window
         self._rejected = dict.fromkeys(REASONS, 0)
         self._next = first_step
+        self._acks = acks
         self._seen = 0
         # One byte more than the largest datagram: a longer one is seen as too long.
         self._scratch = bytearray(MAX_UDP_PAYLOAD + 1)
@@ -194,6 +203,8 @@ class UdpReceiver:
             + self._present.nbytes
             + self._declared.nbytes
             + self._received.nbytes
+            + self._arrivals.nbytes
+            + self._coords.nbytes
             + len(self._scratch)
         )
 
@@ -237,24 +248,27 @@ class UdpReceiver:
                     timed_out = True
                     break
                 self._cond.wait(remaining)
-            index = torch.tensor(rows, dtype=torch.long)
-            present = self._present[slot].index_select(0, index)
-            values = self._values[slot].index_select(0, index)
+            if rows == list(range(len(self.workers))):
+                present = self._present[slot].clone()
+                values = torch.where(present, self._values[slot], 0.0)
+            else:
+                index = torch.tensor(rows, dtype=torch.long)
+                present = self._present[slot].index_select(0, index)
+                values = torch.where(present, self._values[slot].index_select(0, index), 0.0)
+            have = self._coords[slot, rows].tolist()
             accepted = self._accepted[slot]
             self._slot_step[slot] = -1
             self._next = step + 1
             rejected = dict(self._rejected)
             self._rejected = dict.fromkeys(REASONS, 0)
-        values.masked_fill_(~present, 0.0)
-        have = present.sum(dim=1)
         ids = tuple(self.workers[r] for r in rows)
         stats = StepStats(
             step=step,
             datagrams_accepted=accepted,
             rejected=rejected,
-            coordinates_missing=int(present.numel() - int(have.sum())),
-            complete=tuple(w for w, h in zip(ids, have.tolist(), strict=True) if h == self.dim),
-            crashed=tuple(w for w, h in zip(ids, have.tolist(), strict=True) if h == 0),
+            coordinates_missing=len(rows) * self.dim - sum(have),
+            complete=tuple(w for w, h in zip(ids, have, strict=True) if h == self.dim),
+            crashed=tuple(w for w, h in zip(ids, have, strict=True) if h == 0),
             waited_s=time.monotonic() - started,
             timed_out=timed_out,
         )
@@ -278,17 +292,22 @@ class UdpReceiver:
     def _run(self) -> None:
         while not self._closed:
             try:
-                nbytes = self._sock.recv_into(self._scratch)
+                nbytes, sender = self._sock.recvfrom_into(self._scratch)
             except TimeoutError:
                 continue
             except OSError:
                 if self._closed:
                     return
                 raise
-            self._handle(nbytes)
+            ack = self._handle(nbytes)
+            if ack is not None and self._acks:
+                # Best effort: the sender may be gone or its buffer full.
+                with contextlib.suppress(OSError):
+                    self._sock.sendto(ack, sender)
             self._seen += 1  # only this thread writes it
 
-    def _handle(self, nbytes: int) -> None:
+    def _handle(self, nbytes: int) -> bytes | None:
+        """Check and store one datagram; the acknowledgement to send back, if any."""
         view = self._view
         header = parse_header(view, nbytes)
         if header is None:
@@ -314,35 +333,41 @@ class UdpReceiver:
             if self._slot_step[slot] != step:
                 self._reset(slot, step)
             row = self._row[header.worker]
+            self._arrivals[slot, row] += 1
+            ack = pack_ack(header.worker, step, int(self._arrivals[slot, row]))
             declared = self._declared[slot, row]
             if declared == 0:
                 self._declared[slot, row] = header.count
             elif declared != header.count:  # a second chunking of the same gradient
                 self._rejected["malformed"] += 1
-                return None
+                return ack
             start, stop = chunk_bounds(self.dim, header.count, header.index)
             if self._present_np[slot, row, start]:
                 self._rejected["duplicate"] += 1
-                return None
+                return ack
             self._values_np[slot, row, start:stop] = np.frombuffer(
                 self._scratch, dtype="<f4", count=header.length, offset=HEADER.size
             )
             self._present_np[slot, row, start:stop] = True
             self._received[slot, row] += 1
+            self._coords[slot, row] += header.length
             self._accepted[slot] += 1
             if self._received[slot, row] == header.count:
                 self._cond.notify_all()
-        return None
+        return ack
 
     # -- helpers (called with the lock held) -------------------------------------------
     def _reject(self, reason: str) -> None:
         with self._cond:
             self._rejected[reason] += 1
+        return None
 
     def _reset(self, slot: int, step: int) -> None:
         self._present[slot].zero_()
         self._declared[slot] = 0
         self._received[slot] = 0
+        self._arrivals[slot] = 0
+        self._coords[slot] = 0
         self._accepted[slot] = 0
         self._slot_step[slot] = step
 

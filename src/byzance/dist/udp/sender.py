@@ -9,13 +9,27 @@ from dataclasses import dataclass
 
 import torch
 
-from byzance.dist.udp.datagram import LOOPBACK_DATAGRAM, encode
+from byzance.dist.udp.datagram import LOOPBACK_DATAGRAM, encode, parse_ack
 from byzance.dist.udp.loss import LossModel
 from byzance.errors import InvalidParameterError
 
 Address = tuple[str, int]
 
 DEFAULT_SNDBUF = 4 << 20
+SKB_OVERHEAD = 1024  # kernel bookkeeping per datagram counted against SO_RCVBUF (approx.)
+
+
+def suggested_window(
+    rcvbuf_granted: int, senders: int, datagram_bytes: int = LOOPBACK_DATAGRAM
+) -> int:
+    """Datagrams each of ``senders`` may keep in flight without overflowing the receiver's buffer.
+
+    ``rcvbuf_granted`` is :attr:`UdpReceiver.rcvbuf_granted` (what the kernel
+    granted). Half of it is shared out: the kernel's accounting per datagram
+    (skb truesize) exceeds its size, and a sender that gave up waiting for an
+    acknowledgement may have a datagram more in flight.
+    """
+    return max(1, rcvbuf_granted // (2 * senders * (datagram_bytes + SKB_OVERHEAD)))
 
 
 @dataclass(frozen=True)
@@ -55,6 +69,12 @@ class UdpSender:
             buffer is full drops what arrives, so n senders to one receiver
             should share its drain rate.
         burst_bytes: bytes sent back to back before pacing waits.
+        window: flow control: at most this many datagrams per destination sent
+            and not yet acknowledged by the receiver (see :func:`suggested_window`);
+            None: fire and forget, as AggregaThor. Waiting for an acknowledgement
+            gives up after ``ack_timeout`` s and counts one datagram as lost, so a
+            dead receiver slows a sender down but never blocks it.
+        ack_timeout: seconds to wait for an acknowledgement when the window is full.
         sndbuf: SO_SNDBUF to ask for.
         bind: local address (port 0: any).
 
@@ -71,6 +91,8 @@ class UdpSender:
         loss: LossModel | None = None,
         rate_bytes_per_s: float | None = None,
         burst_bytes: int = 256 << 10,
+        window: int | None = None,
+        ack_timeout: float = 0.25,
         sndbuf: int = DEFAULT_SNDBUF,
         bind: Address = ("127.0.0.1", 0),
     ) -> None:
@@ -84,6 +106,13 @@ class UdpSender:
         self.loss = loss or LossModel()
         self.rate = rate_bytes_per_s
         self.burst = burst_bytes
+        if window is not None and window < 1:
+            raise InvalidParameterError(
+                f"window must be >= 1 (or None: no flow control); got {window}."
+            )
+        self.window = window
+        self.ack_timeout = ack_timeout
+        self.ack_timeouts = 0  # acknowledgements given up on, over the sender's life
         self._key = key
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
@@ -114,12 +143,17 @@ class UdpSender:
             distinct = len({id(d) for _, d in plan})
             dropped += len(datagrams) - distinct
             duplicated += len(plan) - distinct
+            peer = (socket.gethostbyname(addr[0]), addr[1])
+            acked = 0
             t0 = time.perf_counter()
-            for delay, datagram in plan:
+            for in_flight, (delay, datagram) in enumerate(plan):
                 if delay:
                     wait = t0 + delay - time.perf_counter()
                     if wait > 0:
                         time.sleep(wait)
+                if self.window is not None:
+                    while in_flight - acked >= self.window:
+                        acked = self._await_ack(step, peer, acked)
                 nbytes += self._sock.sendmsg(datagram, (), 0, addr)
                 sent += 1
                 if self.rate is not None:
@@ -134,6 +168,28 @@ class UdpSender:
             bytes_sent=nbytes,
             seconds=time.perf_counter() - start,
         )
+
+    def _await_ack(self, step: int, peer: Address, acked: int) -> int:
+        """Datagrams of ``step`` acknowledged by ``peer``, waiting up to ack_timeout for more."""
+        deadline = time.monotonic() + self.ack_timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.ack_timeouts += 1
+                return acked + 1  # presumed lost: let one more datagram go
+            self._sock.settimeout(remaining)
+            try:
+                data, source = self._sock.recvfrom(64)
+            except TimeoutError:
+                continue
+            finally:
+                self._sock.settimeout(None)
+            ack = parse_ack(data)
+            if ack is None or source[:2] != peer:
+                continue
+            worker, ack_step, arrivals = ack
+            if worker == self.worker and ack_step == step and arrivals > acked:
+                return arrivals
 
     def close(self) -> None:
         """Close the socket."""
