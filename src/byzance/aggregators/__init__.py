@@ -39,6 +39,7 @@ from byzance.aggregators.krum import krum, multi_krum
 from byzance.aggregators.mda import mda
 from byzance.aggregators.meamed import meamed
 from byzance.aggregators.median import median
+from byzance.aggregators.missing import aggregate_with_missing, crashed_workers, fill_with_median
 from byzance.aggregators.nnm import nnm
 from byzance.aggregators.trimmed_mean import trimmed_mean
 
@@ -46,6 +47,7 @@ __all__ = [
     "Pipeline",
     "Requirement",
     "Rule",
+    "aggregate_with_missing",
     "arc",
     "average",
     "bucketing",
@@ -54,6 +56,8 @@ __all__ = [
     "clipping",
     "compile_mode",
     "compose",
+    "crashed_workers",
+    "fill_with_median",
     "geometric_median",
     "get",
     "krum",
