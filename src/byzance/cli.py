@@ -316,5 +316,23 @@ def launch(
     raise typer.Exit(code)
 
 
+@app.command(name="udp-keys")
+def udp_keys(
+    workers: Annotated[int, typer.Option(help="Number of workers (ranks 0 .. workers-1).")],
+    out: Annotated[Path, typer.Option(help="The JSON key file to write (mode 600).")],
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
+) -> None:
+    """Write per-worker HMAC keys for the UDP transport (config: udp_keys = "keys.json")."""
+    from byzance.dist.udp import generate_key_file
+    from byzance.errors import ByzanceError
+
+    try:
+        generate_key_file(out, workers, overwrite=overwrite)
+    except ByzanceError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from None
+    console.print(f"{workers} keys written to {out}; give each worker only its own key.")
+
+
 if __name__ == "__main__":
     app()

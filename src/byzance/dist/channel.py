@@ -47,7 +47,8 @@ HEADER_SIZE = 5
 TAG_HEADER, TAG_PAYLOAD = 11, 12
 MAX_QUEUED = 3  # complete frames held per peer before the step loop reads them
 MAX_OUTSTANDING = 8  # sends in flight per peer; beyond that the peer is skipped
-MAX_EARLY = 4  # frames kept per peer for a later step than the one being collected
+MAX_EARLY = 4
+SENT_NOTE_SIZE = 4  # loss, datagrams sent, dropped, duplicated  # frames kept per peer for a later step than the one being collected
 
 
 class Kind(IntEnum):
@@ -56,6 +57,7 @@ class Kind(IntEnum):
     GRADIENT = 1
     PARAMS = 2
     STOP = 3
+    SENT = 4  # UDP transport: "my datagrams of this step are sent" (+ loss and counts)
 
 
 @dataclass(frozen=True)
@@ -224,8 +226,9 @@ class Channel:
         if frame.kind != kind:
             return f"faulty: sent {frame.kind.name} instead of {kind.name}"
         size = 0 if frame.payload is None else frame.payload.numel()
-        if size != self.length:
-            return f"faulty: sent {size} coordinates, expected {self.length}"
+        expected = SENT_NOTE_SIZE if kind == Kind.SENT else self.length
+        if size != expected:
+            return f"faulty: sent {size} coordinates, expected {expected}"
         return ""
 
     def latest(self, src: int, after: int, timeout: float) -> Frame | None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from byzance import attacks, models
+from byzance import aggregators, attacks, models
 from byzance.attacks import DataAttack, GradientAttack
 from byzance.dist.faults import Fault, parse_fault
 from byzance.experiments.config import ConfigError, RunConfig
@@ -165,10 +165,20 @@ class Node:
         return vector
 
     # -- the server's (or every decentralized node's) work -------------------------------------
-    def aggregate(self, inputs: torch.Tensor) -> torch.Tensor:
-        """The rule's output (d,) on the vectors that arrived (m, d), then the optimizer's step."""
+    def aggregate(self, inputs: torch.Tensor, present: torch.Tensor | None = None) -> torch.Tensor:
+        """The rule's output (d,) on the vectors that arrived (m, d).
+
+        ``present`` (m, d) marks the coordinates that arrived (lossy transport);
+        then :func:`~byzance.aggregators.aggregate_with_missing` decides how the
+        rule treats the others.
+        """
         params = {"center": self.center} if self.uses_center else {}
-        result = self.rule(inputs, self.f, **params)
+        if present is None:
+            result = self.rule(inputs, self.f, **params)
+        else:
+            result = aggregators.aggregate_with_missing(
+                self.rule, inputs, present, self.f, fill=self.config.udp_fill, **params
+            )
         if self.uses_center:
             self.center = result
         return result

@@ -17,6 +17,7 @@ step (the adversary sees the network), compute the attack, and send their row.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,8 +25,9 @@ from typing import Any
 
 import torch
 
-from byzance.dist.channel import Channel, Frame, Kind
+from byzance.dist.channel import Channel, Kind
 from byzance.dist.node import Node
+from byzance.dist.udp_link import UdpLink
 from byzance.errors import ByzanceError, ToleranceError
 from byzance.sim import flatten_params
 from byzance.sim.sync import TrainingDivergedError, step_stats
@@ -49,36 +51,92 @@ class Membership:
                 self.crashed.setdefault(rank, why)
 
 
-def _gather_inputs(
-    node: Node, own: tuple[torch.Tensor, float] | None, frames: dict[int, Frame]
-) -> tuple[torch.Tensor, torch.Tensor, list[int], list[float]]:
-    """The vectors that arrived, in slot order: (m, d), Byzantine mask (m,), ranks, honest losses."""
-    rows, ranks, losses = [], [], []
-    for rank in node.order:
-        if rank == node.rank and own is not None:
-            vector, loss = own
-        elif rank in frames:
-            vector, loss = frames[rank].payload, frames[rank].value
-        else:
+@dataclass(frozen=True)
+class Arrival:
+    """A vector that reached the aggregating rank: (d,), its sender's loss, and which
+    coordinates arrived ((d,) bool; None: all of them)."""
+
+    vector: torch.Tensor
+    loss: float
+    present: torch.Tensor | None = None
+
+
+def send_vector(
+    node: Node,
+    channel: Channel,
+    link: UdpLink | None,
+    step: int,
+    vector: torch.Tensor,
+    loss: float,
+    to: list[int],
+) -> None:
+    """Send this rank's vector of ``step`` to the ranks ``to``, on the run's transport."""
+    vector = node.wrong_size(vector, step)
+    if link is None:
+        for rank in to:
+            channel.send(rank, step, Kind.GRADIENT, vector, loss)
+        return
+    counts = link.send(step, vector, to)
+    note = torch.tensor([loss, *counts])
+    for rank in to:
+        channel.send(rank, step, Kind.SENT, note)
+
+
+def receive_vectors(
+    node: Node, channel: Channel, link: UdpLink | None, step: int, expected: set[int]
+) -> tuple[dict[int, Arrival], dict[int, str], dict[str, Any]]:
+    """The vectors of ``step`` from ``expected`` ranks: arrivals, problems by rank, transport stats."""
+    timeout = node.config.step_timeout
+    if link is None:
+        frames, problems = channel.collect(step, Kind.GRADIENT, expected, timeout)
+        return {r: Arrival(f.payload, f.value) for r, f in frames.items()}, problems, {}
+    notes, problems = channel.collect(step, Kind.SENT, expected, timeout)
+    got = link.collect(step, sorted(notes), node.config.udp_grace)
+    arrivals = {}
+    for row, rank in enumerate(got.workers):
+        present = got.present[row]
+        if not bool(present.any()):
+            problems[rank] = "lost: none of its datagrams arrived"
             continue
-        rows.append(vector)
-        ranks.append(rank)
-        if rank not in node.byzantine:
-            losses.append(loss)
+        loss = float(notes[rank].payload[0])
+        arrivals[rank] = Arrival(got.values[row], loss, None if bool(present.all()) else present)
+    stats = dict(got.stats)
+    stats["datagrams_sent"] = int(sum(float(n.payload[1]) for n in notes.values()))
+    stats["datagrams_dropped"] = int(sum(float(n.payload[2]) for n in notes.values()))
+    return arrivals, problems, stats
+
+
+def _gather_inputs(
+    node: Node, arrivals: dict[int, Arrival]
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, list[int], list[float]]:
+    """Arrivals in slot order: (m, d), present (m, d) or None, Byzantine mask (m,), ranks, losses."""
+    ranks = [r for r in node.order if r in arrivals]
+    inputs = torch.stack([arrivals[r].vector for r in ranks])
+    present = None
+    if any(arrivals[r].present is not None for r in ranks):
+        present = torch.stack(
+            [
+                arrivals[r].present
+                if arrivals[r].present is not None
+                else torch.ones(node.d, dtype=torch.bool)
+                for r in ranks
+            ]
+        )
     mask = torch.tensor([r in node.byzantine for r in ranks], dtype=torch.bool)
-    return torch.stack(rows), mask, ranks, losses
+    losses = [arrivals[r].loss for r in ranks if r not in node.byzantine]
+    return inputs, present, mask, ranks, losses
 
 
 def _aggregate_step(
     node: Node,
     step: int,
-    own: tuple[torch.Tensor, float] | None,
-    frames: dict[int, Frame],
+    arrivals: dict[int, Arrival],
     problems: dict[int, str],
 ) -> dict[str, Any]:
     """Aggregate what arrived and step the optimizer; returns the step's metric row."""
-    inputs, byz_mask, ranks, losses = _gather_inputs(node, own, frames)
-    if not bool(torch.isfinite(inputs[~byz_mask]).all()):
+    inputs, present, byz_mask, ranks, losses = _gather_inputs(node, arrivals)
+    honest_present = inputs[~byz_mask] if present is None else inputs[~byz_mask][present[~byz_mask]]
+    if not bool(torch.isfinite(honest_present).all()):
         raise TrainingDivergedError(f"step {step}: the honest gradients are not finite")
     try:
         node.rule.check(len(ranks), node.f)
@@ -88,7 +146,7 @@ def _aggregate_step(
             f"step_timeout = {node.config.step_timeout} s (missing: {problems}); {err}"
         ) from None
     start = time.perf_counter()
-    aggregate = node.aggregate(inputs)
+    aggregate = node.aggregate(inputs, present)
     seconds = time.perf_counter() - start
     honest = inputs[~byz_mask]
     stats = step_stats(
@@ -129,10 +187,40 @@ def _byzantine_vector(node: Node, channel: Channel, step: int) -> torch.Tensor |
 
 
 # -- parameter server ----------------------------------------------------------------------------
+def _record(
+    node: Node,
+    step: int,
+    arrivals: dict[int, Arrival],
+    problems: dict[int, str],
+    members: Membership,
+    extra: dict[str, Any],
+    report: Report,
+) -> bool:
+    """Aggregate, step and report one step; False when the run diverged (and must end)."""
+    problems.update({r: members.crashed[r] for r in members.crashed})
+    members.note(problems)
+    try:
+        row = _aggregate_step(node, step, arrivals, problems)
+    except TrainingDivergedError:
+        report(step, {"step": step, "diverged": True})
+        return False
+    row["crashed"] = sorted(members.crashed)
+    report(step, {**row, **extra})
+    return True
+
+
+def _link(node: Node, receives: bool, senders: list[int]) -> UdpLink | None:
+    if node.config.transport != "udp":
+        return None
+    host = os.environ.get("BYZANCE_UDP_HOST") or os.environ.get("MASTER_ADDR", "127.0.0.1")
+    return UdpLink(node.config, node.rank, receives=receives, senders=senders, d=node.d, host=host)
+
+
 def run_server(node: Node, start: int, report: Report) -> Membership:
     """Rank 0: serve steps ``start + 1 .. config.steps``; returns who crashed."""
     workers = [r for r in range(node.world) if r != node.rank]
     channel = Channel(workers, node.d)
+    link = _link(node, receives=True, senders=workers)
     members = Membership()
     try:
         for step in range(start + 1, node.config.steps + 1):
@@ -142,29 +230,23 @@ def run_server(node: Node, start: int, report: Report) -> Membership:
                 channel.send(rank, step, Kind.PARAMS, params)
             t0 = time.perf_counter()
             own = _own_vector(node, step)
-            if node.gradient_attack and own is not None:
-                for rank in node.byzantine:
+            assert own is not None  # rank 0 is honest
+            if node.gradient_attack:
+                for rank in node.byzantine:  # the omniscient adversary hears the network
                     channel.send(rank, step, Kind.GRADIENT, own[0], own[1])
             t1 = time.perf_counter()
-            frames, problems = channel.collect(
-                step, Kind.GRADIENT, set(live), node.config.step_timeout
-            )
-            waited = time.perf_counter() - t1
-            problems.update({r: members.crashed[r] for r in members.crashed})
-            members.note(problems)
-            try:
-                row = _aggregate_step(node, step, own, frames, problems)
-            except TrainingDivergedError:
-                report(step, {"step": step, "diverged": True})
+            arrivals, problems, extra = receive_vectors(node, channel, link, step, set(live))
+            arrivals[node.rank] = Arrival(*own)
+            extra.update(compute_ms=1e3 * (t1 - t0), wait_ms=1e3 * (time.perf_counter() - t1))
+            if not _record(node, step, arrivals, problems, members, extra, report):
                 break
-            row["crashed"] = sorted(members.crashed)
-            row["compute_ms"], row["wait_ms"] = 1e3 * (t1 - t0), 1e3 * waited
-            report(step, row)
     finally:
         for rank in workers:
             if rank not in members.crashed:
                 channel.send(rank, node.config.steps + 1, Kind.STOP)
         channel.flush(timeout=10.0)
+        if link is not None:
+            link.close()
     return members
 
 
@@ -174,11 +256,12 @@ def run_worker(node: Node, start: int) -> None:
     # An omniscient Byzantine rank also hears the honest workers (and the server's own vector).
     peers = [0, *(r for r in node.honest if r != 0)] if forger else [0]
     channel = Channel(peers, node.d)
+    link = _link(node, receives=False, senders=[])
     last = start
     while True:
         frame = channel.latest(0, last, node.config.worker_timeout)
         if frame is None:
-            why = channel.inbox[0].reason or f"nothing for {node.config.worker_timeout} s"
+            why = channel.reason.get(0) or f"nothing for {node.config.worker_timeout} s"
             raise DistributedRunError(
                 f"rank {node.rank}: no parameters from the server (rank 0): {why}. The server "
                 "crashed or hung; raise worker_timeout if it is only slow."
@@ -199,8 +282,10 @@ def run_worker(node: Node, start: int) -> None:
             vector, loss = _own_vector(node, step)
             for rank in node.byzantine if node.gradient_attack else []:
                 channel.send(rank, step, Kind.GRADIENT, vector, loss)
-        channel.send(0, step, Kind.GRADIENT, node.wrong_size(vector, step), loss)
+        send_vector(node, channel, link, step, vector, loss, [0])
     channel.flush(timeout=10.0)
+    if link is not None:
+        link.close()
 
 
 # -- decentralized -----------------------------------------------------------------------------
@@ -208,8 +293,9 @@ def run_decentralized(node: Node, start: int, report: Report) -> Membership:
     """Every rank: exchange vectors with every other rank and aggregate them itself."""
     peers = [r for r in range(node.world) if r != node.rank]
     channel = Channel(peers, node.d)
-    members = Membership()
     forger = node.is_byzantine and node.gradient_attack
+    link = _link(node, receives=not forger, senders=peers)
+    members = Membership()
     for step in range(start + 1, node.config.steps + 1):
         live = [r for r in peers if r not in members.crashed]
         if node.fault is not None:
@@ -218,30 +304,34 @@ def run_decentralized(node: Node, start: int, report: Report) -> Membership:
             node.batch(step)
             vector = _byzantine_vector(node, channel, step)
             if vector is not None:
-                for rank in live:
-                    channel.send(
-                        rank, step, Kind.GRADIENT, node.wrong_size(vector, step), float("nan")
-                    )
+                send_vector(node, channel, link, step, vector, float("nan"), live)
             continue
         t0 = time.perf_counter()
         own = _own_vector(node, step)
         assert own is not None
         t1 = time.perf_counter()
-        for rank in live:
-            channel.send(rank, step, Kind.GRADIENT, node.wrong_size(own[0], step), own[1])
-        frames, problems = channel.collect(step, Kind.GRADIENT, set(live), node.config.step_timeout)
-        waited = time.perf_counter() - t1
-        problems.update({r: members.crashed[r] for r in members.crashed})
-        members.note(problems)
-        try:
-            row = _aggregate_step(node, step, own, frames, problems)
-        except TrainingDivergedError:
-            report(step, {"step": step, "diverged": True})
+        if link is not None and node.gradient_attack:
+            for rank in node.byzantine:  # forgers listen on gloo, not on UDP
+                channel.send(rank, step, Kind.GRADIENT, own[0], own[1])
+            send_vector(
+                node,
+                channel,
+                link,
+                step,
+                own[0],
+                own[1],
+                [r for r in live if r not in node.byzantine],
+            )
+        else:
+            send_vector(node, channel, link, step, own[0], own[1], live)
+        arrivals, problems, extra = receive_vectors(node, channel, link, step, set(live))
+        arrivals[node.rank] = Arrival(*own)
+        extra.update(compute_ms=1e3 * (t1 - t0), wait_ms=1e3 * (time.perf_counter() - t1))
+        if not _record(node, step, arrivals, problems, members, extra, report):
             break
-        row["crashed"] = sorted(members.crashed)
-        row["compute_ms"], row["wait_ms"] = 1e3 * (t1 - t0), 1e3 * waited
-        report(step, row)
     channel.flush(timeout=10.0)
+    if link is not None:
+        link.close()
     return members
 
 

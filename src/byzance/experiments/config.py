@@ -83,6 +83,16 @@ class RunConfig:
     step_timeout: float = 30.0  # seconds a step waits for the gradients
     worker_timeout: float = 300.0  # seconds a worker waits for the server's parameters
     faults: dict[str, str] = field(default_factory=dict)  # rank -> "crash@5", "slow:0.1", ...
+    transport: str = "gloo"  # or "udp": gradients as authenticated datagrams, losses tolerated
+    udp_keys: str = ""  # a JSON key file, or "env:VARIABLE"
+    udp_loss: dict[str, Any] = field(
+        default_factory=dict
+    )  # drop, duplicate, reorder_window, max_delay_s
+    udp_grace: float = 0.05  # seconds for datagrams in flight once every worker said it sent
+    udp_datagram_bytes: int = 60_000  # 1472 fits an Ethernet MTU
+    udp_fill: str = (
+        "auto"  # missing coordinates: "auto", "median" or "zero" (aggregate_with_missing)
+    )
 
     @property
     def tolerated(self) -> int:
@@ -283,6 +293,22 @@ def _validate_distributed(config: RunConfig) -> None:
             raise ConfigError(
                 f"config key {key!r} must be > 0 seconds; got {getattr(config, key)}."
             )
+    _one_of("transport", config.transport, ("gloo", "udp"))
+    _one_of("udp_fill", config.udp_fill, ("auto", "median", "zero"))
+    if config.transport == "udp":
+        from byzance.dist.udp import LossModel
+
+        if not config.udp_keys:
+            raise ConfigError(
+                "transport 'udp' needs udp_keys: a JSON key file (byzance udp-keys --workers N "
+                "--out keys.json) or 'env:VARIABLE' naming an environment variable holding it."
+            )
+        try:
+            LossModel(**config.udp_loss)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"config key 'udp_loss': {err}") from None
+        if not config.udp_grace > 0:
+            raise ConfigError(f"config key 'udp_grace' must be > 0; got {config.udp_grace}.")
     for rank, spec in config.faults.items():
         if not rank.isdigit() or int(rank) >= config.workers:
             raise ConfigError(
