@@ -115,9 +115,9 @@ def movielens_path() -> Path:
 def _movielens_table() -> np.ndarray:
     path = movielens_path()
     # Header line "user_id:token item_id:token rating:float timestamp:float", then tab-separated.
-    table = np.loadtxt(path, delimiter="\t", skiprows=1, dtype=np.int64, usecols=(0, 1, 2))
-    if table.ndim != 2 or table.shape[1] != 3:
-        raise DataUnavailableError(f"{path}: expected rows of user, item, rating.")
+    table = np.loadtxt(path, delimiter="\t", skiprows=1, dtype=np.int64, usecols=(0, 1, 2, 3))
+    if table.ndim != 2 or table.shape[1] != 4:
+        raise DataUnavailableError(f"{path}: expected rows of user, item, rating, timestamp.")
     table.flags.writeable = False
     return table
 
@@ -133,6 +133,16 @@ def movielens_100k() -> Ratings:
         num_users=int(users.max()) + 1,
         num_items=int(items.max()) + 1,
     )
+
+
+def movielens_account_age_days() -> torch.Tensor:
+    """(943,) days from each user's first rating to the last rating in MovieLens-100K (float64)."""
+    table = _movielens_table()
+    users = torch.from_numpy(table[:, 0] - 1)
+    times = torch.from_numpy(table[:, 3].astype(np.float64))
+    first = torch.full((int(users.max()) + 1,), float("inf"), dtype=torch.float64)
+    first = first.scatter_reduce(0, users, times, "amin")
+    return (times.max() - first) / 86400.0
 
 
 def synthetic_ratings(

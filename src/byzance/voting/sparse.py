@@ -56,7 +56,7 @@ def _sorted_by_item(
     """
     # Sorting rows of the (c, N) transpose is faster than strided columns of (N, c).
     by_value, order = torch.sort(values.T.contiguous(), dim=1)
-    items, order2 = torch.sort(item[order], dim=1, stable=True)  # stable: values stay ascending
+    _, order2 = torch.sort(item[order], dim=1, stable=True)  # stable: values stay ascending
     sorted_values = by_value.gather(1, order2).T
     if weights is None:
         return sorted_values, None

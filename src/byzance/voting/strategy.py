@@ -56,8 +56,8 @@ def _objective(
     y: torch.Tensor, points: torch.Tensor, weights: torch.Tensor, pull: torch.Tensor, eps: float
 ) -> torch.Tensor:
     """sum_j w_j sqrt(|y - p_j|^2 + eps^2) - pull . y for y (B, K, d), points (B, n, d) -> (B, K)."""
-    diff = y[:, :, None, :] - points[:, None, :, :]
-    dist = (diff.square().sum(-1) + eps * eps).sqrt()
+    sq = torch.cdist(y, points, compute_mode="donot_use_mm_for_euclid_dist").square()  # (B, K, n)
+    dist = (sq + eps * eps).sqrt()
     return (dist * weights[:, None, :]).sum(-1) - (y * pull[:, None, :]).sum(-1)
 
 
@@ -70,8 +70,9 @@ def _grad_hess(
     wr = weights / dist
     grad = (wr[..., None] * diff).sum(1)
     eye = torch.eye(y.shape[-1], dtype=y.dtype)
-    outer = diff[..., :, None] * diff[..., None, :] / dist[..., None, None].square()
-    hess = (wr[..., None, None] * (eye - outer)).sum(1)
+    # sum_j (w_j / r_j) (I - u_j u_j^T) as one batched product, no (B, n, d, d) tensor.
+    scaled = diff * (wr / dist.square())[..., None]
+    hess = wr.sum(1)[:, None, None] * eye - scaled.transpose(1, 2) @ diff
     return grad, hess
 
 
@@ -124,11 +125,18 @@ class Responses:
 
     @property
     def alpha(self) -> torch.Tensor:
-        """(m,) strategic gain (L_abs - L_best) / (L_abs - L_truth) - 1 (inf when the truth gains nothing)."""
+        """(m,) strategic gain (L_abs - L_best) / (L_abs - L_truth) - 1.
+
+        0 when no report gains anything over abstaining (nor does the truth);
+        inf when some lie gains but the truth does not (for instance when the
+        outcome sits on another voter's vector, which the truthful pull cannot move).
+        """
+        floor = 1e-12 * self.loss_abstain
         gain_truth = self.loss_abstain - self.loss_truth
         gain_best = self.loss_abstain - self.loss_best
-        alpha = gain_best / gain_truth - 1
-        return torch.where(gain_truth > 1e-14 * self.loss_abstain, alpha, torch.inf).clamp(min=0)
+        alpha = (gain_best / gain_truth.clamp(min=floor) - 1).clamp(min=0)
+        alpha = torch.where(gain_truth > floor, alpha, torch.inf)
+        return torch.where(gain_best - gain_truth.clamp(min=0) > floor, alpha, 0.0)
 
     @property
     def distance_ratio(self) -> torch.Tensor:
