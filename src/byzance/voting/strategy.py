@@ -90,9 +90,9 @@ def tilted_geometric_median(
     With pull = 0, the (weighted) geometric median, to about ``tol`` times
     the points' scale (the distances are smoothed by 1e-12 of the scale so
     that Newton's method is defined on an input). The minimizer exists when
-    |pull| is less than the total weight. Damped Newton: of the steps
-    2^-k (k < 16) along the Newton direction, each problem takes the one that
-    lowers its objective most (2^-k for k in 0, 1, 2, 3, 5, 8, 12, 16).
+    |pull| is less than the total weight. Damped Newton: each problem takes
+    the longest of the steps 2^-k (k in 0, 1, 2, 3, 5, 8, 12, 16) along the
+    Newton direction that does not raise its objective beyond rounding.
     """
     scale = float(points.abs().max()) + 1e-30
     eps = 1e-12 * scale
@@ -105,8 +105,12 @@ def tilted_geometric_median(
         step = torch.linalg.solve(hess + 1e-14 * scale * eye, (grad - pull)[..., None])[..., 0]
         trial = y[:, None, :] - _STEPS[None, :, None] * step[:, None, :]
         values = _objective(torch.cat([y[:, None, :], trial], 1), points, weights, pull, eps)
-        best = values.argmin(1)  # 0: no step lowers the objective
-        size = torch.cat([torch.zeros(1, dtype=y.dtype), _STEPS])[best]
+        # Backtracking: the longest step that does not raise the objective beyond rounding
+        # (near the minimizer the decrease is below rounding, and the full step is right).
+        slack = 1e-15 * (values[:, :1].abs() + (points.abs().amax((1, 2)) * weights.sum(1))[:, None])
+        allowed = values[:, 1:] <= values[:, :1] + slack
+        first = torch.where(allowed.any(1), allowed.to(torch.int8).argmax(1), len(_STEPS))
+        size = torch.cat([_STEPS, torch.zeros(1, dtype=y.dtype)])[first]
         y = y - size[:, None] * step
         if float((size[:, None] * step).abs().max()) <= tol * scale:
             break
