@@ -255,11 +255,12 @@ def bench(
     render_bench(rows, _wide_console())
 
 
-
 @app.command()
 def votes(
     config: Annotated[Path, typer.Option(help="TOML config of byzance.voting (examples/votes/).")],
-    out: Annotated[Path | None, typer.Option(help="Output directory (default: the config's).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output directory (default: the config's).")
+    ] = None,
 ) -> None:
     """Votes and ratings: fake accounts vs recommenders, reputation, strategic voting (kind = ...)."""
     from byzance.errors import ByzanceError

@@ -30,14 +30,19 @@ def test_clean_scores_recover_the_true_ranking(ratings):
     eligible = torch.ones(ratings.num_items, dtype=torch.bool)
     truth = scores.ranking(ratings.true_scores, eligible)
     mean = scores.ranking(scores.item_scores(ratings, "average"), eligible)
-    assert scores.top_k_overlap(scores.item_scores(ratings, "average"), ratings.true_scores, eligible) >= 0.8
+    assert (
+        scores.top_k_overlap(scores.item_scores(ratings, "average"), ratings.true_scores, eligible)
+        >= 0.8
+    )
     # Ranks are off by a few places at most (true quality steps by 0.03, noise is 0.8 per rating).
     position = torch.empty_like(mean)
     position[mean] = torch.arange(len(mean))
     assert int((position[truth] - torch.arange(len(truth))).abs().max()) <= 10
 
 
-def test_median_keeps_the_target_rank_under_5_percent_fake_accounts_while_the_mean_does_not(ratings):
+def test_median_keeps_the_target_rank_under_5_percent_fake_accounts_while_the_mean_does_not(
+    ratings,
+):
     eligible = torch.ones(ratings.num_items, dtype=torch.bool)
     target = 50
     neighbours = torch.arange(40, 50)  # the ten items just above it

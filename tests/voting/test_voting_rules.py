@@ -12,7 +12,9 @@ from byzance.errors import InvalidParameterError
 
 
 @settings(max_examples=30, deadline=None, derandomize=True, database=None)
-@given(n=st.integers(1, 9), d=st.integers(1, 4), seed=st.integers(0, 10_000), w=st.floats(0.1, 10.0))
+@given(
+    n=st.integers(1, 9), d=st.integers(1, 4), seed=st.integers(0, 10_000), w=st.floats(0.1, 10.0)
+)
 def test_equal_weights_give_the_unweighted_rules(n, d, seed, w):
     x = torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     weights = torch.full((n,), w, dtype=torch.float64)
@@ -67,7 +69,9 @@ def test_skewed_geometric_median_with_identity_is_the_geometric_median():
 
 def test_skewed_geometric_median_minimizes_the_skewed_distances():
     gen = torch.Generator().manual_seed(5)  # its minimizer lies on no input: smooth there
-    x = torch.randn(9, 2, generator=gen, dtype=torch.float64) * torch.tensor([3.0, 1.0], dtype=torch.float64)
+    x = torch.randn(9, 2, generator=gen, dtype=torch.float64) * torch.tensor(
+        [3.0, 1.0], dtype=torch.float64
+    )
     s = torch.tensor([[2.0, 0.5], [0.5, 1.0]], dtype=torch.float64)
     z = agg.skewed_geometric_median(x, 1, skew=s, tol=1e-15, max_iter=5000)
 

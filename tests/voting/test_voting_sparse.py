@@ -31,10 +31,14 @@ def test_coordinate_wise_rules_match_the_registry_item_by_item():
             torch.testing.assert_close(got[j], reference(values[rows], None), msg=name)
     weighted = {"average": agg.weighted_average, "median": agg.weighted_median}
     for name, rule in weighted.items():
-        got = sparse.aggregate(name, values, r.item, r.user, r.num_items, r.num_users, weights=weights)
+        got = sparse.aggregate(
+            name, values, r.item, r.user, r.num_items, r.num_users, weights=weights
+        )
         for j in range(r.num_items):
             rows = r.item == j
-            torch.testing.assert_close(got[j], rule(values[rows], 0, weights=weights[r.user[rows]]), msg=name)
+            torch.testing.assert_close(
+                got[j], rule(values[rows], 0, weights=weights[r.user[rows]]), msg=name
+            )
 
 
 def test_masked_geometric_median_of_complete_votes_is_the_geometric_median():
@@ -44,7 +48,14 @@ def test_masked_geometric_median_of_complete_votes_is_the_geometric_median():
     user, item = torch.meshgrid(torch.arange(15), torch.arange(4), indexing="ij")
     for weights in (None, w):
         got = sparse.masked_geometric_median(
-            x.flatten()[:, None], item.flatten(), user.flatten(), 4, 15, weights, tol=1e-14, max_iter=5000
+            x.flatten()[:, None],
+            item.flatten(),
+            user.flatten(),
+            4,
+            15,
+            weights,
+            tol=1e-14,
+            max_iter=5000,
         )
         expected = agg.geometric_median(x, 0, weights=weights, tol=1e-15, max_iter=5000)
         torch.testing.assert_close(got[:, 0], expected, atol=1e-6, rtol=0)

@@ -33,10 +33,14 @@ def test_best_response_to_the_geometric_median_by_hand():
     best = c + radius * (x[0] - c) / torch.linalg.vector_norm(x[0] - c)
     r = strategy.best_responses(x, torch.tensor([0]), "geometric_median", iterations=30)
     torch.testing.assert_close(r.outcome[0], best, atol=2e-4, rtol=0)
-    assert float(r.loss_best[0]) == pytest.approx(float(torch.linalg.vector_norm(x[0] - c)) - radius, abs=1e-6)
+    assert float(r.loss_best[0]) == pytest.approx(
+        float(torch.linalg.vector_norm(x[0] - c)) - radius, abs=1e-6
+    )
     # The truthful outcome is the Fermat point of the triangle: worse for the voter.
     fermat = agg.geometric_median(x, 0, tol=1e-15, max_iter=10_000)
-    assert float(r.loss_truth[0]) == pytest.approx(float(torch.linalg.vector_norm(fermat - x[0])), abs=1e-6)
+    assert float(r.loss_truth[0]) == pytest.approx(
+        float(torch.linalg.vector_norm(fermat - x[0])), abs=1e-6
+    )
     assert float(r.loss_truth[0]) > float(r.loss_best[0]) + 0.02
     # Reporting the strategic vote really moves the geometric median there.
     outcome = agg.geometric_median(torch.cat([r.report, x[1:]]), 0, tol=1e-15, max_iter=10_000)
@@ -73,7 +77,9 @@ def test_tilted_solver_without_pull_is_the_geometric_median_and_skew_by_transfor
     w = torch.ones(2, 30, dtype=torch.float64)
     y = strategy.tilted_geometric_median(x, w, torch.zeros(2, 3, dtype=torch.float64))
     for b in range(2):
-        torch.testing.assert_close(y[b], agg.geometric_median(x[b], 0, tol=1e-15, max_iter=10_000), atol=1e-7, rtol=0)
+        torch.testing.assert_close(
+            y[b], agg.geometric_median(x[b], 0, tol=1e-15, max_iter=10_000), atol=1e-7, rtol=0
+        )
     # A pull t moves the minimizer where the others' unit pulls sum to t.
     t = torch.tensor([[0.5, 0.0, 0.0], [0.0, -0.3, 0.2]], dtype=torch.float64)
     y = strategy.tilted_geometric_median(x, w, t)
@@ -107,4 +113,6 @@ def test_bad_inputs_are_refused():
     with pytest.raises(InvalidParameterError, match="'mean' or 'geometric_median'"):
         strategy.best_responses(x, torch.tensor([0]), "krum")
     with pytest.raises(InvalidParameterError, match="positive definite"):
-        strategy.best_responses(x, torch.tensor([0]), "geometric_median", skew=torch.tensor([1.0, -1.0]))
+        strategy.best_responses(
+            x, torch.tensor([0]), "geometric_median", skew=torch.tensor([1.0, -1.0])
+        )

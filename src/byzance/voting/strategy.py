@@ -107,7 +107,9 @@ def tilted_geometric_median(
         values = _objective(torch.cat([y[:, None, :], trial], 1), points, weights, pull, eps)
         # Backtracking: the longest step that does not raise the objective beyond rounding
         # (near the minimizer the decrease is below rounding, and the full step is right).
-        slack = 1e-15 * (values[:, :1].abs() + (points.abs().amax((1, 2)) * weights.sum(1))[:, None])
+        slack = 1e-15 * (
+            values[:, :1].abs() + (points.abs().amax((1, 2)) * weights.sum(1))[:, None]
+        )
         allowed = values[:, 1:] <= values[:, :1] + slack
         first = torch.where(allowed.any(1), allowed.to(torch.int8).argmax(1), len(_STEPS))
         size = torch.cat([_STEPS, torch.zeros(1, dtype=y.dtype)])[first]
