@@ -71,3 +71,13 @@ def test_items_without_votes_are_nan_and_missing_votes_do_not_count():
         assert torch.isnan(out[2]), rule
         if rule != "geometric_median":
             assert out[1] == 4.5 and out[0] == 2.0, rule
+
+
+def test_weighted_median_with_more_items_than_votes():
+    user = torch.tensor([0, 1, 2, 0])
+    item = torch.tensor([1, 1, 0, 0])
+    values = torch.tensor([4.0, 5.0, 1.0, 3.0], dtype=torch.float64)
+    weights = torch.tensor([1.0, 3.0, 1.0], dtype=torch.float64)
+    out = sparse.aggregate("median", values, item, user, 6, 3, weights=weights)[:, 0]
+    assert out[:2].tolist() == [2.0, 5.0]  # item 0: 1 and 3, equal weights; item 1: 5 weighs 3
+    assert bool(torch.isnan(out[2:]).all())

@@ -121,28 +121,25 @@ def item_weighted_median(
     counts = _counts(item, num_items)
     sorted_values, w = _sorted_by_item(values, item, weights.to(torch.float64))
     assert w is not None
-    n = len(values)
-    cum = torch.cumsum(w, 0)  # global cumulative weight (N, c)
+    n, c = values.shape
+    seg_item = _item_of_sorted(counts, n)  # (N,): the item of each sorted position
+    cum = torch.cumsum(w, 0)  # cumulative weight over all positions (N, c)
     start = _starts(counts)
     before = torch.where(start[:, None] > 0, cum[(start - 1).clamp(min=0)], 0.0)  # (m, c)
-    total = _segment_sum(w, _item_of_sorted(counts, n), num_items)  # (m, c)
-    seg_item = _item_of_sorted(counts, n)
-    within = cum - before[seg_item]
-    half, slack = total[seg_item] / 2, 1e-12 * total[seg_item]
-    position = torch.arange(n)[:, None].expand_as(within)
-    big = torch.full_like(position, n - 1)
-    lower_pos = torch.where(within >= half - slack, position, big)
-    upper_pos = torch.where(within > half + slack, position, big)
-    lower = (
-        big[:num_items]
-        .clone()
-        .scatter_reduce_(0, seg_item[:, None].expand_as(position), lower_pos, "amin")
-    )
-    upper = (
-        big[:num_items]
-        .clone()
-        .scatter_reduce_(0, seg_item[:, None].expand_as(position), upper_pos, "amin")
-    )
+    within = cum - before[seg_item]  # cumulative weight within each item
+    total = _segment_sum(w, seg_item, num_items)[seg_item]
+    half, slack = total / 2, 1e-12 * total
+    position = torch.arange(n)[:, None].expand(n, c)
+    last = torch.full_like(position, n - 1)
+    index = seg_item[:, None].expand(n, c)
+
+    def first(condition: torch.Tensor) -> torch.Tensor:
+        """(m, c) first position of each item where ``condition`` holds."""
+        hits = torch.where(condition, position, last)
+        out = torch.full((num_items, c), n - 1, dtype=torch.int64)
+        return out.scatter_reduce_(0, index, hits, "amin")
+
+    lower, upper = first(within >= half - slack), first(within > half + slack)
     out = (sorted_values.gather(0, lower) + sorted_values.gather(0, upper)) / 2
     return _nan_empty(out, counts)
 
