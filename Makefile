@@ -8,11 +8,13 @@ STAMP  := $(VENV)/.installed
 
 # torch is pinned through constraints.txt: a CPU build is served for exactly
 # that version here, while an unpinned torch pulls a multi-GB CUDA build.
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt torch
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,experiments,docs]'
+	# MovieLens-100K ships inside recbole; its own dependencies would pull an unpinned torch.
+	$(BIN)/python -m pip install --quiet --no-deps recbole==1.2.1
 	touch $(STAMP)
 
 setup: $(STAMP)

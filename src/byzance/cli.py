@@ -334,5 +334,39 @@ def udp_keys(
     console.print(f"{workers} keys written to {out}; give each worker only its own key.")
 
 
+@app.command()
+def votes(
+    config: Annotated[Path, typer.Option(help="TOML config of byzance.voting (examples/votes/).")],
+    out: Annotated[
+        Path | None, typer.Option(help="Output directory (default: the config's).")
+    ] = None,
+) -> None:
+    """Votes and ratings: fake accounts vs recommenders, reputation, strategic voting (kind = ...)."""
+    from byzance.errors import ByzanceError
+    from byzance.voting.experiment import load_config, run
+
+    try:
+        cfg = load_config(config, {"out_dir": str(out)} if out is not None else None)
+        with console.status(f"byzance votes: {cfg.kind}") as status:
+            result = run(cfg, progress=lambda what: status.update(f"{cfg.kind}: {what}"))
+    except ByzanceError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from None
+    wide = _wide_console()
+    for title, header, rows in result.tables:
+        table = Table(title=title)
+        for i, col in enumerate(header):
+            table.add_column(col, justify="left" if i < 2 else "right", no_wrap=i == 0)
+        for row in rows:
+            table.add_row(*row)
+        wide.print(table)
+    for line in result.notes:
+        console.print(line)
+    console.print(
+        f"Outputs in {result.out_dir}/: results.csv, results.json, summary.md, "
+        + ", ".join(p.name for p in result.plots)
+    )
+
+
 if __name__ == "__main__":
     app()

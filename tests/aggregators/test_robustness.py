@@ -188,7 +188,7 @@ def check_bound(name: str, out: torch.Tensor, n: int, f: int, s, dtype, params) 
         # The chosen subset's diameter is at most the honest one's (<= 2 delta), and
         # it holds an honest row.
         assert l2 <= 3 * delta * 1.001 + dtol, (l2, delta)
-    elif name == "geometric_median":
+    elif name in ("geometric_median", "skewed_geometric_median"):  # skew = I by default
         # (n - 2f) |z - mu| <= 2 sum_honest |h_i - mu| for the exact minimizer.
         # Iterates within nu = 1e-6 of an input count as on it: about n nu / (n - 2f) more.
         bound = (2 * (n - f) * delta + 2 * n * 1e-6) / (n - 2 * f)

@@ -41,7 +41,9 @@ from byzance.aggregators.meamed import meamed
 from byzance.aggregators.median import median
 from byzance.aggregators.missing import aggregate_with_missing, crashed_workers, fill_with_median
 from byzance.aggregators.nnm import nnm
+from byzance.aggregators.skewed_geometric_median import skewed_geometric_median
 from byzance.aggregators.trimmed_mean import trimmed_mean
+from byzance.aggregators.weighted import weighted_average, weighted_median
 
 __all__ = [
     "Pipeline",
@@ -70,6 +72,9 @@ __all__ = [
     "register",
     "rules",
     "set_compile_mode",
+    "skewed_geometric_median",
     "sq_distances",
     "trimmed_mean",
+    "weighted_average",
+    "weighted_median",
 ]

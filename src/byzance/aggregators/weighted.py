@@ -1,0 +1,123 @@
+"""Weighted mean and weighted coordinate-wise median: one weight per participant.
+
+Weights express reputation (account age, a trust score): a participant of
+weight w counts as w participants of weight 1. With equal weights both rules
+are the plain average and the coordinate-wise median. The weighted geometric
+median is :func:`byzance.aggregators.geometric_median` with ``weights``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from byzance.aggregators._registry import Requirement, Rule, register
+from byzance.errors import InvalidParameterError
+
+
+def check_weights(weights: Any, n: int, x: torch.Tensor, who: str) -> torch.Tensor:
+    """Weights as a (n,) tensor in ``x``'s dtype (ones when None); finite, >= 0, not all 0."""
+    if weights is None:
+        return torch.ones(n, dtype=x.dtype, device=x.device)
+    w = torch.as_tensor(weights).to(device=x.device, dtype=x.dtype)
+    if w.shape != (n,):
+        raise InvalidParameterError(
+            f"{who}: weights must have shape ({n},), one per input; got {tuple(w.shape)}."
+        )
+    if not bool(torch.isfinite(w).all()) or bool((w < 0).any()) or float(w.sum()) <= 0:
+        raise InvalidParameterError(
+            f"{who}: weights must be finite, non-negative and not all zero; got {w.tolist()[:8]}."
+        )
+    return w
+
+
+def _weighted_average(x: torch.Tensor, f: int, *, weights: Any = None) -> torch.Tensor:
+    """Weighted mean sum_i w_i x_i / sum_i w_i.
+
+    Not robust: one input of huge norm, or of huge weight, moves it anywhere.
+    It is the baseline of reputation-weighted aggregation.
+
+    Args:
+        x: inputs, shape (n, d).
+        f: ignored (the weighted mean tolerates no Byzantine input).
+        weights: non-negative weights, shape (n,); equal by default.
+
+    Returns:
+        Shape (d,).
+
+    Example:
+        >>> weighted_average(torch.tensor([[0.0], [3.0]]), f=0, weights=[2.0, 1.0])
+        tensor([1.])
+    """
+    w = check_weights(weights, x.shape[0], x, "weighted_average")
+    return (w @ x) / w.sum()
+
+
+def weighted_median_of_columns(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Weighted median of every column of ``x`` (n, d) with row weights ``w`` (n,) or (n, d).
+
+    The weighted median of values v_1 <= ... <= v_n with weights w_k and total
+    W is the midpoint of the lower one (the first v_k whose cumulative weight
+    reaches W/2) and the upper one (the first whose cumulative weight exceeds
+    W/2). Equal weights give the ordinary median (the mean of the two middle
+    values for even n); a zero-weight value is never chosen.
+    """
+    values, order = torch.sort(x, dim=0)
+    wk = (w[:, None].expand_as(x) if w.ndim == 1 else w).gather(0, order).to(torch.float64)
+    cum = torch.cumsum(wk, dim=0)
+    half = cum[-1:] / 2
+    slack = 1e-12 * cum[-1:]  # cumulative sums of equal weights hit W/2 up to rounding
+    lower = (cum >= half - slack).to(torch.int8).argmax(dim=0, keepdim=True)
+    upper = (cum > half + slack).to(torch.int8).argmax(dim=0, keepdim=True)
+    return (values.gather(0, lower)[0] + values.gather(0, upper)[0]) / 2
+
+
+def _weighted_median(x: torch.Tensor, f: int, *, weights: Any = None) -> torch.Tensor:
+    """Coordinate-wise weighted median (see :func:`weighted_median_of_columns`).
+
+    Robust as long as the Byzantine inputs hold less than half of the total
+    weight: each coordinate then stays within the range of the honest values
+    (the weighted form of the median of Yin, Chen, Ramchandran, Bartlett,
+    "Byzantine-Robust Distributed Learning: Towards Optimal Statistical
+    Rates", ICML 2018). With equal weights it is the median and tolerates f < n/2.
+
+    Args:
+        x: inputs, shape (n, d).
+        f: Byzantine inputs tolerated with equal weights; requires n >= 2f + 1.
+        weights: non-negative weights, shape (n,); equal by default.
+
+    Returns:
+        Shape (d,).
+
+    Example:
+        >>> weighted_median(torch.tensor([[0.0], [1.0], [9.0]]), f=1, weights=[1.0, 1.0, 3.0])
+        tensor([9.])
+    """
+    w = check_weights(weights, x.shape[0], x, "weighted_median")
+    return weighted_median_of_columns(x, w)
+
+
+weighted_average = register(
+    Rule(
+        name="weighted_average",
+        impl=_weighted_average,
+        requirement=Requirement(0, 1),
+        paper="Weighted mean (reputation-weighted baseline, non-robust).",
+        summary="weighted mean, one weight per participant",
+        robust=False,
+        row_params=("weights",),
+    )
+)
+
+weighted_median = register(
+    Rule(
+        name="weighted_median",
+        impl=_weighted_median,
+        requirement=Requirement(2, 1),
+        paper="Yin et al., Byzantine-Robust Distributed Learning: Towards Optimal "
+        "Statistical Rates, ICML 2018 (weighted form)",
+        summary="coordinate-wise weighted median, one weight per participant",
+        row_params=("weights",),
+    )
+)
