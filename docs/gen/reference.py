@@ -31,6 +31,14 @@ RULE_COSTS: dict[str, str] = {
         "values closest to the median is picked from the sorted values (O(f) per coordinate)."
     ),
     "krum": "One Gram product, O(n^2 d), then O(n^2) for the scores.",
+    "weighted_average": "O(nd): one weighted pass over the input.",
+    "weighted_median": (
+        "O(nd log n): one sort along dim 0, then cumulative weights and one gather per coordinate."
+    ),
+    "skewed_geometric_median": (
+        "S = I (default): as geometric_median. Otherwise O(d^3) to check S (eigenvalues) and "
+        "solve S z = y, O(nd^2) to map the inputs, then O(nd) per Weiszfeld iteration."
+    ),
     "multi_krum": "One Gram product, O(n^2 d), then O(n^2) for the scores and O(md) to average.",
     "bulyan": (
         "Phase 1, n - 2f selection rounds: with Krum, one Gram product, O(n^2 d), "
