@@ -93,7 +93,11 @@ def output_bounds(net: Network, x: torch.Tensor, batch_size: int = 4096) -> list
     for chunk in x.split(batch_size):
         layers = net.forward_layers(chunk)[:-1]
         maxima = [h.abs().amax(0) for h in layers]
-        bounds = maxima if bounds is None else [torch.maximum(a, b) for a, b in zip(bounds, maxima)]
+        bounds = (
+            maxima
+            if bounds is None
+            else [torch.maximum(a, b) for a, b in zip(bounds, maxima, strict=True)]
+        )
     assert bounds is not None
     return [b.double() for b in bounds]
 
@@ -149,15 +153,15 @@ def fep_bound(
     s = synapse_counts(net, synapses, synapse_rate)
     h = [float(b.max()) if b.numel() else 0.0 for b in bounds]
     error = 0.0  # E_0: the input is exact
-    for l, block in enumerate(net.blocks, start=1):
+    for layer, block in enumerate(net.blocks, start=1):
         w = _max_weight(block)
         syn_bound = w if synapse_kind == "crash" else float(synapse_bound)
-        synapse_term = s[l - 1] * syn_bound * (h[l - 1] + error)
-        if l == len(net.blocks):  # output: one coordinate
+        synapse_term = s[layer - 1] * syn_bound * (h[layer - 1] + error)
+        if layer == len(net.blocks):  # output: one coordinate
             return block.lipschitz * (w * error + synapse_term)
-        deviation = h[l] if kind == "crash" else float(value_bound) + h[l]
-        correct = block.width - f[l - 1]
-        error = block.lipschitz * (correct * w * error + synapse_term) + f[l - 1] * deviation
+        deviation = h[layer] if kind == "crash" else float(value_bound) + h[layer]
+        correct = block.width - f[layer - 1]
+        error = block.lipschitz * (correct * w * error + synapse_term) + f[layer - 1] * deviation
     raise AssertionError("unreachable")
 
 
@@ -214,8 +218,8 @@ def path_bound(
     f = failure_counts(net, neurons, neuron_rate)
     gains = path_gains(net) if gains is None else gains
     total = torch.zeros(net.output.width, dtype=torch.float64)
-    for l, (count, gain) in enumerate(zip(f, gains, strict=True), start=1):
+    for layer, (count, gain) in enumerate(zip(f, gains, strict=True), start=1):
         if count:
-            deviation = bounds[l] if kind == "crash" else bounds[l] + float(value_bound)
+            deviation = bounds[layer] if kind == "crash" else bounds[layer] + float(value_bound)
             total += (gain * deviation).topk(count, dim=1).values.sum(1)
     return float(total.max())

@@ -95,62 +95,64 @@ class FailurePattern:
 
     def neuron_counts(self, net: Network) -> list[int]:
         """f_1..f_L."""
-        return [self.neurons[l].count if l in self.neurons else 0 for l in _hidden_ids(net)]
+        return [
+            self.neurons[layer].count if layer in self.neurons else 0 for layer in _hidden_ids(net)
+        ]
 
     def synapse_counts(self, net: Network) -> list[int]:
         """s_1..s_{L+1}."""
         return [
-            self.synapses[l].count if l in self.synapses else 0
-            for l in range(1, len(net.blocks) + 1)
+            self.synapses[layer].count if layer in self.synapses else 0
+            for layer in range(1, len(net.blocks) + 1)
         ]
 
     def validate(self, net: Network) -> None:
         """Raise a clear error if a layer or an index does not exist in ``net``."""
-        for l, faults in self.neurons.items():
-            if l not in _hidden_ids(net):
+        for layer, faults in self.neurons.items():
+            if layer not in _hidden_ids(net):
                 raise InvalidParameterError(
-                    f"neuron failures in layer {l}, but the hidden layers are 1..{len(net.hidden)} "
+                    f"neuron failures in layer {layer}, but the hidden layers are 1..{len(net.hidden)} "
                     "(the output layer's neurons do not fail)."
                 )
-            width = net.blocks[l - 1].width
+            width = net.blocks[layer - 1].width
             if faults.index.shape != faults.values.shape:
                 raise InvalidParameterError(
-                    f"layer {l}: neuron index {tuple(faults.index.shape)} and values "
+                    f"layer {layer}: neuron index {tuple(faults.index.shape)} and values "
                     f"{tuple(faults.values.shape)} differ in shape."
                 )
             if faults.count > width:
                 raise TooManyFailuresError(
-                    f"layer {l} has {width} neurons; {faults.count} cannot fail."
+                    f"layer {layer} has {width} neurons; {faults.count} cannot fail."
                 )
             if faults.count and (faults.index.min() < 0 or faults.index.max() >= width):
                 raise InvalidParameterError(
-                    f"layer {l}: neuron indices must lie in 0..{width - 1}."
+                    f"layer {layer}: neuron indices must lie in 0..{width - 1}."
                 )
-        for l, faults in self.synapses.items():
-            if not 1 <= l <= len(net.blocks):
+        for layer, faults in self.synapses.items():
+            if not 1 <= layer <= len(net.blocks):
                 raise InvalidParameterError(
-                    f"synapse failures in layer {l}, but the affine layers are 1..{len(net.blocks)}."
+                    f"synapse failures in layer {layer}, but the affine layers are 1..{len(net.blocks)}."
                 )
-            layer = net.blocks[l - 1].affine
-            if not isinstance(layer, nn.Linear):
+            linear = net.blocks[layer - 1].affine
+            if not isinstance(linear, nn.Linear):
                 raise InvalidParameterError(
-                    f"synapse failures need a Linear layer; layer {l} is {type(layer).__name__} "
+                    f"synapse failures need a Linear layer; layer {layer} is {type(linear).__name__} "
                     "(a convolution shares each weight across positions)."
                 )
             shapes = {tuple(t.shape) for t in (faults.out_index, faults.in_index, faults.delta)}
             if len(shapes) != 1:
                 raise InvalidParameterError(
-                    f"layer {l}: synapse tensors differ in shape: {shapes}."
+                    f"layer {layer}: synapse tensors differ in shape: {shapes}."
                 )
             if faults.count and (
                 faults.out_index.min() < 0
-                or faults.out_index.max() >= layer.out_features
+                or faults.out_index.max() >= linear.out_features
                 or faults.in_index.min() < 0
-                or faults.in_index.max() >= layer.in_features
+                or faults.in_index.max() >= linear.in_features
             ):
                 raise InvalidParameterError(
-                    f"layer {l}: synapse indices must lie in the weight's shape "
-                    f"({layer.out_features}, {layer.in_features})."
+                    f"layer {layer}: synapse indices must lie in the weight's shape "
+                    f"({linear.out_features}, {linear.in_features})."
                 )
 
 
@@ -209,14 +211,14 @@ def synapse_counts(
     net: Network, count: int | Sequence[int] | None = None, rate: float | None = None
 ) -> list[int]:
     """Synapse failures s_1..s_{L+1} per affine layer (Linear only), from a count or a rate."""
-    for l, block in enumerate(net.blocks, start=1):
+    for layer, block in enumerate(net.blocks, start=1):
         if count is None or isinstance(count, numbers.Integral):
             asked = count
         else:
-            asked = count[l - 1] if l - 1 < len(count) else 0
+            asked = count[layer - 1] if layer - 1 < len(count) else 0
         if not isinstance(block.affine, nn.Linear) and (rate or asked):
             raise InvalidParameterError(
-                f"synapse failures need Linear layers; layer {l} is {type(block.affine).__name__} "
+                f"synapse failures need Linear layers; layer {layer} is {type(block.affine).__name__} "
                 "(a convolution shares each weight across positions). Give 0 for it."
             )
     sizes = [b.affine.weight.numel() if isinstance(b.affine, nn.Linear) else 0 for b in net.blocks]
@@ -260,21 +262,21 @@ def sample_pattern(
         return (torch.rand(n, generator=gen) * 2 - 1) * bound
 
     pattern = FailurePattern()
-    for l, f in enumerate(failure_counts(net, neurons, neuron_rate), start=1):
+    for layer, f in enumerate(failure_counts(net, neurons, neuron_rate), start=1):
         if f:
-            index = torch.randperm(net.blocks[l - 1].width, generator=gen)[:f]
+            index = torch.randperm(net.blocks[layer - 1].width, generator=gen)[:f]
             vals = torch.zeros(f) if kind == "crash" else draw(f, c)
-            pattern.neurons[l] = NeuronFaults(index, vals)
-    for l, count in enumerate(synapse_counts(net, synapses, synapse_rate), start=1):
+            pattern.neurons[layer] = NeuronFaults(index, vals)
+    for layer, count in enumerate(synapse_counts(net, synapses, synapse_rate), start=1):
         if count:
-            weight = net.blocks[l - 1].affine.weight
+            weight = net.blocks[layer - 1].affine.weight
             flat = torch.randperm(weight.numel(), generator=gen)[:count]
             out_index, in_index = flat // weight.shape[1], flat % weight.shape[1]
             if synapse_kind == "crash":
                 delta = -weight.detach()[out_index, in_index].float()
             else:
                 delta = draw(count, s)
-            pattern.synapses[l] = SynapseFaults(out_index, in_index, delta)
+            pattern.synapses[layer] = SynapseFaults(out_index, in_index, delta)
     return pattern
 
 
@@ -323,17 +325,17 @@ def inject(net: Network, pattern: FailurePattern) -> Iterator[nn.Sequential]:
     pattern.validate(net)
     handles = []
     try:
-        for l, faults in pattern.neurons.items():
+        for layer, faults in pattern.neurons.items():
             if faults.count:
-                module = net.blocks[l - 1].last_module
+                module = net.blocks[layer - 1].last_module
                 handles.append(
                     module.register_forward_hook(
                         lambda _m, _inp, out, faults=faults: _replace_neurons(out, faults)
                     )
                 )
-        for l, faults in pattern.synapses.items():
+        for layer, faults in pattern.synapses.items():
             if faults.count:
-                module = net.blocks[l - 1].affine
+                module = net.blocks[layer - 1].affine
                 handles.append(
                     module.register_forward_hook(
                         lambda _m, inp, out, faults=faults: _add_synapse_deltas(inp[0], out, faults)

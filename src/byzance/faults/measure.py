@@ -236,7 +236,7 @@ def adversarial_failures(
         search = _Search(net, chunk, kind, value_bound, synapse_kind, synapse_bound)
         pattern = FailurePattern()
         best = None
-        for sweep in range(rounds):
+        for _sweep in range(rounds):
             for what, layer, count in units:
                 if what == "neuron":
                     base = _without(pattern, neuron_layer=layer)
@@ -261,7 +261,9 @@ def adversarial_failures(
 
 
 def _present(pattern: FailurePattern) -> set[tuple[str, int]]:
-    return {("neuron", l) for l in pattern.neurons} | {("synapse", l) for l in pattern.synapses}
+    return {("neuron", layer) for layer in pattern.neurons} | {
+        ("synapse", layer) for layer in pattern.synapses
+    }
 
 
 def _merge(old: FailurePattern, new: FailurePattern, keep: torch.Tensor) -> FailurePattern:
@@ -271,15 +273,17 @@ def _merge(old: FailurePattern, new: FailurePattern, keep: torch.Tensor) -> Fail
         return torch.where(keep[:, None], b, a)
 
     neurons = {
-        l: NeuronFaults(pick(old.neurons[l].index, n.index), pick(old.neurons[l].values, n.values))
-        for l, n in new.neurons.items()
+        layer: NeuronFaults(
+            pick(old.neurons[layer].index, n.index), pick(old.neurons[layer].values, n.values)
+        )
+        for layer, n in new.neurons.items()
     }
     synapses = {
-        l: SynapseFaults(
-            pick(old.synapses[l].out_index, n.out_index),
-            pick(old.synapses[l].in_index, n.in_index),
-            pick(old.synapses[l].delta, n.delta),
+        layer: SynapseFaults(
+            pick(old.synapses[layer].out_index, n.out_index),
+            pick(old.synapses[layer].in_index, n.in_index),
+            pick(old.synapses[layer].delta, n.delta),
         )
-        for l, n in new.synapses.items()
+        for layer, n in new.synapses.items()
     }
     return FailurePattern(neurons, synapses)
