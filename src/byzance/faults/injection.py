@@ -258,14 +258,14 @@ def sample_pattern(
 
     def draw(n: int, bound: float) -> torch.Tensor:
         if values == "extreme":
-            return bound * (torch.randint(0, 2, (n,), generator=gen) * 2 - 1).float()
-        return (torch.rand(n, generator=gen) * 2 - 1) * bound
+            return bound * (torch.randint(0, 2, (n,), generator=gen) * 2 - 1).double()
+        return (torch.rand(n, generator=gen, dtype=torch.float64) * 2 - 1) * bound
 
     pattern = FailurePattern()
     for layer, f in enumerate(failure_counts(net, neurons, neuron_rate), start=1):
         if f:
             index = torch.randperm(net.blocks[layer - 1].width, generator=gen)[:f]
-            vals = torch.zeros(f) if kind == "crash" else draw(f, c)
+            vals = torch.zeros(f, dtype=torch.float64) if kind == "crash" else draw(f, c)
             pattern.neurons[layer] = NeuronFaults(index, vals)
     for layer, count in enumerate(synapse_counts(net, synapses, synapse_rate), start=1):
         if count:
@@ -273,7 +273,7 @@ def sample_pattern(
             flat = torch.randperm(weight.numel(), generator=gen)[:count]
             out_index, in_index = flat // weight.shape[1], flat % weight.shape[1]
             if synapse_kind == "crash":
-                delta = -weight.detach()[out_index, in_index].float()
+                delta = -weight.detach()[out_index, in_index]
             else:
                 delta = draw(count, s)
             pattern.synapses[layer] = SynapseFaults(out_index, in_index, delta)

@@ -195,7 +195,8 @@ def parse(model: nn.Module, input_shape: tuple[int, ...]) -> Network:
         raise UnsupportedLayerError("the network has no Linear or Conv layer: nothing can fail.")
     blocks = []
     with torch.no_grad():
-        h = torch.zeros(1, *input_shape)
+        first = next(model.parameters())
+        h = torch.zeros(1, *input_shape, dtype=first.dtype, device=first.device)
         for m in prefix:
             h = m(h)
         for affine_index, members in groups:
