@@ -18,7 +18,9 @@ Setting and assumptions (checked or computed from the model's actual weights)
   input bound H_0 likewise), and a Byzantine neuron outputs any |v| <= C (the
   synapses' transmission capacity). So one failed neuron deviates from its
   correct output by at most Delta_l = H_l (crash: it outputs 0) or C + H_l
-  (Byzantine). The paper writes C for this largest deviation.
+  (Byzantine). (The paper states its bound with C, the capacity of what a
+  failed neuron transmits, as the error one failed neuron introduces; the
+  deviation is made explicit here, so the bound holds for any correct output.)
 - Synapses (extension, paper section on failing synapses): s_l failed synapses
   in layer l, each weight changed by |delta| <= S_l (crash: delta = -W, so
   S_l = w_l; Byzantine: S_l = S).
@@ -53,9 +55,11 @@ G_l[o, j] = (K_{L+1} |W_{L+1}| K_L |W_L| ... K_{l+1} |W_{l+1}|)[o, j], so
     |y_o - yhat_o| <= sum_l (sum of the f_l largest Delta_{l,j} G_l[o, j] over j),
 
 with Delta_{l,j} = H_{l,j} or C + H_{l,j} per neuron. (Dropping the masking by
-failed neurons downstream only loosens it.) It is exact for a linear
-network with non-negative weights, and far below Fep on trained networks,
-since it uses the actual weights rather than their maximum times the widths.
+failed neurons downstream only loosens it.) Both bounds are reached on one
+input by a network with equal non-negative weights that stays in its
+activations' linear part, with failures in one layer (tests/faults); the path
+bound is far below Fep on trained networks, since it uses the actual weights
+rather than their maximum times the widths.
 """
 
 from __future__ import annotations
