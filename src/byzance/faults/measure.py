@@ -163,7 +163,7 @@ class _Search:
         grad, h, _ = self._gradient(pattern, block.last_module, at_input=False)
         g, h = grad.reshape(len(grad), -1), h.reshape(len(h), -1)
         if self.kind == "byzantine":
-            values = self.c * torch.where(g >= 0, 1.0, -1.0)
+            values = torch.where(g >= 0, 1.0, -1.0).to(g.dtype) * self.c  # +-C in g's precision
         else:
             values = torch.zeros_like(h)
         gain = g * (values - h)
@@ -181,7 +181,7 @@ class _Search:
         for g, xi in zip(grad.split(step), x_in.split(step), strict=True):
             sensitivity = g[:, :, None] * xi[:, None, :]  # d J / d W_ji per row
             if self.synapse_kind == "byzantine":
-                delta = self.s * torch.where(sensitivity >= 0, 1.0, -1.0)
+                delta = torch.where(sensitivity >= 0, 1.0, -1.0).to(g.dtype) * self.s
             else:
                 delta = -weight.expand_as(sensitivity)
             flat = (sensitivity * delta).reshape(len(g), -1).topk(count, dim=1).indices
