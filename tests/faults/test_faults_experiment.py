@@ -83,3 +83,22 @@ def test_shipped_example_is_valid():
 def test_bad_configs_say_what_is_wrong(override, message):
     with pytest.raises(FaultsConfigError, match=message):
         load_config(EXAMPLE, override)
+
+
+def test_crash_failures_with_tanh(tmp_path):
+    cfg = load_config(
+        EXAMPLE,
+        {
+            **TINY,
+            "kind": "crash",
+            "synapse_kind": "crash",
+            "activation": "tanh",
+            "overprovision": [],
+            "out_dir": str(tmp_path),
+        },
+    )
+    result = run(cfg)
+    assert not (tmp_path / "overprovisioning.png").exists()
+    for row in result.rows[1:] + result.synapse_rows:
+        assert 0 < row.adversarial_worst <= row.fep_bound * (1 + 1e-5)
+    assert result.rows[1].path_bound <= result.rows[1].fep_bound
