@@ -119,15 +119,24 @@ def _without(pattern: FailurePattern, neuron_layer: int = 0, synapse_layer: int 
 class _Search:
     """Coordinate ascent over layers for rows (input, output o, direction s)."""
 
-    def __init__(self, net: Network, x: torch.Tensor, kind: str, value_bound: float,
-                 synapse_kind: str, synapse_bound: float) -> None:  # fmt: skip
+    def __init__(
+        self,
+        net: Network,
+        x: torch.Tensor,
+        kind: str,
+        value_bound: float,
+        synapse_kind: str,
+        synapse_bound: float,
+    ) -> None:
         self.net, self.kind, self.c = net, kind, float(value_bound)
         self.synapse_kind, self.s = synapse_kind, float(synapse_bound)
         n_out = net.output.width
         rows_per_input = 2 * n_out
         self.x = x.repeat_interleave(rows_per_input, 0)
         self.target = torch.arange(n_out).repeat(2).repeat(len(x))  # (R,)
-        self.direction = torch.cat([torch.ones(n_out), -torch.ones(n_out)]).repeat(len(x))
+        dtype = next(net.model.parameters()).dtype
+        signs = torch.cat([torch.ones(n_out, dtype=dtype), -torch.ones(n_out, dtype=dtype)])
+        self.direction = signs.repeat(len(x))  # (R,)
         with torch.no_grad():
             self.clean = net.model(self.x).reshape(len(self.x), -1)
 
