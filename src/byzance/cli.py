@@ -368,5 +368,27 @@ def votes(
     )
 
 
+@app.command()
+def faults(
+    config: Annotated[Path, typer.Option(help="TOML faults config.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Output directory (default: the config's).")
+    ] = None,
+) -> None:
+    """Failing neurons and synapses in an MLP: the error bound of "When Neurons Fail" vs measured."""
+    from byzance.errors import ByzanceError
+    from byzance.faults.experiment import load_config, render, run
+
+    try:
+        cfg = load_config(config, {"out_dir": str(out)} if out is not None else None)
+        with console.status("") as status:
+            result = run(cfg, progress=lambda msg: status.update(msg))
+    except ByzanceError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from None
+    render(result, _wide_console())
+    console.print(f"Tables, CSV and plots in {result.out_dir}/")
+
+
 if __name__ == "__main__":
     app()
