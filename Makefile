@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt torch
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,experiments]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,experiments,flower]'
 	touch $(STAMP)
 
 setup: $(STAMP)
