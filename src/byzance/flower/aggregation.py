@@ -87,7 +87,7 @@ class Layout:
                 part = part >= 0.5
             elif dtype.kind in "iu":
                 part = np.rint(part)
-            out.append(np.ascontiguousarray(part.astype(dtype, copy=False)))
+            out.append(np.array(part, dtype=dtype))  # a contiguous copy; keeps 0-d arrays 0-d
         return out
 
     def compute_dtype(self) -> np.dtype:
