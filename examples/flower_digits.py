@@ -68,7 +68,7 @@ def local_train(
             loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
             loss.backward()
             opt.step()
-            loss_sum += float(loss) * len(batch)
+            loss_sum += loss.item() * len(batch)
     return loss_sum / len(y)
 
 
