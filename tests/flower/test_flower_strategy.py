@@ -273,3 +273,22 @@ def test_a_raising_client_app_is_reported_by_the_grid():
     np.testing.assert_array_equal(result.arrays["w"].numpy(), [2.0, 2.0])
     assert result.train_metrics_clientapp[2]["byzance-failed"] == 1
     assert "disk full" in strategy.reports[1].failed[FIRST_NODE_ID]
+
+
+def test_a_malformed_evaluation_report_does_not_stop_the_run():
+    strategy = RobustStrategy("median", f=1)
+    grid = InProcessGrid(ClientApp(), 3)
+    msgs = list(
+        strategy.configure_evaluate(1, arrays_of(np.zeros(1), keys=("w",)), ConfigRecord(), grid)
+    )
+
+    def evaluation(msg, **metrics):
+        return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+
+    replies = [
+        evaluation(msgs[0], accuracy=0.8, **{"num-examples": 10}),
+        evaluation(msgs[1], accuracy=0.6, **{"num-examples": 30}),
+        evaluation(msgs[2], accuracy=1e9),  # no weight: FedAvg would raise
+    ]
+    metrics = strategy.aggregate_evaluate(1, replies)
+    assert metrics["accuracy"] == pytest.approx(0.65)

@@ -252,7 +252,7 @@ class RobustAggregator:
             out = self.rule(x, f, **params)  # (d,): the rule drops non-finite rows itself
         except (ToleranceError, NonFiniteInputError) as err:
             raise type(err)(
-                f"{prefix}{len(usable)} usable replies ({len(report.failed)} clients failed, "
+                f"{prefix}{len(usable)} usable replies ({len(report.failed)} clients failed; "
                 f"{faulty} malformed, each counted as one of the f={self.f}): {err} "
                 "Sample more clients per round (min_train_nodes / min_fit_clients) or lower f."
             ) from None

@@ -181,6 +181,38 @@ class RobustStrategy(FedAvg):
         record = ArrayRecord({k: Array(a) for k, a in zip(keys, new_arrays, strict=True)})
         return record, self._train_metrics([contents[n] for n in report.aggregated], report)
 
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        """FedAvg's weighted average of the evaluation metrics, over the well-formed replies.
+
+        FedAvg raises when any reply lacks the weight key or holds other
+        metric keys; here such replies are left out (and logged), so that one
+        Byzantine client cannot stop the run through its evaluation report.
+        """
+        replies = [m for m in replies if not m.has_error()]
+        usable = [m for m in replies if self._well_formed_metrics(m.content)]
+        if len(usable) < len(replies):
+            log(
+                WARNING,
+                "aggregate_evaluate: left out %d malformed metric replies",
+                len(replies) - len(usable),
+            )
+        if not usable:
+            return None
+        try:
+            return super().aggregate_evaluate(server_round, usable)
+        except Exception as err:  # inconsistent keys between replies: report, do not stop
+            log(WARNING, "Client evaluation metrics not aggregated: %s", err)
+            return None
+
+    def _well_formed_metrics(self, content: RecordDict) -> bool:
+        records = content.metric_records
+        if len(records) != 1:
+            return False
+        weight = next(iter(records.values())).get(self.weighted_by_key)
+        return isinstance(weight, int | float) and not isinstance(weight, bool) and weight >= 0
+
     def _reference(self, server_round: int) -> tuple[list[str] | None, list[np.ndarray] | None]:
         if self._sent is None or self._sent[0] != server_round:
             if self.aggregator.on == "updates":
