@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROUNDS = 4
+ROUNDS = 3
 LOCAL_STEPS = 10
 LR = 0.5
 BYZANTINE_SCALE = 1e3

@@ -200,6 +200,11 @@ def test_wrong_keys_count_as_malformed_and_more_than_f_faults_raise():
     with pytest.raises(NonFiniteInputError, match="round 1"):
         strategy.aggregate_train(1, [renamed, nan, ok])
 
+    skipping = RobustStrategy("median", f=1, too_few="skip")
+    msgs = instructions(skipping, sent, 3)
+    record, metrics = skipping.aggregate_train(1, [renamed, nan, ok])
+    assert record is None and metrics["byzance-malformed"] == 1
+
 
 def test_too_few_replies_raise_a_clear_error_or_skip_the_round():
     sent = arrays_of(np.zeros(2), keys=("w",))

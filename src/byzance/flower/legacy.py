@@ -27,7 +27,7 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
 
 from byzance.aggregators import Rule
-from byzance.errors import InvalidParameterError, ToleranceError
+from byzance.errors import InvalidParameterError, NonFiniteInputError, ToleranceError
 from byzance.flower.aggregation import On, RobustAggregator, RoundReport
 
 
@@ -132,7 +132,7 @@ class LegacyRobustStrategy(FedAvg):
                 malformed=malformed,
                 where=f"round {server_round}",
             )
-        except ToleranceError as err:
+        except (ToleranceError, NonFiniteInputError) as err:
             if self.too_few == "raise":
                 raise
             log(WARNING, "Skipping round %d: %s", server_round, err)

@@ -20,7 +20,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from byzance.aggregators import Rule
-from byzance.errors import InvalidParameterError, ToleranceError
+from byzance.errors import InvalidParameterError, NonFiniteInputError, ToleranceError
 from byzance.flower.aggregation import On, RobustAggregator, RoundReport
 
 
@@ -51,9 +51,10 @@ class RobustStrategy(FedAvg):
         on: ``"updates"`` (default) or ``"models"``; see
             :class:`byzance.flower.aggregation.RobustAggregator`.
         too_few: what a round with fewer usable replies than the rule needs
-            does: ``"raise"`` (default) a :class:`byzance.errors.ToleranceError`
-            that says how many are needed, or ``"skip"`` (log it and keep the
-            current model).
+            (or more faulty replies than f) does: ``"raise"`` (default) a
+            :class:`byzance.errors.ToleranceError` (or
+            :class:`~byzance.errors.NonFiniteInputError`) that says what is
+            needed, or ``"skip"`` (log it and keep the current model).
         min_train_nodes: clients sampled per round at least; defaults to the
             rule's minimum n for this f, and a smaller value is refused.
         min_available_nodes: defaults to ``min_train_nodes``.
@@ -133,7 +134,9 @@ class RobustStrategy(FedAvg):
 
         Raises:
             ToleranceError: (with ``too_few="raise"``) fewer usable replies
-                than the rule needs for f, or more faulty replies than f.
+                than the rule needs for f, or more malformed replies than f.
+            NonFiniteInputError: (with ``too_few="raise"``) more replies
+                holding NaN or inf, with the malformed ones, than f.
         """
         replies = list(replies)
         keys, reference = self._reference(server_round)
@@ -167,7 +170,7 @@ class RobustStrategy(FedAvg):
                 malformed=malformed,
                 where=f"round {server_round}",
             )
-        except ToleranceError as err:
+        except (ToleranceError, NonFiniteInputError) as err:
             if self.too_few == "raise":
                 raise
             log(WARNING, "Skipping round %d: %s", server_round, err)
