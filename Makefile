@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt torch
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,experiments,docs]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,experiments,docs,flower]'
 	# MovieLens-100K ships inside recbole; its own dependencies would pull an unpinned torch.
 	$(BIN)/python -m pip install --quiet --no-deps recbole==1.2.1
 	touch $(STAMP)
