@@ -220,7 +220,8 @@ def bench(
     what: Annotated[
         str,
         typer.Argument(
-            help="rules (aggregation rules), sim (the simulator) or dist (real processes)."
+            help="rules (aggregation rules), sim (the simulator), dist (real processes), "
+            "udp (UDP vs gloo step time) or lossy (accuracy vs datagram drop rate)."
         ),
     ] = "rules",
     n: Annotated[
@@ -232,6 +233,9 @@ def bench(
     threads: Annotated[int | None, typer.Option(help="torch threads (sim: 1 by default).")] = None,
 ) -> None:
     """Time every rule against its floor, the simulator against a loop, or processes (dist)."""
+    if what in ("udp", "lossy"):
+        _bench_udp(what, n)
+        return
     if what == "dist":  # --n: numbers of processes; --rule: the robust rules
         from byzance.experiments.bench_dist import render_dist_bench, run_dist_bench
 
@@ -245,7 +249,9 @@ def bench(
         render_sim_bench(run_sim_bench(ns, repeat=repeat, threads=threads or 1), _wide_console())
         return
     if what != "rules":
-        console.print(f"[red]error:[/red] bench takes 'rules', 'sim' or 'dist', not {what!r}.")
+        console.print(
+            f"[red]error:[/red] bench takes rules, sim, dist, udp or lossy, not {what!r}."
+        )
         raise typer.Exit(2)
     from byzance.errors import ByzanceError
     from byzance.experiments.bench import render_bench, run_bench
@@ -262,6 +268,32 @@ def bench(
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from None
     render_bench(rows, _wide_console())
+
+
+def _bench_udp(what: str, n: list[int] | None) -> None:
+    from byzance.experiments.bench_udp import run_lossy_sweep, run_udp_bench
+
+    if what == "udp":
+        rows = run_udp_bench(procs=(n or [8])[0])
+        table = Table(title="Parameter-server step, gradients over gloo vs UDP (0% loss)")
+        for col in ("transport", "procs", "model", "step ms", "wait ms", "x gloo"):
+            table.add_column(col, justify="left" if col in ("transport", "model") else "right")
+        for r in rows:
+            table.add_row(
+                r["transport"],
+                str(r["procs"]),
+                r["model"],
+                f"{r['step_ms']:.1f}",
+                f"{r['wait_ms']:.1f}",
+                f"{r['ratio']:.2f}",
+            )
+        _wide_console().print(table)
+        return
+    out = Path("runs/lossy")
+    with console.status("runs over UDP with dropped datagrams ..."):
+        run_lossy_sweep(out, procs=(n or [5])[0])
+    console.print((out / "lossy.md").read_text(), markup=False)
+    console.print(f"Table, CSV and plot in {out}/")
 
 
 _PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
