@@ -20,11 +20,19 @@ def _reference(name: str, x: torch.Tensor, present: torch.Tensor, f: int) -> tor
     for j in range(x.shape[1]):
         values = x[present[:, j], j]
         m = values.numel()
-        if m == 0:
-            continue
-        f_j = min(f, (m - 1) // 2)
-        out[j] = agg.get(name)(values[:, None], f_j)[0]
+        if m == 0 or (name != "average" and m < 2 * f + 1):
+            continue  # nothing, or too few values to outvote f Byzantine ones: 0
+        out[j] = agg.get(name)(values[:, None], f)[0]
     return out
+
+
+def test_a_coordinate_with_too_few_values_for_f_aggregates_to_zero() -> None:
+    # Column 0: only the Byzantine 1e6 and one honest value arrived (2 < 2f + 1 = 3).
+    x = torch.tensor([[1e6, 1.0], [0.5, 2.0], [0.0, 3.0], [0.0, 4.0], [0.0, 5.0]])
+    present = torch.tensor([[T, T], [T, T], [F, T], [F, T], [F, T]])
+    for name in ("median", "trimmed_mean", "meamed", "krum"):
+        out = agg.aggregate_with_missing(name, x, present, f=1)
+        assert out[0].abs() < 1.0, name
 
 
 def test_hand_worked_median_trimmed_mean_meamed_average() -> None:

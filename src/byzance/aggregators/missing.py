@@ -15,17 +15,19 @@ says, rule by rule, what "treat as faulty" means:
 - coordinate-wise rules (``average``, ``median``, ``trimmed_mean``,
   ``meamed``) run on the values present at each coordinate: with m_j values
   present at coordinate j, the median is the median of those m_j values, the
-  trimmed mean trims t_j = min(f, (m_j - 1) // 2) values at each end (f when
-  enough values arrived, fewer rather than none at all otherwise), MeaMed
-  averages the m_j - t_j values closest to the median. A coordinate that no
-  live worker delivered aggregates to 0 (no information, no step);
+  trimmed mean trims f values at each end, MeaMed averages the m_j - f values
+  closest to the median. A coordinate where fewer than 2f + 1 values arrived
+  aggregates to 0 (no step there): the f Byzantine values could be a majority
+  of what arrived, so nothing there can be trusted. The average (not robust)
+  averages whatever arrived;
 - every other rule (Krum, Multi-Krum, geometric median, MDA, Bulyan, centered
   clipping, pipelines with pre-aggregators) needs whole vectors: each missing
   coordinate is filled with the coordinate-wise median of the values present
   at that coordinate, then the rule runs unchanged. The median of the present
-  values is itself robust (with fewer than half of them Byzantine it stays
-  within the honest values' range), so a fill cannot be steered by the
-  Byzantine workers beyond what they control anyway;
+  values is itself robust when at least 2f + 1 arrived (fewer than half of
+  them Byzantine: it stays within the honest values' range), so a fill cannot
+  be steered by the Byzantine workers beyond what they control anyway; with
+  fewer, the fill is 0;
 - ``fill="zero"`` instead fills every missing coordinate with 0 before the rule
   runs: the naive baseline (averaging with zero-filled losses biases the
   aggregate towards 0 by the loss rate).
@@ -117,7 +119,7 @@ def aggregate_with_missing(
         if fill == "auto" and not isinstance(r, Pipeline) and r.name in COORDINATE_WISE:
             r._merge(params)  # the same unknown-parameter error as the rule itself
             return masked_coordinate_rule(r.name, x, mask, f)
-        return r(fill_with_median(x, mask), f, **params)
+        return r(fill_with_median(x, mask, f), f, **params)
 
 
 def masked_coordinate_rule(
@@ -135,8 +137,11 @@ def masked_coordinate_rule(
         total = torch.where(present, x, 0.0).sum(dim=0)
         return torch.where(count > 0, total / count.clamp(min=1).to(x.dtype), 0.0)
     s, m = _sorted_present(x, present)
+    # Fewer than 2f + 1 values at a coordinate: the f Byzantine ones may be a majority
+    # there, so that coordinate carries no trustworthy information and aggregates to 0.
+    trusted = m >= 2 * f + 1
     if name == "median":
-        return _masked_median(s, m)
+        return torch.where(trusted, _masked_median(s, m), 0.0)
     t = torch.minimum(torch.full_like(m, f), ((m - 1) // 2).clamp(min=0))
     if name == "trimmed_mean":
         kept = m - 2 * t
@@ -145,21 +150,23 @@ def masked_coordinate_rule(
         r = torch.arange(max(int(kept.max()), 1), device=s.device)[:, None]
         rows = s.gather(0, (t[None, :] + r).clamp(max=s.shape[0] - 1))
         total = torch.where(r < kept, rows, 0.0).sum(dim=0)
-        return torch.where(m > 0, total / kept.clamp(min=1).to(s.dtype), 0.0)
+        return torch.where(trusted, total / kept.clamp(min=1).to(s.dtype), 0.0)
     if name == "meamed":
-        return _masked_mean_around_median(s, m, m - t)
+        return torch.where(trusted, _masked_mean_around_median(s, m, m - t), 0.0)
     raise InvalidParameterError(
         f"masked_coordinate_rule: {name!r} is not coordinate-wise; use one of {sorted(COORDINATE_WISE)}."
     )
 
 
-def fill_with_median(x: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+def fill_with_median(x: torch.Tensor, present: torch.Tensor, f: int = 0) -> torch.Tensor:
     """``x`` (n, d) with each missing entry replaced by its coordinate's median of present values.
 
-    A coordinate with no present value is filled with 0. Shape (n, d).
+    A coordinate with fewer than 2f + 1 present values (where the f Byzantine
+    ones could be a majority of what arrived) is filled with 0. Shape (n, d).
     """
     s, m = _sorted_present(x, present)
-    return torch.where(present, x, _masked_median(s, m)[None, :])
+    fill = torch.where(m >= 2 * f + 1, _masked_median(s, m), 0.0)
+    return torch.where(present, x, fill[None, :])
 
 
 def crashed_workers(present: torch.Tensor) -> torch.Tensor:
