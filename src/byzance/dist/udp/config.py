@@ -70,7 +70,9 @@ class UdpConfig:
         values = dict(table)
         loss = values.pop("loss", {})
         if not isinstance(loss, Mapping):
-            raise UdpConfigError("[udp.loss] must be a table (drop, duplicate, reorder_window, ...).")
+            raise UdpConfigError(
+                "[udp.loss] must be a table (drop, duplicate, reorder_window, ...)."
+            )
         try:
             values["loss"] = LossModel(**loss)
         except TypeError as err:
@@ -88,7 +90,9 @@ class UdpConfig:
             )
         coordinates_per_datagram(self.datagram_bytes)  # raises with the valid range
         if not (self.window == "auto" or (isinstance(self.window, int) and self.window >= 0)):
-            raise UdpConfigError(f"[udp]: window is 'auto', 0 (none) or a count; got {self.window!r}.")
+            raise UdpConfigError(
+                f"[udp]: window is 'auto', 0 (none) or a count; got {self.window!r}."
+            )
         if self.deadline_s <= 0 or self.receive_window_steps < 1 or self.rcvbuf < 1:
             raise UdpConfigError(
                 "[udp]: deadline_s must be > 0, receive_window_steps and rcvbuf >= 1."
