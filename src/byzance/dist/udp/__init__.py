@@ -13,11 +13,13 @@ gradients can travel over UDP and the server stops waiting for retransmissions.
   preallocated buffer and :meth:`UdpReceiver.collect` returns, per step,
   ``values`` (n, d), ``present`` (n, d) and :class:`StepStats`.
 - :func:`byzance.aggregators.aggregate_with_missing` aggregates them.
-- Keys: :func:`generate_key_file`, :func:`load_keys`.
+- Keys: :func:`generate_key_file`, :func:`load_keys`; settings from a TOML
+  ``[udp]`` table: :class:`UdpConfig`.
 
 The control plane (membership, model broadcast) stays on torch.distributed.
 """
 
+from byzance.dist.udp.config import UdpConfig, UdpConfigError
 from byzance.dist.udp.datagram import LOOPBACK_DATAGRAM, MTU_DATAGRAM, DatagramError, encode
 from byzance.dist.udp.keys import (
     KeyConfigError,
@@ -41,6 +43,8 @@ __all__ = [
     "LossModel",
     "SendStats",
     "StepStats",
+    "UdpConfig",
+    "UdpConfigError",
     "UdpReceiver",
     "UdpSender",
     "encode",

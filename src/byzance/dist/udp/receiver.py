@@ -180,6 +180,7 @@ class UdpReceiver:
         self._view = memoryview(self._scratch)
         self._cond = threading.Condition()
         self._closed = False
+        self._failure: BaseException | None = None
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self._sock.bind(bind)
@@ -243,6 +244,8 @@ class UdpReceiver:
                 self._reset(slot, step)
             timed_out = False
             while not self._complete(slot, rows):
+                if self._failure is not None:
+                    raise RuntimeError("the UDP receiving thread failed") from self._failure
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._closed:
                     timed_out = True
@@ -290,6 +293,14 @@ class UdpReceiver:
 
     # -- receiving thread ---------------------------------------------------------
     def _run(self) -> None:
+        try:
+            self._receive_forever()
+        except BaseException as err:  # a bug must surface in collect, not hang it
+            with self._cond:
+                self._failure = err
+                self._cond.notify_all()
+
+    def _receive_forever(self) -> None:
         while not self._closed:
             try:
                 nbytes, sender = self._sock.recvfrom_into(self._scratch)
@@ -298,7 +309,7 @@ class UdpReceiver:
             except OSError:
                 if self._closed:
                     return
-                raise
+                continue  # e.g. an ICMP error for an acknowledgement: not this socket's fault
             ack = self._handle(nbytes)
             if ack is not None and self._acks:
                 # Best effort: the sender may be gone or its buffer full.

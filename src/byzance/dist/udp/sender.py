@@ -180,7 +180,7 @@ class UdpSender:
             self._sock.settimeout(remaining)
             try:
                 data, source = self._sock.recvfrom(64)
-            except TimeoutError:
+            except (TimeoutError, ConnectionError):  # ConnectionError: an ICMP error came back
                 continue
             finally:
                 self._sock.settimeout(None)
