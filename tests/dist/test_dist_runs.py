@@ -167,3 +167,25 @@ def test_a_resumed_run_reaches_the_uninterrupted_parameters(tmp_path: Path) -> N
     b = torch.load(halves / "run" / "checkpoint.pt", weights_only=False)["model"]
     for name in a:
         assert torch.equal(a[name], b[name]), name
+
+
+def test_over_lossy_udp_the_median_still_learns(tmp_path: Path) -> None:
+    from byzance.dist.udp import generate_key_file
+
+    generate_key_file(tmp_path / "keys.json", 5)
+    config = _write_config(
+        tmp_path,
+        byzantine=1,
+        attack="large_norm",
+        transport="udp",
+        udp_keys=str(tmp_path / "keys.json"),
+        udp_loss={"drop": 0.1},
+        udp_datagram_bytes=1472,
+    )
+    done = _launch(5, config)
+    assert done.returncode == 0, _why(done)
+    rows = _rows(tmp_path)
+    assert sum(r["coordinates_missing"] for r in rows) > 0
+    assert sum(r["datagrams_dropped"] for r in rows) > 0
+    assert all(sum(r["datagrams_rejected"].values()) == 0 for r in rows)
+    assert _final_accuracy(tmp_path) > 0.5

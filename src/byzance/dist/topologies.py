@@ -18,6 +18,7 @@ step (the adversary sees the network), compute the attack, and send their row.
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -212,7 +213,10 @@ def _record(
 def _link(node: Node, receives: bool, senders: list[int]) -> UdpLink | None:
     if node.config.transport != "udp":
         return None
-    host = os.environ.get("BYZANCE_UDP_HOST") or os.environ.get("MASTER_ADDR", "127.0.0.1")
+    host = os.environ.get("BYZANCE_UDP_HOST")
+    if not host:  # one machine: loopback; several: this machine's address
+        one_machine = os.environ.get("LOCAL_WORLD_SIZE") == os.environ.get("WORLD_SIZE")
+        host = "127.0.0.1" if one_machine else socket.gethostbyname(socket.gethostname())
     return UdpLink(node.config, node.rank, receives=receives, senders=senders, d=node.d, host=host)
 
 

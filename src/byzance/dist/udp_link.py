@@ -19,13 +19,14 @@ could forge another's datagrams (pairwise keys would be needed; not done).
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from byzance.dist.udp import LossModel, UdpReceiver, UdpSender, load_keys
+from byzance.dist.udp import LossModel, UdpReceiver, UdpSender, load_keys, suggested_window
 from byzance.experiments.config import ConfigError, RunConfig
 
 
@@ -53,7 +54,7 @@ class UdpLink:
         config: the run's config (udp_* keys).
         rank: this rank; receives: whether this rank aggregates (needs a receiver);
         senders: the ranks whose datagrams it accepts; d: gradient length.
-        host: the address other ranks reach this one at (``MASTER_ADDR`` style).
+        host: the address other ranks reach this one at (loopback on one machine).
     """
 
     def __init__(
@@ -70,26 +71,48 @@ class UdpLink:
         missing = [r for r in [rank, *(senders if receives else [])] if r not in keys]
         if missing:
             raise ConfigError(f"udp_keys has no key for rank(s) {missing}; every rank needs one.")
-        loss = LossModel(**config.udp_loss, seed=config.seed * 1_000_003 + 7 + rank)
-        session = config.seed
-        self.sender = UdpSender(
-            rank,
-            keys[rank],
-            session=session,
-            datagram_bytes=config.udp_datagram_bytes,
-            loss=loss,
-            bind=(host, 0),
-        )
+        bind_host = "127.0.0.1" if host in ("127.0.0.1", "localhost") else "0.0.0.0"
+        # Every rank is alive at the start: rank 0 draws the run's session (datagrams of
+        # an earlier run are rejected), then one all-gather tells each rank where the
+        # others listen and how much their sockets buffer.
+        drawn = [secrets.randbits(31)]
+        dist.broadcast_object_list(drawn, src=0)
+        self.session = drawn[0]
         self.receiver = None
         if receives:
             self.receiver = UdpReceiver(
-                {r: keys[r] for r in senders}, d, bind=(host, 0), session=session, first_step=1
+                {r: keys[r] for r in senders},
+                d,
+                bind=(bind_host, 0),
+                session=self.session,
+                first_step=1,
             )
-        mine = self.receiver.address if self.receiver is not None else None
+        mine = {
+            "address": (host, self.receiver.address[1]) if self.receiver is not None else None,
+            "rcvbuf": self.receiver.rcvbuf_granted if self.receiver is not None else None,
+        }
         everyone: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(everyone, mine)  # every rank is alive at the start
-        self.addresses = {r: tuple(a) for r, a in enumerate(everyone) if a is not None}
-        self.sent: dict[str, int] = {}
+        dist.all_gather_object(everyone, mine)
+        self.addresses = {r: tuple(e["address"]) for r, e in enumerate(everyone) if e["address"]}
+        buffers = [e["rcvbuf"] for e in everyone if e["rcvbuf"]]
+        window = (
+            suggested_window(
+                min(buffers),
+                max(len(senders), dist.get_world_size() - 1),
+                config.udp_datagram_bytes,
+            )
+            if buffers
+            else None
+        )
+        self.sender = UdpSender(
+            rank,
+            keys[rank],
+            session=self.session,
+            datagram_bytes=config.udp_datagram_bytes,
+            loss=LossModel(**config.udp_loss, seed=config.seed * 1_000_003 + 7 + rank),
+            window=window,
+            bind=(bind_host, 0),
+        )
 
     def send(self, step: int, vector: torch.Tensor, to: list[int]) -> list[float]:
         """Send ``vector`` (d,) for ``step`` to the ranks ``to``; returns [sent, dropped, duplicated]."""
