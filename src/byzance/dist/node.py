@@ -17,7 +17,7 @@ import torch
 
 from byzance import aggregators, attacks, models
 from byzance.attacks import DataAttack, GradientAttack
-from byzance.dist.faults import Fault, parse_fault
+from byzance.dist.faults import EXTRA_COORDINATES, Fault, parse_fault
 from byzance.experiments.config import ConfigError, RunConfig
 from byzance.experiments.runner import bind_generators, make_scheduler
 from byzance.sim import BatchSampler, flatten_params, loss_for, worker_gradients
@@ -158,8 +158,6 @@ class Node:
 
     def wrong_size(self, vector: torch.Tensor, step: int) -> torch.Tensor:
         """``vector`` itself, or, for a rank whose fault says so, a vector of the wrong size."""
-        from byzance.dist.faults import EXTRA_COORDINATES
-
         if self.fault is not None and self.fault.sends_wrong_size(step):
             return torch.cat([vector, vector.new_ones(EXTRA_COORDINATES)])
         return vector
