@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +15,18 @@ from rich.table import Table
 
 app = typer.Typer(help="Byzantine-robust distributed learning on PyTorch.", no_args_is_help=True)
 console = Console()
+
+
+@contextmanager
+def _clear_errors() -> Iterator[None]:
+    """Input errors (ByzanceError) become one red line and exit status 2, not a traceback."""
+    from byzance.errors import ByzanceError
+
+    try:
+        yield
+    except ByzanceError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from None
 
 
 def _wide_console() -> Console:
@@ -107,11 +121,10 @@ def train(
     resume: Annotated[Path | None, typer.Option(help="Continue the run in this directory.")] = None,
 ) -> None:
     """Train with the simulator. Any config key is also a flag: --aggregator krum --f 4 ..."""
-    from byzance.errors import ByzanceError
     from byzance.experiments import config as run_config
     from byzance.experiments import runner
 
-    try:
+    with _clear_errors():
         if resume is not None:
             if ctx.args:
                 raise run_config.ConfigError(
@@ -120,9 +133,6 @@ def train(
             cfg = run_config.load(resume / "config.toml", {"out_dir": str(resume)})
         else:
             cfg = run_config.load(config, run_config.parse_flags(ctx.args))
-    except ByzanceError as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from None
     with _progress() as progress:
         task = progress.add_task(cfg.rule().name, total=cfg.steps, info="")
 
@@ -163,14 +173,10 @@ def grid(
     jobs: Annotated[int, typer.Option(help="Parallel cells (default: number of cores).")] = 0,
 ) -> None:
     """Run every cell of a grid (resumable), then write results.csv, results.md and heatmaps."""
-    from byzance.errors import ByzanceError
     from byzance.experiments.grid import load_grid, run_grid
 
-    try:
+    with _clear_errors():
         spec = load_grid(config, out)
-    except ByzanceError as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from None
     infeasible = [c for c in spec.cells if c.config is None]
     console.print(
         f"{spec.name}: {len(spec.cells)} cells, {len(infeasible)} infeasible (not run), "
@@ -189,14 +195,10 @@ def grid(
 @app.command()
 def report(out: Annotated[Path, typer.Argument(help="A grid's output directory.")]) -> None:
     """Regenerate a grid's tables and heatmaps from its cells (finished or partial)."""
-    from byzance.errors import ByzanceError
     from byzance.experiments.report import report as make_report
 
-    try:
+    with _clear_errors():
         make_report(out)
-    except ByzanceError as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from None
     console.print((out / "results.md").read_text())
 
 
@@ -253,10 +255,9 @@ def bench(
             f"[red]error:[/red] bench takes rules, sim, dist, udp or lossy, not {what!r}."
         )
         raise typer.Exit(2)
-    from byzance.errors import ByzanceError
     from byzance.experiments.bench import render_bench, run_bench
 
-    try:
+    with _clear_errors():
         rows = run_bench(
             ns=ns,
             ds=tuple(d or (10_000, 1_000_000)),
@@ -264,9 +265,6 @@ def bench(
             rules=tuple(rule) if rule else None,
             threads=threads,
         )
-    except ByzanceError as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from None
     render_bench(rows, _wide_console())
 
 
@@ -320,10 +318,9 @@ def launch(
 ) -> None:
     """Start a distributed run on this machine: torchrun with --nproc processes, one per worker."""
     from byzance.dist.launch import launch as start
-    from byzance.errors import ByzanceError
     from byzance.experiments import config as run_config
 
-    try:
+    with _clear_errors():
         if resume is not None:
             config, extra = resume / "config.toml", ["--resume", *ctx.args]
         elif config is None:
@@ -335,9 +332,6 @@ def launch(
             **run_config.parse_flags([a for a in extra if a != "--resume"]),
         }
         run_config.load(config, overrides)  # fail here, before starting processes
-    except ByzanceError as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from None
     code = start(nproc, str(config), ["--workers", str(nproc), *extra])
     if code == 0:
         out = run_config.load(config, overrides).out_dir
@@ -356,13 +350,9 @@ def udp_keys(
 ) -> None:
     """Write per-worker HMAC keys for the UDP transport (config: udp_keys = "keys.json")."""
     from byzance.dist.udp import generate_key_file
-    from byzance.errors import ByzanceError
 
-    try:
+    with _clear_errors():
         generate_key_file(out, workers, overwrite=overwrite)
-    except ByzanceError as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from None
     console.print(f"{workers} keys written to {out}; give each worker only its own key.")
 
 
@@ -374,16 +364,12 @@ def votes(
     ] = None,
 ) -> None:
     """Votes and ratings: fake accounts vs recommenders, reputation, strategic voting (kind = ...)."""
-    from byzance.errors import ByzanceError
     from byzance.voting.experiment import load_config, run
 
-    try:
+    with _clear_errors():
         cfg = load_config(config, {"out_dir": str(out)} if out is not None else None)
         with console.status(f"byzance votes: {cfg.kind}") as status:
             result = run(cfg, progress=lambda what: status.update(f"{cfg.kind}: {what}"))
-    except ByzanceError as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from None
     wide = _wide_console()
     for title, header, rows in result.tables:
         table = Table(title=title)
@@ -408,16 +394,12 @@ def faults(
     ] = None,
 ) -> None:
     """Failing neurons and synapses in an MLP: the error bound of "When Neurons Fail" vs measured."""
-    from byzance.errors import ByzanceError
     from byzance.faults.experiment import load_config, render, run
 
-    try:
+    with _clear_errors():
         cfg = load_config(config, {"out_dir": str(out)} if out is not None else None)
         with console.status("") as status:
             result = run(cfg, progress=lambda msg: status.update(msg))
-    except ByzanceError as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from None
     render(result, _wide_console())
     console.print(f"Tables, CSV and plots in {result.out_dir}/")
 

@@ -15,11 +15,11 @@ from typing import Any
 
 import torch
 
-from byzance import aggregators, attacks, models
+from byzance import aggregators, attacks
 from byzance.attacks import DataAttack, GradientAttack
 from byzance.dist.faults import EXTRA_COORDINATES, Fault, parse_fault
 from byzance.experiments.config import ConfigError, RunConfig
-from byzance.experiments.runner import bind_generators, make_scheduler
+from byzance.experiments.runner import bind_generators, build_training, make_scheduler
 from byzance.sim import BatchSampler, flatten_params, loss_for, worker_gradients
 from byzance.sim.sync import evaluate_model
 
@@ -42,9 +42,6 @@ class Node:
     """
 
     def __init__(self, config: RunConfig, rank: int, world: int) -> None:
-        from byzance.data import load as load_dataset
-        from byzance.data import partition
-
         if config.workers != world:
             raise ConfigError(
                 f"the config has workers = {config.workers} but {world} processes were started: "
@@ -58,30 +55,7 @@ class Node:
         self.is_byzantine = rank in self.byzantine
         self.reporter = self.honest[0]
 
-        self.data = load_dataset(
-            config.dataset,
-            seed=config.seed,
-            test_fraction=config.test_fraction,
-            **config.dataset_params,
-        )
-        shards = partition(
-            self.data.y_train,
-            world,
-            config.partition if self.data.task == "classification" else "iid",
-            alpha=config.alpha,
-            classes_per_worker=config.classes_per_worker,
-            seed=config.seed,
-        )
-        torch.manual_seed(config.seed)
-        self.model = models.build(
-            config.model, self.data.input_shape, self.data.num_classes, **config.model_params
-        )
-        self.optimizer = torch.optim.SGD(
-            self.model.parameters(),
-            lr=config.lr,
-            momentum=config.momentum,
-            weight_decay=config.weight_decay,
-        )
+        self.data, shards, self.model, self.optimizer = build_training(config)
         self.scheduler = make_scheduler(config, self.optimizer)
         self.loss_fn = loss_for(self.data.task)
         self.l2 = self.data.l2 if config.l2 < 0 else config.l2

@@ -66,39 +66,46 @@ def make_scheduler(config: RunConfig, optimizer: torch.optim.Optimizer):
     return None
 
 
+def build_training(
+    config: RunConfig,
+) -> tuple[Any, list[torch.Tensor], torch.nn.Module, torch.optim.SGD]:
+    """What every run builds from its config and seed, identically in every process.
+
+    Returns the data set, one shard of training indices per worker, the model
+    (initialized from the seed) and the server's SGD optimizer over it.
+    """
+    from byzance.data import load as load_dataset
+    from byzance.data import partition
+
+    data = load_dataset(
+        config.dataset,
+        seed=config.seed,
+        test_fraction=config.test_fraction,
+        **config.dataset_params,
+    )
+    shards = partition(
+        data.y_train,
+        config.workers,
+        config.partition if data.task == "classification" else "iid",
+        alpha=config.alpha,
+        classes_per_worker=config.classes_per_worker,
+        seed=config.seed,
+    )
+    torch.manual_seed(config.seed)
+    model = models.build(config.model, data.input_shape, data.num_classes, **config.model_params)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+    return data, shards, model, optimizer
+
+
 class Run:
     """A configured simulator and the files of its output directory."""
 
     def __init__(self, config: RunConfig) -> None:
-        from byzance.data import load as load_dataset
-        from byzance.data import partition
-
         self.config = config
         self.out = Path(config.out_dir)
-        self.data = load_dataset(
-            config.dataset,
-            seed=config.seed,
-            test_fraction=config.test_fraction,
-            **config.dataset_params,
-        )
-        shards = partition(
-            self.data.y_train,
-            config.workers,
-            config.partition if self.data.task == "classification" else "iid",
-            alpha=config.alpha,
-            classes_per_worker=config.classes_per_worker,
-            seed=config.seed,
-        )
-        torch.manual_seed(config.seed)
-        self.model = models.build(
-            config.model, self.data.input_shape, self.data.num_classes, **config.model_params
-        )
-        optimizer = torch.optim.SGD(
-            self.model.parameters(),
-            lr=config.lr,
-            momentum=config.momentum,
-            weight_decay=config.weight_decay,
-        )
+        self.data, shards, self.model, optimizer = build_training(config)
         self.rule_gen = torch.Generator().manual_seed(config.seed * 1_000_003 + 3)
         rule = bind_generators(config.rule(), self.rule_gen)
         attack = None if config.attack == "none" else attacks.get(config.attack)
