@@ -1,0 +1,148 @@
+"""Timing of one call and agreement of two outputs."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Wall time of a call: the median of ``reps`` timed calls, and the first (warm-up) call."""
+
+    median_ms: float
+    first_ms: float
+    reps: int
+
+
+@dataclass(frozen=True)
+class Timed:
+    """A call to time: ``call(make_input())``.
+
+    Every call gets a fresh input from ``make_input`` (untimed), because some
+    implementations modify their input in place. With ``slow_s``, a warm-up
+    call slower than that is itself the one measurement (for slow calls with
+    nothing to compile or cache). ``warm`` holds the time (s) and output of
+    a warm-up call already made (see :func:`warm_up`); None: make one.
+    """
+
+    call: Callable[[Any], Any]
+    make_input: Callable[[], Any]
+    slow_s: float | None = None
+    warm: tuple[float, Any] | None = None
+
+
+def warm_up(call: Callable[[Any], Any], make_input: Callable[[], Any]) -> tuple[float, Any]:
+    """Call once (untimed input); the seconds it took and its output. Exceptions propagate."""
+    x = make_input()
+    start = time.perf_counter()
+    out = call(x)
+    return time.perf_counter() - start, out
+
+
+def measure_interleaved(
+    calls: Sequence[Timed], *, repeat: int = 5, budget_s: float = 3.0
+) -> list[tuple[Timing, Any]]:
+    """Time several calls in rounds (a, b, a, b, ...) so that they share the machine's load.
+
+    Each call is made once as a warm-up (compilation, caches), then up to
+    ``repeat`` rounds time every call still in the race; rounds stop once
+    ``budget_s`` seconds of timed calls are spent (at least one round runs).
+    Exceptions propagate.
+
+    Returns:
+        For each call, its timing (median of its timed calls) and its last output.
+    """
+    firsts, outs = [], []
+    for timed in calls:
+        first, out = timed.warm or warm_up(timed.call, timed.make_input)
+        firsts.append(first)
+        outs.append(out)
+    racing = [
+        i for i, timed in enumerate(calls) if timed.slow_s is None or firsts[i] <= timed.slow_s
+    ]
+    times: list[list[float]] = [[] for _ in calls]
+    spent = 0.0
+    for _ in range(max(repeat, 1)):
+        for i in racing:
+            x = calls[i].make_input()
+            start = time.perf_counter()
+            outs[i] = calls[i].call(x)
+            elapsed = time.perf_counter() - start
+            times[i].append(elapsed)
+            spent += elapsed
+        if spent >= budget_s:
+            break
+    result = []
+    for i, first in enumerate(firsts):
+        taken = times[i] or [first]
+        result.append((Timing(1e3 * statistics.median(taken), 1e3 * first, len(taken)), outs[i]))
+    return result
+
+
+def measure(
+    call: Callable[[Any], Any],
+    make_input: Callable[[], Any],
+    *,
+    repeat: int = 5,
+    budget_s: float = 3.0,
+    first_counts_above_s: float | None = None,
+) -> tuple[Timing, Any]:
+    """Time ``call(make_input())`` alone (see :func:`measure_interleaved`)."""
+    timed = Timed(call, make_input, first_counts_above_s)
+    return measure_interleaved([timed], repeat=repeat, budget_s=budget_s)[0]
+
+
+def as_tensor(value: Any) -> torch.Tensor:
+    """A float64 CPU tensor from a tensor or numpy array (outputs of either library)."""
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(np.ascontiguousarray(value))
+    return torch.as_tensor(value).detach().to("cpu", torch.float64)
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """Whether two outputs agree, and by how much they differ."""
+
+    agree: bool
+    max_abs_diff: float
+    scale: float
+    detail: str = ""
+
+    def __str__(self) -> str:
+        if self.detail:
+            return self.detail
+        verdict = "yes" if self.agree else "**no**"
+        return f"{verdict} ({self.max_abs_diff:.1e})"
+
+
+def agreement(ours: Any, theirs: Any, *, rtol: float = 1e-4, atol_scale: float = 1e-5) -> Agreement:
+    """Compare two outputs elementwise: |a - b| <= atol + rtol |b|, atol = atol_scale * max |b|.
+
+    float32 inputs summed in different orders differ by a few ulps of the
+    largest values involved, hence an absolute tolerance relative to the
+    output's scale. Different shapes never agree.
+    """
+    a, b = as_tensor(ours), as_tensor(theirs)
+    if a.shape != b.shape:
+        return Agreement(
+            False,
+            float("inf"),
+            0.0,
+            f"**no** (shapes {tuple(a.shape)} vs {tuple(b.shape)})",
+        )
+    scale = float(b.abs().max()) if b.numel() else 0.0
+    if not (bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all())):
+        same = bool(torch.equal(a.nan_to_num(), b.nan_to_num()))
+        return Agreement(
+            same, float("nan"), scale, "yes (non-finite)" if same else "**no** (non-finite)"
+        )
+    diff = float((a - b).abs().max()) if a.numel() else 0.0
+    ok = bool(torch.allclose(a, b, rtol=rtol, atol=atol_scale * max(scale, 1e-30)))
+    return Agreement(ok, diff, scale)
