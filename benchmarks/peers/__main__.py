@@ -77,12 +77,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step-ns", type=int, nargs="*", default=[10, 20, 50])
     parser.add_argument("--repeat", type=int, default=5, help="timed calls per case, at most")
     parser.add_argument("--budget", type=float, default=2.0, help="seconds of timed calls per case")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for both libraries (1: stable timings on a shared machine, where "
+        "a preempted OpenMP thread stalls the others)",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--quick", action="store_true", help="small sizes: checks the harness")
     args = parser.parse_args(argv)
     if args.quick:
         args.ns, args.ds, args.step_ns, args.repeat, args.budget = [10], [1000], [10], 2, 0.2
 
+    torch.set_num_threads(args.threads)
     byzfl = load_byzfl()
     command = (
         "make bench-peers"

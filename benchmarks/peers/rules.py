@@ -146,6 +146,7 @@ SHARED_RULES: tuple[SharedRule, ...] = (
         "Median",
         lambda x, c: agg.median(x, c.f),
         lambda B, x, c: B.aggregators.Median()(x),
+        difference="same definition (`torch.quantile(q=0.5)`: the mean of the two middle values)",
     ),
     SharedRule(
         "trimmed_mean",
@@ -224,6 +225,11 @@ SHARED_RULES: tuple[SharedRule, ...] = (
         "Meamed",
         lambda x, c: agg.meamed(x, c.f),
         lambda B, x, c: B.aggregators.Meamed(f=c.f)(x),
+        difference=(
+            "same definition (Xie et al., 2018); where two values are equally close to the "
+            "median in float32, byzance keeps the lower window, ByzFL whichever `torch.topk` "
+            "returns, so a few of 1e6 coordinates may differ"
+        ),
     ),
     SharedRule(
         "nnm",

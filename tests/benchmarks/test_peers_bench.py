@@ -177,8 +177,9 @@ def test_agreement_tolerances_and_shapes():
     a = torch.tensor([1.0, 2.0, 3.0])
     assert timing.agreement(a, a.numpy()).agree
     assert timing.agreement(a + 1e-7, a).agree
-    off = timing.agreement(a + torch.tensor([0.0, 0.0, 0.01]), a)
-    assert not off.agree and off.max_abs_diff == pytest.approx(0.01, rel=1e-4)
+    off = timing.agreement(a + torch.tensor([0.0, 0.0, 0.1]), a)
+    assert not off.agree and off.max_abs_diff == pytest.approx(0.1, rel=1e-4)
+    assert (off.mismatched, off.total) == (1, 3) and "1 of 3 differ" in str(off)
     assert not timing.agreement(a, a[:2]).agree
     assert timing.agreement(torch.tensor([float("inf")]), torch.tensor([float("inf")])).agree
     assert not timing.agreement(torch.tensor([float("nan")]), torch.tensor([1.0])).agree
