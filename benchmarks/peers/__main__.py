@@ -24,7 +24,7 @@ import byzance
 from .byzfl_loader import load_byzfl
 from .compare import Settings, run_comparison
 from .report import Environment, render
-from .step import StepConfig, run_steps
+from .step import BYZFL_MODELS, StepConfig, run_steps
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "peers.md"
@@ -107,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.perf_counter() - start:6.1f}s] {line}", file=sys.stderr, flush=True)
 
     rows = run_comparison(byzfl, args.ns, args.ds, settings=settings, progress=progress)
-    step_configs = [StepConfig(n, max(1, n // 5)) for n in args.step_ns]
+    step_configs = [
+        StepConfig(n, max(1, n // 5), model=model) for model in BYZFL_MODELS for n in args.step_ns
+    ]
     if 20 in args.step_ns:
         step_configs.append(StepConfig(20, 4, "nnm>trimmed_mean"))
     steps = run_steps(

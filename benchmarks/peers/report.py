@@ -209,8 +209,8 @@ def _steps(out: list[str], steps: Sequence[StepRow]) -> None:
         add("(not measured in this run)\n")
         return
     add(
-        "Same model (ByzFL's `cnn_mnist`, "
-        f"{steps[0].params:,} parameters), same initial weights, n workers of which f = n // 5 "
+        "Same model (ByzFL's `cnn_mnist`, a CNN, or `fc_mnist`, one hidden layer), "
+        "same initial weights, n workers of which f = n // 5 "
         "send ByzFL's/byzance's sign flip (minus the honest mean), batch "
         f"{steps[0].config.batch} per honest worker, worker momentum "
         f"{steps[0].config.momentum}, server SGD. ByzFL: its Client / ByzantineClient / "
@@ -221,10 +221,10 @@ def _steps(out: list[str], steps: Sequence[StepRow]) -> None:
         f"arithmetic both must do. Target: >= {TARGET_STEP:.0f}x.\n"
     )
     add(
-        "| n | f | rule | ByzFL ms/step | byzance ms/step | speed-up | floor ms | "
+        "| model | parameters | n | f | rule | ByzFL ms/step | byzance ms/step | speed-up | floor ms | "
         "ByzFL / floor | byzance / floor |"
     )
-    add("| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    add("| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in steps:
         c = row.config
         floor = row.floor.median_ms if row.floor else None
@@ -233,7 +233,7 @@ def _steps(out: list[str], steps: Sequence[StepRow]) -> None:
             return "-" if t is None or not floor else _ratio(t.median_ms / floor)
 
         add(
-            f"| {c.n} | {c.f} | {c.rule} | {_ms(row.theirs)} | {_ms(row.ours)} | "
+            f"| {c.model} | {row.params:,} | {c.n} | {c.f} | {c.rule} | {_ms(row.theirs)} | {_ms(row.ours)} | "
             f"{_ratio(row.speedup)} | {_ms(row.floor)} | {over(row.theirs)} | {over(row.ours)} |"
         )
     notes = [f"n={r.config.n} {r.config.rule}: {r.theirs_note}" for r in steps if r.theirs_note]

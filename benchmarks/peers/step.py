@@ -43,7 +43,10 @@ from .timing import Timed, Timing, measure_interleaved
 
 INPUT_SHAPE = (1, 28, 28)
 NUM_CLASSES = 10
-BYZFL_MODEL = "cnn_mnist"  # ByzFL's MNIST CNN (431,080 parameters), used on both sides
+# ByzFL's MNIST models, used on both sides: a CNN (431,080 parameters), where the
+# arithmetic of the gradients dominates a step, and a one-hidden-layer network
+# (fc_mnist), where the per-client bookkeeping does.
+BYZFL_MODELS = ("cnn_mnist", "fc_mnist")
 
 # The rules of the step, in ByzFL's terms: (aggregator_info, pre_agg_list) for f.
 BYZFL_RULES: dict[str, Callable[[int], tuple[dict, list[dict]]]] = {
@@ -62,6 +65,7 @@ class StepConfig:
     n: int
     f: int
     rule: str = "trimmed_mean"
+    model: str = "cnn_mnist"  # a ByzFL model name
     batch: int = 32
     lr: float = 0.05
     momentum: float = 0.9
@@ -143,7 +147,7 @@ def byzfl_step(
         )
         client = fed.Client(
             {
-                "model_name": BYZFL_MODEL,
+                "model_name": config.model,
                 "device": "cpu",
                 "loss_name": "NLLLoss",
                 "LabelFlipping": False,
@@ -159,7 +163,7 @@ def byzfl_step(
     server = fed.Server(
         {
             "device": "cpu",
-            "model_name": BYZFL_MODEL,
+            "model_name": config.model,
             "optimizer_name": "SGD",
             "learning_rate": config.lr,
             "weight_decay": 0.0,
@@ -219,13 +223,11 @@ def run_steps(
 ) -> list[StepRow]:
     """Time a step of each library for each configuration; ``byzfl`` None times byzance alone.
 
-    ``model_factory`` builds the model (default: ByzFL's ``cnn_mnist``, which
-    needs ``byzfl``); both sides start from the same weights.
+    ``model_factory`` builds the model (default: ByzFL's model named by each
+    configuration, which needs ``byzfl``); both sides start from the same weights.
     """
-    if model_factory is None:
-        if byzfl is None:
-            raise ValueError("model_factory is required when ByzFL is not loaded")
-        model_factory = getattr(byzfl.fed_framework.models, BYZFL_MODEL)
+    if model_factory is None and byzfl is None:
+        raise ValueError("model_factory is required when ByzFL is not loaded")
     rows = []
     for config in configs:
         if config.rule not in BYZFL_RULES:
@@ -233,7 +235,7 @@ def run_steps(
                 f"no ByzFL equivalent for rule {config.rule!r}; use {list(BYZFL_RULES)}"
             )
         torch.manual_seed(config.seed)
-        model = model_factory()
+        model = (model_factory or getattr(byzfl.fed_framework.models, config.model))()
         state = {k: v.clone() for k, v in model.state_dict().items()}
         params = sum(p.numel() for p in model.parameters())
         data = synthetic_data(config)
@@ -253,7 +255,7 @@ def run_steps(
         ratio = "" if row.speedup is None else f"x{row.speedup:.1f}"
         their_ms = "-" if theirs is None else f"{theirs.median_ms:.1f} ms"
         progress(
-            f"step n={config.n} f={config.f} {config.rule}: byzfl {their_ms} "
+            f"step {config.model} n={config.n} f={config.f} {config.rule}: byzfl {their_ms} "
             f"byzance {ours.median_ms:.1f} ms {ratio} {note}"
         )
     return rows
