@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import torch
 
 from .rules import SHARED_RULES, Case, SharedRule, make_case
 from .timing import Agreement, Timed, Timing, agreement, measure, measure_interleaved, warm_up
@@ -110,6 +113,8 @@ def compare_rule(rule: SharedRule, byzfl: Any, case: Case, settings: Settings) -
         reference = rule.compare_with(case, ours_out)
         if reference is not None:
             agreed = agreement(reference, theirs_out)
+            if not agreed.agree and not agreed.detail:
+                agreed = agreed.against(reference, theirs_out, float64_reference(rule, case))
     return RuleRow(
         rule.name,
         case.n,
@@ -121,6 +126,18 @@ def compare_rule(rule: SharedRule, byzfl: Any, case: Case, settings: Settings) -
         theirs_note,
         agreed,
     )
+
+
+def float64_reference(rule: SharedRule, case: Case) -> torch.Tensor:
+    """byzance computing the definition ByzFL is compared with, in float64: which side is closer?
+
+    ByzFL casts every input to float32, so only byzance can run in float64; on
+    a disagreement the report gives each side's error against this.
+    """
+    wide = dataclasses.replace(case, x=case.x.double())
+    out = rule.ours(wide.x, wide)
+    reference = rule.compare_with(wide, out)
+    return out if reference is None else reference
 
 
 def floor_rows(case: Case, settings: Settings) -> list[RuleRow]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -116,13 +117,31 @@ class Agreement:
     mismatched: int = 0
     total: int = 0
     detail: str = ""
+    # Largest errors of each side against a float64 computation, when one was made.
+    ours_error: float | None = None
+    theirs_error: float | None = None
 
     def __str__(self) -> str:
         if self.detail:
             return self.detail
         if self.agree:
             return f"yes ({self.max_abs_diff:.1e})"
-        return f"**no**: {self.mismatched:,} of {self.total:,} differ (max {self.max_abs_diff:.1e})"
+        text = f"**no**: {self.mismatched:,} of {self.total:,} differ (max {self.max_abs_diff:.1e})"
+        if self.ours_error is not None and self.theirs_error is not None:
+            text += (
+                f"; max error vs float64: byzance {self.ours_error:.1e}, "
+                f"ByzFL {self.theirs_error:.1e}"
+            )
+        return text
+
+    def against(self, ours: Any, theirs: Any, truth: Any) -> Agreement:
+        """This agreement with both sides' largest errors against ``truth`` (float64)."""
+        exact = as_tensor(truth)
+        return dataclasses.replace(
+            self,
+            ours_error=float((as_tensor(ours) - exact).abs().max()),
+            theirs_error=float((as_tensor(theirs) - exact).abs().max()),
+        )
 
 
 # float32 sums of up to 1e6 terms, accumulated in different orders by the two
