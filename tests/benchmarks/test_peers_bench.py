@@ -268,3 +268,20 @@ def test_loader_says_how_to_get_byzfl_when_missing(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(byzfl_loader.ByzFLUnavailableError, match="make bench-peers"):
         byzfl_loader.load_byzfl()
+
+
+def test_step_verdicts():
+    config = step.StepConfig(20, 4)
+
+    def row(theirs_ms, ours_ms, floor_ms):
+        return step.StepRow(
+            config,
+            1,
+            timing.Timing(ours_ms, ours_ms, 1),
+            timing.Timing(theirs_ms, theirs_ms, 1),
+            timing.Timing(floor_ms, floor_ms, 1),
+        )
+
+    assert report.step_verdict(row(100.0, 10.0, 5.0)) == "met"
+    assert "out of reach" in report.step_verdict(row(20.0, 10.0, 5.0))  # ByzFL 4x its floor
+    assert report.step_verdict(row(100.0, 50.0, 5.0)) == "missed"
