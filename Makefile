@@ -48,3 +48,25 @@ data:
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .benchmarks
+
+# Side by side with ByzFL (benchmarks/peers -> benchmarks/results/peers.md), in its own
+# environment so that `make test` never needs it. byzfl==0.0.11 declares torchvision, whose
+# only build on the registry here is a CUDA one that fails to load with the CPU torch, and
+# matplotlib/seaborn, used only by its plots: it is installed with --no-deps next to the
+# pinned torch, numpy and scipy (all that its aggregators, attacks and fed_framework import).
+# benchmarks/peers/byzfl_loader.py imports those subpackages without running
+# byzfl/__init__.py (which imports byzfl.benchmark, hence torchvision); no shim is installed.
+PEERS_VENV  := .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.installed
+
+$(PEERS_STAMP): pyproject.toml constraints.txt
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PEERS_VENV)/bin/python -m pip install --quiet -c constraints.txt torch
+	$(PEERS_VENV)/bin/python -m pip install --quiet -c constraints.txt -e . 'numpy>=1.26.4' 'scipy>=1.12'
+	$(PEERS_VENV)/bin/python -m pip install --quiet --no-deps byzfl==0.0.11
+	touch $(PEERS_STAMP)
+
+.PHONY: bench-peers
+bench-peers: $(PEERS_STAMP)
+	$(PEERS_VENV)/bin/python -m benchmarks.peers
