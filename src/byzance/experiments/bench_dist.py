@@ -40,7 +40,7 @@ def _torchrun(nproc: int, args: list[str]) -> str:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=900)
     if done.returncode != 0:
-        lines = [line for line in done.stderr.splitlines() if "rror" in line][-5:]
+        lines = [line for line in done.stderr.splitlines() if "byzance dist" in line][-8:]
         raise RuntimeError(f"torchrun {' '.join(args)} failed: " + "\n".join(lines))
     return done.stdout
 
