@@ -233,10 +233,11 @@ def bench(
     repeat: Annotated[int, typer.Option(help="Timed repetitions (the minimum is kept).")] = 5,
     rule: Annotated[list[str] | None, typer.Option(help="Only these rules (default: all).")] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads (sim: 1 by default).")] = None,
+    attack: Annotated[str, typer.Option(help="lossy: the last rank's attack.")] = "none",
 ) -> None:
     """Time every rule against its floor, the simulator against a loop, or processes (dist)."""
     if what in ("udp", "lossy"):
-        _bench_udp(what, n)
+        _bench_udp(what, n, attack)
         return
     if what == "dist":  # --n: numbers of processes; --rule: the robust rules
         from byzance.experiments.bench_dist import render_dist_bench, run_dist_bench
@@ -268,7 +269,7 @@ def bench(
     render_bench(rows, _wide_console())
 
 
-def _bench_udp(what: str, n: list[int] | None) -> None:
+def _bench_udp(what: str, n: list[int] | None, attack: str) -> None:
     from byzance.experiments.bench_udp import run_lossy_sweep, run_udp_bench
 
     if what == "udp":
@@ -289,8 +290,9 @@ def _bench_udp(what: str, n: list[int] | None) -> None:
         return
     out = Path("runs/lossy")
     with console.status("runs over UDP with dropped datagrams ..."):
-        run_lossy_sweep(out, procs=(n or [5])[0])
-    console.print((out / "lossy.md").read_text(), markup=False)
+        run_lossy_sweep(out, procs=(n or [5])[0], attack=attack)
+    stem = "lossy" if attack == "none" else f"lossy_{attack}"
+    console.print((out / f"{stem}.md").read_text(), markup=False)
     console.print(f"Table, CSV and plot in {out}/")
 
 

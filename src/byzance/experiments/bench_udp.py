@@ -81,13 +81,19 @@ def run_lossy_sweep(
     steps: int = 150,
     drops: tuple[float, ...] = DROPS,
     datagram_bytes: int = 1_472,
+    attack: str = "none",
 ) -> list[dict[str, Any]]:
-    """Final accuracy per (rule, drop rate); writes ``lossy.md``, ``lossy.csv``, ``lossy.png``."""
+    """Final accuracy per (rule, drop rate); writes ``lossy.md``, ``lossy.csv``, ``lossy.png``.
+
+    With an ``attack``, the last rank is Byzantine and runs it (its datagrams
+    are dropped like the others'); the files are then named ``lossy_<attack>.*``.
+    """
     base = {
         "dataset": "mnist5k",
         "model": "mlp",
         "workers": procs,
-        "byzantine": 0,
+        "byzantine": 0 if attack == "none" else 1,
+        "attack": attack,
         "f": 1,
         "steps": steps,
         "eval_every": steps,
@@ -116,18 +122,25 @@ def run_lossy_sweep(
                         "step_ms": sum(r.get("step_ms", 0.0) for r in metrics) / len(metrics),
                     }
                 )
-    _write_lossy(rows, out, procs=procs, steps=steps, datagram_bytes=datagram_bytes)
+    _write_lossy(rows, out, procs=procs, steps=steps, datagram_bytes=datagram_bytes, attack=attack)
     return rows
 
 
 def _write_lossy(
-    rows: list[dict[str, Any]], out: Path, *, procs: int, steps: int, datagram_bytes: int
+    rows: list[dict[str, Any]],
+    out: Path,
+    *,
+    procs: int,
+    steps: int,
+    datagram_bytes: int,
+    attack: str,
 ) -> None:
     import csv
 
     from byzance.experiments.plots import plot_curves
 
-    with (out / "lossy.csv").open("w", newline="") as fh:
+    stem = "lossy" if attack == "none" else f"lossy_{attack}"
+    with (out / f"{stem}.csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
@@ -143,7 +156,8 @@ def _write_lossy(
     lines = [
         f"Final test accuracy after {steps} steps, {procs} processes (parameter server), "
         f"MNIST digits, MLP, gradients over UDP in {datagram_bytes}-byte datagrams with the "
-        "given fraction dropped by each sender.",
+        "given fraction dropped by each sender"
+        + ("." if attack == "none" else f"; the last rank is Byzantine ({attack})."),
         "",
         "| rule | " + " | ".join(f"{100 * d:g}%" for d in drops) + " |",
         "| --- | " + " | ".join("---" for _ in drops) + " |",
@@ -154,4 +168,4 @@ def _write_lossy(
             r = next(r for r in rows if r["rule"] == rule and r["drop"] == d)
             cells.append("diverged" if r["diverged"] else f"{r['accuracy']:.3f}")
         lines.append(f"| {rule} | " + " | ".join(cells) + " |")
-    (out / "lossy.md").write_text("\n".join(lines) + "\n")
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
