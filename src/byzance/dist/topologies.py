@@ -136,8 +136,9 @@ def _aggregate_step(
 ) -> dict[str, Any]:
     """Aggregate what arrived and step the optimizer; returns the step's metric row."""
     inputs, present, byz_mask, ranks, losses = _gather_inputs(node, arrivals)
-    honest_present = inputs[~byz_mask] if present is None else inputs[~byz_mask][present[~byz_mask]]
-    if not bool(torch.isfinite(honest_present).all()):
+    honest = inputs[~byz_mask] if bool(byz_mask.any()) else inputs  # no copy when all honest
+    honest_mean = honest.mean(dim=0)  # missing coordinates are 0 in ``inputs``: finite
+    if not bool(torch.isfinite(honest_mean).all()):  # one pass: NaN/inf anywhere shows here
         raise TrainingDivergedError(f"step {step}: the honest gradients are not finite")
     try:
         node.rule.check(len(ranks), node.f)
@@ -149,7 +150,6 @@ def _aggregate_step(
     start = time.perf_counter()
     aggregate = node.aggregate(inputs, present)
     seconds = time.perf_counter() - start
-    honest = inputs[~byz_mask]
     stats = step_stats(
         node.rule,
         node.f,
@@ -159,6 +159,7 @@ def _aggregate_step(
         byz_mask,
         aggregate,
         seconds,
+        honest_mean=honest_mean,
     )
     node.apply(aggregate)
     row: dict[str, Any] = {"step": step, "lr": node.lr(), **stats.__dict__}

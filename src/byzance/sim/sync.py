@@ -86,6 +86,8 @@ def step_stats(
     byzantine_rows: torch.Tensor,
     aggregate: torch.Tensor,
     seconds: float,
+    *,
+    honest_mean: torch.Tensor | None = None,
 ) -> StepStats:
     """One step's statistics (shared by the simulator and real distributed runs).
 
@@ -95,8 +97,10 @@ def step_stats(
         honest: the honest vectors (h, d); inputs: every vector aggregated (m, d).
         byzantine_rows: (m,) bool, which inputs came from Byzantine workers.
         aggregate: the rule's output (d,); seconds: how long the rule took.
+        honest_mean: ``honest.mean(dim=0)`` when the caller has it already.
     """
-    honest_mean = honest.mean(dim=0)
+    if honest_mean is None:
+        honest_mean = honest.mean(dim=0)
     selected = None
     if rule.selector is not None and bool(byzantine_rows.any()):
         used = rule.selector(inputs, f)
