@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from byzance.aggregators._alloc import empty_rows
 from byzance.aggregators._registry import Requirement, Rule, register
 from byzance.errors import InvalidParameterError
 
@@ -49,7 +50,7 @@ def _bucketing(
     sizes = torch.bincount(bucket, minlength=m).to(x.dtype)
     mixing = torch.zeros(m, n, dtype=x.dtype, device=x.device)
     mixing[bucket, perm] = 1.0 / sizes[bucket]
-    return mixing @ x
+    return torch.mm(mixing, x, out=empty_rows((mixing.shape[0], x.shape[1]), like=x))
 
 
 bucketing = register(

@@ -48,7 +48,8 @@ def _centered_clipping(
     for _ in range(iterations):
         radius = distances_to(x, v)
         scale = torch.clamp(tau / radius.clamp(min=torch.finfo(x.dtype).tiny), max=1.0)
-        v = v + (scale @ x - scale.sum() * v) / n
+        # v + (sum_i s_i x_i - S v) / n as one product: (1 - S/n) v + (1/n) x^T s.
+        v = torch.addmv(v, x.T, scale, beta=1.0 - float(scale.sum()) / n, alpha=1.0 / n)
     return v
 
 

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import torch
 
+from byzance.aggregators._alloc import empty_rows
 from byzance.aggregators._registry import Requirement, Rule, register
 from byzance.errors import InvalidParameterError
 
 
-def clip_rows(x: torch.Tensor, threshold: torch.Tensor | float) -> torch.Tensor:
-    """Scale each row of ``x`` (n, d) to norm at most ``threshold``; shape (n, d)."""
-    norms = torch.linalg.vector_norm(x, dim=1)
+def clip_rows(
+    x: torch.Tensor, threshold: torch.Tensor | float, norms: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Scale each row of ``x`` (n, d) to norm at most ``threshold``; shape (n, d).
+
+    ``norms`` (n,), the rows' norms when the caller has them, saves a pass.
+    The result is a new tensor (one product with the (n, 1) scales), in huge
+    pages when large (see :mod:`byzance.aggregators._alloc`).
+    """
+    if norms is None:
+        norms = torch.linalg.vector_norm(x, dim=1)
     scale = torch.clamp(threshold / norms.clamp(min=torch.finfo(x.dtype).tiny), max=1.0)
-    return x * scale[:, None]
+    return torch.mul(x, scale[:, None], out=empty_rows(x.shape, like=x))
 
 
 def _clipping(x: torch.Tensor, f: int, *, c: float = 1.0) -> torch.Tensor:
@@ -52,10 +61,10 @@ def _arc(x: torch.Tensor, f: int) -> torch.Tensor:
     n = x.shape[0]
     k = (2 * f * (n - f)) // n
     if k == 0:
-        return x.clone()
+        return empty_rows(x.shape, like=x).copy_(x)
     norms = torch.linalg.vector_norm(x, dim=1)
     threshold = torch.sort(norms, descending=True).values[k]
-    return clip_rows(x, threshold)
+    return clip_rows(x, threshold, norms)
 
 
 clipping = register(

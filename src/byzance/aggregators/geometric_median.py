@@ -32,7 +32,8 @@ def weiszfeld(
     multivariate L1-median and associated data depth", PNAS 2000). Stops when
     the objective sum_i w_i |z - x_i| decreases by less than ``tol`` times
     its value, or after ``max_iter`` iterations. Each iteration reads the
-    input twice (distances, then the weighted sum).
+    input twice (distances, then the weighted sum); the last one skips the
+    distances of its stopping test.
     """
     n = x.shape[0]
     w = _check_weights(weights, n, x)
@@ -54,6 +55,8 @@ def weiszfeld(
             z = (1.0 - eta / r) * average + (eta / r) * z
         else:
             z = average
+        if iteration == max_iter:
+            return z, max_iter  # no stopping test left: skip its distance pass
         dist = distances_to(x, z)
         new_objective = float(w @ dist)
         if abs(objective - new_objective) <= tol * max(new_objective, 1e-30):

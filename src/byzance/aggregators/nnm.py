@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from byzance.aggregators._alloc import empty_rows
 from byzance.aggregators._pairwise import sq_distances
 from byzance.aggregators._registry import Requirement, Rule, register
 
@@ -28,7 +29,7 @@ def _nnm(x: torch.Tensor, f: int) -> torch.Tensor:
     nearest = torch.topk(dist, n - f, dim=1, largest=False).indices
     mixing = torch.zeros(n, n, dtype=x.dtype, device=x.device)
     mixing.scatter_(1, nearest, 1.0 / (n - f))
-    return mixing @ x
+    return torch.mm(mixing, x, out=empty_rows((mixing.shape[0], x.shape[1]), like=x))
 
 
 nnm = register(
