@@ -92,7 +92,8 @@ def receive_vectors(
         frames, problems = channel.collect(step, Kind.GRADIENT, expected, timeout)
         return {r: Arrival(f.payload, f.value) for r, f in frames.items()}, problems, {}
     notes, problems = channel.collect(step, Kind.SENT, expected, timeout)
-    got = link.collect(step, sorted(notes), node.config.udp_grace)
+    expected = sum(float(n.payload[1]) for n in notes.values())
+    got = link.collect(step, sorted(notes), node.config.udp_grace, expected)
     arrivals = {}
     for row, rank in enumerate(got.workers):
         present = got.present[row]

@@ -20,6 +20,7 @@ could forge another's datagrams (pairwise keys would be needed; not done).
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,17 +114,37 @@ class UdpLink:
             window=window,
             bind=(bind_host, 0),
         )
+        self.seen_before = 0  # datagrams the receiving thread had read at the last collect
 
     def send(self, step: int, vector: torch.Tensor, to: list[int]) -> list[float]:
-        """Send ``vector`` (d,) for ``step`` to the ranks ``to``; returns [sent, dropped, duplicated]."""
+        """Send ``vector`` (d,) for ``step`` to the ranks ``to``.
+
+        Returns [datagrams handed to the socket per destination, dropped, duplicated].
+        """
         dests = [self.addresses[r] for r in to if r in self.addresses]
         stats = self.sender.send(step, vector, dests)
-        return [float(stats.sent), float(stats.dropped), float(stats.duplicated)]
+        per_destination = stats.sent / max(len(dests), 1)
+        return [per_destination, float(stats.dropped), float(stats.duplicated)]
 
-    def collect(self, step: int, workers: list[int], timeout: float) -> Received:
-        """The datagrams of ``step`` from ``workers`` (in this order), waiting at most ``timeout``."""
+    def collect(self, step: int, workers: list[int], grace: float, expected: float) -> Received:
+        """The datagrams of ``step`` from ``workers`` (in this order).
+
+        Every worker has said it sent ``expected`` datagrams in all to this rank;
+        they may still be in the socket's buffer or on the wire. Wait until the
+        receiving thread has read that many, or until it has read nothing new for
+        ``grace`` seconds (the rest was lost), then take the step.
+        """
         assert self.receiver is not None
-        got = self.receiver.collect(step, timeout=timeout, workers=workers)
+        quiet_since, seen = time.monotonic(), self.receiver.datagrams_seen
+        while self.receiver.datagrams_seen - self.seen_before < expected:
+            time.sleep(2e-4)
+            now_seen = self.receiver.datagrams_seen
+            if now_seen != seen:
+                quiet_since, seen = time.monotonic(), now_seen
+            elif time.monotonic() - quiet_since >= grace:
+                break
+        got = self.receiver.collect(step, timeout=0.0, workers=workers)
+        self.seen_before = self.receiver.datagrams_seen
         s = got.stats
         row = {
             "datagrams_accepted": s.datagrams_accepted,
