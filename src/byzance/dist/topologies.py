@@ -134,6 +134,7 @@ def _aggregate_step(
     step: int,
     arrivals: dict[int, Arrival],
     problems: dict[int, str],
+    after_apply: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Aggregate what arrived and step the optimizer; returns the step's metric row."""
     inputs, present, byz_mask, ranks, losses = _gather_inputs(node, arrivals)
@@ -151,6 +152,9 @@ def _aggregate_step(
     start = time.perf_counter()
     aggregate = node.aggregate(inputs, present)
     seconds = time.perf_counter() - start
+    node.apply(aggregate)
+    if after_apply is not None:
+        after_apply()  # e.g. send the new parameters before the bookkeeping below
     stats = step_stats(
         node.rule,
         node.f,
@@ -162,7 +166,6 @@ def _aggregate_step(
         seconds,
         honest_mean=honest_mean,
     )
-    node.apply(aggregate)
     row: dict[str, Any] = {"step": step, "lr": node.lr(), **stats.__dict__}
     row["aggregation_ms"] = 1e3 * row.pop("aggregation_seconds")
     row.pop("sim_time", None)
@@ -198,12 +201,13 @@ def _record(
     members: Membership,
     extra: dict[str, Any],
     report: Report,
+    after_apply: Callable[[], None] | None = None,
 ) -> bool:
     """Aggregate, step and report one step; False when the run diverged (and must end)."""
     problems.update({r: members.crashed[r] for r in members.crashed})
     members.note(problems)
     try:
-        row = _aggregate_step(node, step, arrivals, problems)
+        row = _aggregate_step(node, step, arrivals, problems, after_apply)
     except TrainingDivergedError:
         report(step, {"step": step, "diverged": True})
         return False
@@ -229,11 +233,16 @@ def run_server(node: Node, start: int, report: Report) -> Membership:
     link = _link(node, receives=True, senders=workers)
     members = Membership()
     try:
+
+        def send_params(step: int) -> None:
+            params = flatten_params(node.model)
+            for rank in workers:
+                if rank not in members.crashed:
+                    channel.send(rank, step, Kind.PARAMS, params)
+
+        send_params(start + 1)
         for step in range(start + 1, node.config.steps + 1):
             live = [r for r in workers if r not in members.crashed]
-            params = flatten_params(node.model)
-            for rank in live:
-                channel.send(rank, step, Kind.PARAMS, params)
             t0 = time.perf_counter()
             own = _own_vector(node, step)
             assert own is not None  # rank 0 is honest
@@ -244,7 +253,10 @@ def run_server(node: Node, start: int, report: Report) -> Membership:
             arrivals, problems, extra = receive_vectors(node, channel, link, step, set(live))
             arrivals[node.rank] = Arrival(*own)
             extra.update(compute_ms=1e3 * (t1 - t0), wait_ms=1e3 * (time.perf_counter() - t1))
-            if not _record(node, step, arrivals, problems, members, extra, report):
+            # The next step's parameters leave as soon as they exist; the statistics,
+            # evaluation and checkpoint of this step happen while the workers compute.
+            following = (lambda s=step + 1: send_params(s)) if step < node.config.steps else None
+            if not _record(node, step, arrivals, problems, members, extra, report, following):
                 break
     finally:
         for rank in workers:
