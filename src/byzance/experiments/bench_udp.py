@@ -151,7 +151,7 @@ def _write_lossy(
         for rule in rules
     }
     plot_curves(
-        curves, out / "lossy.png", ylabel="final test accuracy", xlabel="datagrams dropped (%)"
+        curves, out / f"{stem}.png", ylabel="final test accuracy", xlabel="datagrams dropped (%)"
     )
     lines = [
         f"Final test accuracy after {steps} steps, {procs} processes (parameter server), "
