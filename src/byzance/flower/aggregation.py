@@ -263,6 +263,26 @@ class RobustAggregator:
         return layout.unflatten(out.numpy()), report
 
 
+def clients_per_round(
+    aggregator: RobustAggregator, requested: int | None, option: str, too_few: str
+) -> int:
+    """The clients sampled per round: ``requested``, or the rule's minimum n for its f.
+
+    ``option`` names the strategy's argument in the error (``min_train_nodes``, ...).
+    """
+    need = aggregator.min_clients
+    chosen = need if requested is None else requested
+    if chosen < need:
+        raise ToleranceError(
+            f"{aggregator.rule.name} requires {aggregator.rule.requirement} to tolerate "
+            f"f={aggregator.f} Byzantine clients, but {option}={chosen}: sample at least "
+            f"{need} clients per round ({option}={need}), or lower f."
+        )
+    if too_few not in ("raise", "skip"):
+        raise InvalidParameterError(f"too_few must be 'raise' or 'skip'; got {too_few!r}.")
+    return chosen
+
+
 def _majority_layout(replies: Sequence[tuple[Hashable, Arrays]]) -> Layout:
     """The layout most replies share (with at most f < n/2 Byzantine ones, the honest one)."""
     if not replies:

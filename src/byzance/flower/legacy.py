@@ -27,8 +27,8 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
 
 from byzance.aggregators import Rule
-from byzance.errors import InvalidParameterError, NonFiniteInputError, ToleranceError
-from byzance.flower.aggregation import On, RobustAggregator, RoundReport
+from byzance.errors import NonFiniteInputError, ToleranceError
+from byzance.flower.aggregation import On, RobustAggregator, RoundReport, clients_per_round
 
 
 class LegacyRobustStrategy(FedAvg):
@@ -56,17 +56,9 @@ class LegacyRobustStrategy(FedAvg):
         **fedavg_args: Any,
     ) -> None:
         self.aggregator = RobustAggregator(rule, f, rule_params=rule_params, on=on)
-        need = self.aggregator.min_clients
-        min_fit_clients = need if min_fit_clients is None else min_fit_clients
-        if min_fit_clients < need:
-            raise ToleranceError(
-                f"{self.aggregator.rule.name} requires {self.aggregator.rule.requirement} "
-                f"to tolerate f={f} Byzantine clients, but min_fit_clients={min_fit_clients}: "
-                f"sample at least {need} clients per round (min_fit_clients={need}), "
-                "or lower f."
-            )
-        if too_few not in ("raise", "skip"):
-            raise InvalidParameterError(f"too_few must be 'raise' or 'skip'; got {too_few!r}.")
+        min_fit_clients = clients_per_round(
+            self.aggregator, min_fit_clients, "min_fit_clients", too_few
+        )
         self.too_few = too_few
         super().__init__(
             min_fit_clients=min_fit_clients,

@@ -21,7 +21,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from byzance.aggregators import Rule
 from byzance.errors import InvalidParameterError, NonFiniteInputError, ToleranceError
-from byzance.flower.aggregation import On, RobustAggregator, RoundReport
+from byzance.flower.aggregation import On, RobustAggregator, RoundReport, clients_per_round
 
 
 class RobustStrategy(FedAvg):
@@ -82,17 +82,9 @@ class RobustStrategy(FedAvg):
         **fedavg_args: Any,
     ) -> None:
         self.aggregator = RobustAggregator(rule, f, rule_params=rule_params, on=on)
-        need = self.aggregator.min_clients
-        min_train_nodes = need if min_train_nodes is None else min_train_nodes
-        if min_train_nodes < need:
-            raise ToleranceError(
-                f"{self.aggregator.rule.name} requires {self.aggregator.rule.requirement} "
-                f"to tolerate f={f} Byzantine clients, but min_train_nodes={min_train_nodes}: "
-                f"sample at least {need} clients per round (min_train_nodes={need}), "
-                "or lower f."
-            )
-        if too_few not in ("raise", "skip"):
-            raise InvalidParameterError(f"too_few must be 'raise' or 'skip'; got {too_few!r}.")
+        min_train_nodes = clients_per_round(
+            self.aggregator, min_train_nodes, "min_train_nodes", too_few
+        )
         self.too_few = too_few
         super().__init__(
             min_train_nodes=min_train_nodes,
