@@ -82,3 +82,17 @@ def test_the_distributed_benchmark_runs_on_two_processes() -> None:
     rows = _drop_in(2, "lenet", ("median",), steps=1)
     assert [r["mode"] for r in rows] == ["average", "robust_step:median"]
     assert all(r["step_ms"] > 0 and r["procs"] == 2 for r in rows)
+
+
+def test_launch_refuses_a_bad_config_before_starting_processes(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from byzance.cli import app
+
+    runner = CliRunner()
+    done = runner.invoke(app, ["launch", "--nproc", "3", "--config", str(tmp_path / "nope.toml")])
+    assert done.exit_code == 2 and "does not exist" in " ".join(done.output.split())
+    bad = tmp_path / "bad.toml"
+    bad.write_text('aggregator = "krum"\nbyzantine = 1\n')
+    done = runner.invoke(app, ["launch", "--nproc", "3", "--config", str(bad)])
+    assert done.exit_code == 2 and "krum requires" in " ".join(done.output.split())
