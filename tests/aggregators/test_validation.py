@@ -193,3 +193,11 @@ def test_compose_checks_stage_kinds_and_sizes():
     with pytest.raises(errors.ToleranceError, match="receives 4 rows"):
         agg.get("bucketing>krum")(honest(7), f=1)
     assert agg.get("bucketing>krum").min_n(1) == 9
+
+
+def test_only_a_plain_rule_with_a_center_carries_state_across_steps():
+    import byzance.aggregators as agg
+
+    assert agg.get("centered_clipping").carries_center
+    assert not agg.get("median").carries_center
+    assert not agg.get("nnm>centered_clipping").carries_center

@@ -109,6 +109,17 @@ class Rule:
         return inspect.getdoc(self.impl) or ""
 
     # -- metadata -------------------------------------------------------------
+    @property
+    def carries_center(self) -> bool:
+        """Whether callers pass the previous output back as ``center`` (state across steps).
+
+        True for centered clipping; a pipeline's stages get no such state.
+        """
+        return (
+            not getattr(self, "stages", None)
+            and "center" in inspect.signature(self.impl).parameters
+        )
+
     def min_n(self, f: int) -> int:
         """Smallest n this rule accepts with ``f`` Byzantine inputs."""
         return self.requirement.min_n(f)

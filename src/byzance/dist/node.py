@@ -10,7 +10,6 @@ its own row, so a distributed run and a simulated one see the same batches.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
@@ -68,9 +67,7 @@ class Node:
         self.rule_gen = torch.Generator().manual_seed(seed + 3)
         self.rule = bind_generators(config.rule(), self.rule_gen)
         self.f = config.tolerated
-        self.uses_center = "center" in inspect.signature(self.rule.impl).parameters and not getattr(
-            self.rule, "stages", None
-        )
+        self.uses_center = self.rule.carries_center
         self.center: torch.Tensor | None = None
 
         attack = attacks.get(config.attack) if config.attack != "none" and self.byzantine else None

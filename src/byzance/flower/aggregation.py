@@ -11,7 +11,6 @@ two strategy APIs.
 
 from __future__ import annotations
 
-import inspect
 from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -161,9 +160,7 @@ class RobustAggregator:
         if on not in ("updates", "models"):
             raise InvalidParameterError(f"on must be 'updates' or 'models'; got {on!r}.")
         self.on: On = on
-        self.uses_center = "center" in inspect.signature(self.rule.impl).parameters and not (
-            getattr(self.rule, "stages", None) or "center" in self.rule.defaults
-        )
+        self.uses_center = self.rule.carries_center and "center" not in self.rule.defaults
         self.center: torch.Tensor | None = None
 
     @property

@@ -12,7 +12,6 @@ server's optimizer applies the result.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -182,9 +181,7 @@ class SyncSimulator:
         self.sampler = BatchSampler(shards[: self.computing], self.batch_gen)
         self.momentum: torch.Tensor | None = None
         self.center: torch.Tensor | None = None  # centered clipping's state
-        self.uses_center = "center" in inspect.signature(rule.impl).parameters and not getattr(
-            rule, "stages", None
-        )
+        self.uses_center = rule.carries_center
         self.step_count = 0
 
     # -- one step ---------------------------------------------------------------------
