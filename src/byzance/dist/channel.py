@@ -110,7 +110,6 @@ class Channel:
         self.credits = {p: threading.Semaphore(MAX_QUEUED) for p in peers}
         self.early: dict[int, deque[Frame]] = {p: deque(maxlen=MAX_EARLY) for p in peers}
         self.outboxes: dict[int, queue.Queue] = {}
-        self.skipped_sends = 0
         for peer in peers:
             threading.Thread(target=self._receive_loop, args=(peer,), daemon=True).start()
 
@@ -146,10 +145,6 @@ class Channel:
     def _lose(self, peer: int, status: str, reason: str) -> None:
         self.status[peer], self.reason[peer] = status, reason
         self.arrivals.put(_PeerLost(peer))
-
-    def alive(self) -> list[int]:
-        """Peers still read from."""
-        return [p for p, s in self.status.items() if s == "ok"]
 
     def _next(self, timeout: float) -> list[Frame | _PeerLost]:
         """What arrived: wait up to ``timeout`` for the first item, then take all that is there."""
@@ -278,7 +273,6 @@ class Channel:
             outbox = self.outboxes[dst] = queue.Queue()
             threading.Thread(target=self._retire_loop, args=(outbox,), daemon=True).start()
         if outbox.unfinished_tasks >= MAX_OUTSTANDING:
-            self.skipped_sends += 1
             return False
         length = 0 if payload is None else payload.numel()
         header = torch.tensor([MAGIC, step, length, int(kind), value], dtype=torch.float64)

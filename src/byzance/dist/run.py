@@ -29,12 +29,11 @@ import torch.distributed as dist
 from byzance.dist.node import Node
 from byzance.dist.topologies import (
     Membership,
-    check_rule,
     run_decentralized,
     run_server,
     run_worker,
 )
-from byzance.experiments.config import RunConfig
+from byzance.experiments.config import RunConfig, validate
 from byzance.experiments.runner import read_metrics, write_config, write_csv, write_report
 from byzance.sim import flatten_params
 
@@ -145,11 +144,8 @@ def run(config: RunConfig, *, resume: bool = False) -> Membership | None:
             file=sys.stderr,
         )
         config.workers = world
-        from byzance.experiments.config import validate
-
-        validate(config)
+    validate(config)  # for this many workers: the rule must tolerate f among them
     node = Node(config, rank, world)
-    check_rule(node)
     out = Path(config.out_dir)
     is_reporter = rank == node.reporter
     if is_reporter:

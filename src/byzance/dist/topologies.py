@@ -29,7 +29,7 @@ import torch
 from byzance.dist.channel import Channel, Kind
 from byzance.dist.node import Node
 from byzance.dist.udp_link import UdpLink
-from byzance.errors import ByzanceError, ToleranceError
+from byzance.errors import ToleranceError
 from byzance.sim import flatten_params
 from byzance.sim.sync import TrainingDivergedError, step_stats
 
@@ -92,8 +92,8 @@ def receive_vectors(
         frames, problems = channel.collect(step, Kind.GRADIENT, expected, timeout)
         return {r: Arrival(f.payload, f.value) for r, f in frames.items()}, problems, {}
     notes, problems = channel.collect(step, Kind.SENT, expected, timeout)
-    expected = sum(float(n.payload[1]) for n in notes.values())
-    got = link.collect(step, sorted(notes), node.config.udp_grace, expected)
+    sent = sum(float(n.payload[1]) for n in notes.values())
+    got = link.collect(step, sorted(notes), node.config.udp_grace, sent)
     arrivals = {}
     for row, rank in enumerate(got.workers):
         present = got.present[row]
@@ -103,7 +103,7 @@ def receive_vectors(
         loss = float(notes[rank].payload[0])
         arrivals[rank] = Arrival(got.values[row], loss, None if bool(present.all()) else present)
     stats = dict(got.stats)
-    stats["datagrams_sent"] = int(sum(float(n.payload[1]) for n in notes.values()))
+    stats["datagrams_sent"] = int(sent)
     stats["datagrams_dropped"] = int(sum(float(n.payload[2]) for n in notes.values()))
     return arrivals, problems, stats
 
@@ -181,6 +181,17 @@ def _own_vector(node: Node, step: int) -> tuple[torch.Tensor, float] | None:
     return node.gradient(idx)
 
 
+def _let_forgers_hear(
+    node: Node, channel: Channel, step: int, vector: torch.Tensor, loss: float
+) -> None:
+    """The omniscient adversary sees the network: an honest vector also goes to the
+    Byzantine ranks that forge theirs from the honest ones (over gloo, whatever the
+    transport of the gradients)."""
+    if node.gradient_attack:
+        for rank in node.byzantine:
+            channel.send(rank, step, Kind.GRADIENT, vector, loss)
+
+
 def _byzantine_vector(node: Node, channel: Channel, step: int) -> torch.Tensor | None:
     """An omniscient Byzantine rank's vector: the attack on the honest vectors that arrived."""
     honest_peers = {r for r in node.honest if r != node.rank}
@@ -246,9 +257,7 @@ def run_server(node: Node, start: int, report: Report) -> Membership:
             t0 = time.perf_counter()
             own = _own_vector(node, step)
             assert own is not None  # rank 0 is honest
-            if node.gradient_attack:
-                for rank in node.byzantine:  # the omniscient adversary hears the network
-                    channel.send(rank, step, Kind.GRADIENT, own[0], own[1])
+            _let_forgers_hear(node, channel, step, *own)
             t1 = time.perf_counter()
             arrivals, problems, extra = receive_vectors(node, channel, link, step, set(live))
             arrivals[node.rank] = Arrival(*own)
@@ -298,8 +307,7 @@ def run_worker(node: Node, start: int) -> None:
             loss = float("nan")
         else:
             vector, loss = _own_vector(node, step)
-            for rank in node.byzantine if node.gradient_attack else []:
-                channel.send(rank, step, Kind.GRADIENT, vector, loss)
+            _let_forgers_hear(node, channel, step, vector, loss)
         send_vector(node, channel, link, step, vector, loss, [0])
     channel.flush(timeout=10.0)
     if link is not None:
@@ -328,20 +336,12 @@ def run_decentralized(node: Node, start: int, report: Report) -> Membership:
         own = _own_vector(node, step)
         assert own is not None
         t1 = time.perf_counter()
-        if link is not None and node.gradient_attack:
-            for rank in node.byzantine:  # forgers listen on gloo, not on UDP
-                channel.send(rank, step, Kind.GRADIENT, own[0], own[1])
-            send_vector(
-                node,
-                channel,
-                link,
-                step,
-                own[0],
-                own[1],
-                [r for r in live if r not in node.byzantine],
-            )
+        if link is not None and node.gradient_attack:  # forgers listen on gloo, not on UDP
+            _let_forgers_hear(node, channel, step, *own)
+            live_aggregators = [r for r in live if r not in node.byzantine]
+            send_vector(node, channel, link, step, *own, live_aggregators)
         else:
-            send_vector(node, channel, link, step, own[0], own[1], live)
+            send_vector(node, channel, link, step, *own, live)
         arrivals, problems, extra = receive_vectors(node, channel, link, step, set(live))
         arrivals[node.rank] = Arrival(*own)
         extra.update(compute_ms=1e3 * (t1 - t0), wait_ms=1e3 * (time.perf_counter() - t1))
@@ -351,11 +351,3 @@ def run_decentralized(node: Node, start: int, report: Report) -> Membership:
     if link is not None:
         link.close()
     return members
-
-
-def check_rule(node: Node) -> None:
-    """Fail before any traffic when the rule cannot tolerate f among the run's workers."""
-    try:
-        node.rule.check(node.world, node.f)
-    except ByzanceError as err:
-        raise DistributedRunError(f"{node.world} processes: {err}") from None
