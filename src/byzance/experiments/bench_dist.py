@@ -54,30 +54,38 @@ def _drop_in(nproc: int, model: str, rules: tuple[str, ...], steps: int) -> list
     return [json.loads(line[6:]) for line in out.splitlines() if line.startswith("BENCH ")]
 
 
-def _runner(nproc: int, model: str, rule: str, steps: int, warmup: int = 3) -> dict[str, Any]:
+def launch_config(nproc: int, config: dict[str, Any], tmp: Path, name: str) -> list[dict[str, Any]]:
+    """Run ``config`` (a dict of run-config keys) on ``nproc`` processes; its metric rows.
+
+    The config file and the run's outputs go to ``tmp / name``.
+    """
     import tomli_w
 
+    config = {"out_dir": str(tmp / name), **config}
+    path = tmp / f"{name}.toml"
+    path.write_text(tomli_w.dumps(config))
+    _torchrun(nproc, ["-m", "byzance.dist", "--config", str(path)])
+    return [json.loads(line) for line in (tmp / name / "metrics.jsonl").open()]
+
+
+def _runner(nproc: int, model: str, rule: str, steps: int, warmup: int = 3) -> dict[str, Any]:
     name, params = RUNNER_MODEL[model]
+    config = {
+        "dataset": "mnist5k",
+        "model": name,
+        "model_params": params,
+        "workers": nproc,
+        "byzantine": 0,
+        "f": tolerated(rule, nproc, 1),
+        "aggregator": rule,
+        "steps": steps + warmup,
+        "eval_every": 10_000,
+        "checkpoint_every": 10_000,
+        "batch_size": 32,
+        "lr": 0.01,
+    }
     with tempfile.TemporaryDirectory() as tmp:
-        config = {
-            "dataset": "mnist5k",
-            "model": name,
-            "model_params": params,
-            "workers": nproc,
-            "byzantine": 0,
-            "f": tolerated(rule, nproc, 1),
-            "aggregator": rule,
-            "steps": steps + warmup,
-            "eval_every": 10_000,
-            "checkpoint_every": 10_000,
-            "batch_size": 32,
-            "lr": 0.01,
-            "out_dir": f"{tmp}/run",
-        }
-        path = Path(tmp) / "run.toml"
-        path.write_text(tomli_w.dumps(config))
-        _torchrun(nproc, ["-m", "byzance.dist", "--config", str(path)])
-        rows = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").open()]
+        rows = launch_config(nproc, config, Path(tmp), "run")
     timed = [r["step_ms"] for r in rows[warmup:-1]]  # the last step also evaluates and saves
     d = sum(p.numel() for p in _model(model).parameters())
     return {

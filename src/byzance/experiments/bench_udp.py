@@ -11,30 +11,24 @@ against the average with missing coordinates zero-filled; a table and a plot.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from byzance.experiments.bench_dist import RUNNER_MODEL, _torchrun
+from byzance.experiments.bench_dist import RUNNER_MODEL, launch_config
 
 DROPS = (0.0, 0.01, 0.05, 0.1, 0.2)
 LOSSY_RULES = (("median", "auto"), ("krum", "auto"), ("average", "zero"))
 
 
 def _run(nproc: int, config: dict[str, Any], tmp: Path, name: str) -> list[dict[str, Any]]:
-    import tomli_w
-
+    """:func:`launch_config` with a key file for the UDP transport (written once per ``tmp``)."""
     from byzance.dist.udp import generate_key_file
 
     keys = tmp / "keys.json"
     if not keys.exists():
         generate_key_file(keys, nproc)
-    config = {"udp_keys": str(keys), "out_dir": str(tmp / name), **config}
-    path = tmp / f"{name}.toml"
-    path.write_text(tomli_w.dumps(config))
-    _torchrun(nproc, ["-m", "byzance.dist", "--config", str(path)])
-    return [json.loads(line) for line in (tmp / name / "metrics.jsonl").open()]
+    return launch_config(nproc, {"udp_keys": str(keys), **config}, tmp, name)
 
 
 def run_udp_bench(
