@@ -34,7 +34,14 @@ from byzance.dist.topologies import (
     run_worker,
 )
 from byzance.experiments.config import RunConfig, validate
-from byzance.experiments.runner import read_metrics, write_config, write_csv, write_report
+from byzance.experiments.runner import (
+    drop_metrics_after,
+    read_metrics,
+    save_atomically,
+    write_config,
+    write_csv,
+    write_report,
+)
 from byzance.sim import flatten_params
 
 
@@ -62,12 +69,11 @@ def init_process_group(timeout_s: float = 1800.0) -> tuple[int, int]:
 class Reporter:
     """The metric rows, evaluations and checkpoints of the run (written by one rank)."""
 
-    def __init__(self, node: Node, out: Path, start: int) -> None:
+    def __init__(self, node: Node, out: Path) -> None:
         self.node, self.out, self.config = node, out, node.config
         self.started = time.perf_counter()
         self.last = time.perf_counter()
         self.log = (out / "metrics.jsonl").open("a")
-        self.start = start
 
     def __call__(self, step: int, row: dict[str, Any]) -> None:
         if row.get("diverged"):
@@ -117,9 +123,7 @@ class Reporter:
 
 
 def save_checkpoint(node: Node, out: Path, step: int) -> None:
-    tmp = out / "checkpoint.tmp"
-    torch.save(node.state_dict(step), tmp)
-    os.replace(tmp, out / "checkpoint.pt")
+    save_atomically(node.state_dict(step), out / "checkpoint.pt")
 
 
 def restore(node: Node, out: Path, *, reporter: bool) -> int:
@@ -129,8 +133,7 @@ def restore(node: Node, out: Path, *, reporter: bool) -> int:
         return 0
     step = node.load_state_dict(torch.load(path, weights_only=False))
     if reporter:
-        rows = [r for r in read_metrics(out / "metrics.jsonl") if r["step"] <= step]
-        (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        drop_metrics_after(out / "metrics.jsonl", step)
     return step
 
 
@@ -154,7 +157,7 @@ def run(config: RunConfig, *, resume: bool = False) -> Membership | None:
     if is_reporter and start == 0:
         write_config(config, out / "config.toml")
         (out / "metrics.jsonl").write_text("")
-    report = Reporter(node, out, start) if is_reporter else None
+    report = Reporter(node, out) if is_reporter else None
     members = None
     if config.topology == "parameter_server":
         if rank == 0:

@@ -173,9 +173,7 @@ class Run:
 
     def save_checkpoint(self) -> None:
         state = {"sim": self.sim.state_dict(), "rule_gen": self.rule_gen.get_state()}
-        tmp = self.checkpoint_path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.checkpoint_path)  # atomic: a kill never leaves half a checkpoint
+        save_atomically(state, self.checkpoint_path)
 
     def restore(self) -> int:
         """Load the checkpoint and drop metric rows written after it; returns its step."""
@@ -183,9 +181,7 @@ class Run:
         self.sim.load_state_dict(state["sim"])
         self.rule_gen.set_state(state["rule_gen"])
         step = self.sim.step_count
-        rows = read_metrics(self.metrics_path)
-        kept = [r for r in rows if r["step"] <= step]
-        self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        drop_metrics_after(self.metrics_path, step)
         return step
 
     # -- training ------------------------------------------------------------------------
@@ -296,6 +292,19 @@ def write_config(config: RunConfig, path: Path) -> None:
 
     path.write_text(tomli_w.dumps(config.to_dict()))
     tomllib.loads(path.read_text())  # what we write must load
+
+
+def save_atomically(state: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file, then rename: a kill never leaves half a checkpoint."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def drop_metrics_after(path: Path, step: int) -> None:
+    """Keep the rows of metrics.jsonl up to ``step`` (a resumed run rewrites the rest)."""
+    kept = [r for r in read_metrics(path) if r["step"] <= step]
+    path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
