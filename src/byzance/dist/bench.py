@@ -22,7 +22,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from byzance import aggregators, models
-from byzance.dist.step import flat_gradient, robust_step, write_gradient
+from byzance.dist.step import flat_gradient, robust_step
+from byzance.sim.gradients import set_flat_grad
 
 MODELS = {
     "lenet": ("lenet", {}),
@@ -36,7 +37,7 @@ def _train_step(model, optimizer, x, y, mode: str, f: int) -> None:
     if mode == "average":
         flat = flat_gradient(model)
         dist.all_reduce(flat)
-        write_gradient(model, flat / dist.get_world_size())
+        set_flat_grad(model, flat / dist.get_world_size())
         optimizer.step()
     else:
         robust_step(model, optimizer, rule=mode.split(":", 1)[1], f=f)

@@ -19,7 +19,7 @@ from byzance.attacks import DataAttack, GradientAttack
 from byzance.dist.faults import EXTRA_COORDINATES, Fault, parse_fault
 from byzance.experiments.config import ConfigError, RunConfig
 from byzance.experiments.runner import bind_generators, build_training, make_scheduler
-from byzance.sim import BatchSampler, flatten_params, loss_for, worker_gradients
+from byzance.sim import BatchSampler, flatten_params, loss_for, set_flat_grad, worker_gradients
 from byzance.sim.sync import evaluate_model
 
 
@@ -154,8 +154,6 @@ class Node:
 
     def apply(self, aggregate: torch.Tensor) -> None:
         """One optimizer (and learning-rate schedule) step along ``aggregate`` (d,)."""
-        from byzance.sim import set_flat_grad
-
         self.optimizer.zero_grad(set_to_none=True)
         set_flat_grad(self.model, aggregate)
         self.optimizer.step()

@@ -43,6 +43,7 @@ from torch import nn
 
 from byzance import aggregators
 from byzance.errors import ToleranceError
+from byzance.sim.gradients import set_flat_grad
 
 
 def flat_gradient(model: nn.Module) -> torch.Tensor:
@@ -53,15 +54,6 @@ def flat_gradient(model: nn.Module) -> torch.Tensor:
             for p in model.parameters()
         ]
     )
-
-
-def write_gradient(model: nn.Module, flat: torch.Tensor) -> None:
-    """Write the vector ``flat`` (d,) into the parameters' ``.grad``."""
-    offset = 0
-    for p in model.parameters():
-        k = p.numel()
-        p.grad = flat[offset : offset + k].view_as(p).to(p.dtype).clone()
-        offset += k
 
 
 def gather_gradients(flat: torch.Tensor, group: dist.ProcessGroup | None = None) -> torch.Tensor:
@@ -107,6 +99,6 @@ def robust_step(
         raise ToleranceError(f"robust_step over {world} ranks: {err}") from None
     grads = gather_gradients(flat_gradient(model).detach(), group)
     aggregate = fn(grads, f)
-    write_gradient(model, aggregate)
+    set_flat_grad(model, aggregate)
     optimizer.step()
     return aggregate
