@@ -18,7 +18,12 @@ from byzance import aggregators, attacks
 from byzance.attacks import DataAttack, GradientAttack
 from byzance.dist.faults import EXTRA_COORDINATES, Fault, parse_fault
 from byzance.experiments.config import ConfigError, RunConfig
-from byzance.experiments.runner import bind_generators, build_training, make_scheduler
+from byzance.experiments.runner import (
+    bind_generators,
+    build_training,
+    make_scheduler,
+    with_optimum_distance,
+)
 from byzance.sim import BatchSampler, flatten_params, loss_for, set_flat_grad, worker_gradients
 from byzance.sim.sync import evaluate_model
 
@@ -168,10 +173,7 @@ class Node:
         result = evaluate_model(
             self.model, self.loss_fn, self.data.num_classes, self.data.x_test, self.data.y_test
         )
-        if self.data.optimum is not None:
-            theta = flatten_params(self.model).double()
-            result["optimum_distance"] = float((theta - self.data.optimum).norm())
-        return result
+        return with_optimum_distance(result, self.model, self.data)
 
     # -- checkpoints -------------------------------------------------------------------------
     def state_dict(self, step: int) -> dict[str, Any]:

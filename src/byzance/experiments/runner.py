@@ -99,6 +99,16 @@ def build_training(
     return data, shards, model, optimizer
 
 
+def with_optimum_distance(
+    result: dict[str, float], model: torch.nn.Module, data: Any
+) -> dict[str, float]:
+    """``result`` plus, for a task with a known optimum, the model's distance to it."""
+    if data.optimum is not None:
+        theta = flatten_params(model).double()
+        result["optimum_distance"] = float((theta - data.optimum).norm())
+    return result
+
+
 class Run:
     """A configured simulator and the files of its output directory."""
 
@@ -191,10 +201,7 @@ class Run:
 
     def evaluate(self) -> dict[str, float]:
         result = self.sim.evaluate(self.data.x_test, self.data.y_test)
-        if self.data.optimum is not None:
-            theta = flatten_params(self.model).double()
-            result["optimum_distance"] = float((theta - self.data.optimum).norm())
-        return result
+        return with_optimum_distance(result, self.model, self.data)
 
     def train(self, *, resume: bool = False, progress: Progress | None = None) -> RunResult:
         self.out.mkdir(parents=True, exist_ok=True)
