@@ -333,10 +333,9 @@ def launch(
             "workers": nproc,
             **run_config.parse_flags([a for a in extra if a != "--resume"]),
         }
-        run_config.load(config, overrides)  # fail here, before starting processes
+        out = run_config.load(config, overrides).out_dir  # fail here, before starting processes
     code = start(nproc, str(config), ["--workers", str(nproc), *extra])
     if code == 0:
-        out = run_config.load(config, overrides).out_dir
         summary = Path(out) / "summary.md"
         if summary.exists():
             console.print(summary.read_text(), markup=False)
