@@ -3,9 +3,9 @@
 n worker processes each hold a d-coordinate float32 gradient; one server
 collects all of them, step after step, on loopback:
 
-- UDP: every worker sends through :class:`byzance.dist.udp.UdpSender` (HMAC
+- UDP: every worker sends through :class:`byzance.distributed.udp.UdpSender` (HMAC
   tags, paced to ``--rate`` bytes/s shared by the workers) and the server's
-  :class:`byzance.dist.udp.UdpReceiver` collects until complete or the
+  :class:`byzance.distributed.udp.UdpReceiver` collects until complete or the
   deadline;
 - gloo: n + 1 ranks (rank 0 the server) started by torch.multiprocessing,
   ``dist.gather`` of the same tensors to rank 0.
@@ -34,7 +34,13 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as tmp
 
-from byzance.dist.udp import LossModel, UdpReceiver, UdpSender, generate_keys, suggested_window
+from byzance.distributed.udp import (
+    LossModel,
+    UdpReceiver,
+    UdpSender,
+    generate_keys,
+    suggested_window,
+)
 
 
 def _gradient(worker: int, dim: int) -> torch.Tensor:

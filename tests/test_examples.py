@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from byzance.experiments.config import load
-from byzance.experiments.runner import train
+from byzance.runs.config import load
+from byzance.runs.runner import train
 
 EXAMPLES = sorted(
     p

@@ -335,7 +335,7 @@ def config_keys() -> str:
     """The run config's keys (every one is also a flag of ``byzance train``), from RunConfig."""
     from dataclasses import MISSING, fields
 
-    from byzance.experiments.config import RunConfig
+    from byzance.runs.config import RunConfig
 
     comments = dict(
         re.findall(r"^\s+(\w+): [^#\n]*#\s*(.*)$", inspect.getsource(RunConfig), flags=re.M)
@@ -344,7 +344,7 @@ def config_keys() -> str:
         "## Run config keys\n",
         "The keys of a run config (`byzance train --config run.toml`); every key is also "
         "a flag of `byzance train` (`--aggregator krum --f 4`). Generated from "
-        "`byzance.experiments.config.RunConfig`.\n",
+        "`byzance.runs.config.RunConfig`.\n",
         "| key | type | default | note |",
         "| --- | --- | --- | --- |",
     ]

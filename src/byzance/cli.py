@@ -121,8 +121,8 @@ def train(
     resume: Annotated[Path | None, typer.Option(help="Continue the run in this directory.")] = None,
 ) -> None:
     """Train with the simulator. Any config key is also a flag: --aggregator krum --f 4 ..."""
-    from byzance.experiments import config as run_config
-    from byzance.experiments import runner
+    from byzance.runs import config as run_config
+    from byzance.runs import runner
 
     with _clear_errors():
         if resume is not None:
@@ -306,7 +306,7 @@ def dist_rank(
     resume: Annotated[bool, typer.Option(help="Continue from out_dir's checkpoint.")] = False,
 ) -> None:
     """One rank of a distributed run, under torchrun: torchrun --no-python ... byzance dist --config run.toml."""
-    from byzance.dist.launch import main
+    from byzance.distributed.launch import main
 
     raise typer.Exit(main(["--config", str(config), *(["--resume"] if resume else []), *ctx.args]))
 
@@ -319,8 +319,8 @@ def launch(
     resume: Annotated[Path | None, typer.Option(help="Continue the run in this directory.")] = None,
 ) -> None:
     """Start a distributed run on this machine: torchrun with --nproc processes, one per worker."""
-    from byzance.dist.launch import launch as start
-    from byzance.experiments import config as run_config
+    from byzance.distributed.launch import launch as start
+    from byzance.runs import config as run_config
 
     with _clear_errors():
         if resume is not None:
@@ -350,7 +350,7 @@ def udp_keys(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
 ) -> None:
     """Write per-worker HMAC keys for the UDP transport (config: udp_keys = "keys.json")."""
-    from byzance.dist.udp import generate_key_file
+    from byzance.distributed.udp import generate_key_file
 
     with _clear_errors():
         generate_key_file(out, workers, overwrite=overwrite)

@@ -9,10 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from byzance.cli import app
-from byzance.experiments.config import ConfigError
 from byzance.experiments.grid import load_grid, run_grid
 from byzance.experiments.report import report
-from byzance.experiments.runner import read_metrics, train
+from byzance.runs.config import ConfigError
+from byzance.runs.runner import read_metrics, train
 
 GRID = """
 name = "tiny"

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from byzance import errors
-from byzance.experiments.config import load
-from byzance.experiments.runner import read_metrics, train
+from byzance.runs.config import load
+from byzance.runs.runner import read_metrics, train
 from byzance.sim.asynchronous import KardamFilter, staleness_weight
 
 

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from byzance import models
-from byzance.experiments.config import RunConfig
-from byzance.experiments.runner import train
+from byzance.runs.config import RunConfig
+from byzance.runs.runner import train
 from byzance.sim import BatchSampler, loop_gradients, worker_gradients
 
 

@@ -1,6 +1,6 @@
 """Aggregation when some coordinates of some inputs never arrived.
 
-A lossy transport (gradients sent over UDP, see ``byzance.dist.udp``) hands
+A lossy transport (gradients sent over UDP, see ``byzance.distributed.udp``) hands
 the server an (n, d) tensor and a boolean mask ``present`` of the same shape:
 a datagram that was lost leaves a run of coordinates of one worker missing.
 AggregaThor (Damaskinos, El Mhamdi, Guerraoui, Guirguis, Rouault,

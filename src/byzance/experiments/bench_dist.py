@@ -4,7 +4,7 @@ Two ways to be robust are timed against the data-parallel baseline (backward
 + all_reduce + step), each in its own torchrun launch of ``procs`` processes
 on this machine (gloo):
 
-- the drop-in :func:`byzance.dist.robust_step` (all-gather + rule on every rank);
+- the drop-in :func:`byzance.distributed.robust_step` (all-gather + rule on every rank);
 - the byzance runner's parameter server (``byzance launch``): point-to-point
   frames with a deadline, the rule on rank 0, parameters sent back; its step
   time is the mean ``step_ms`` of the run's metrics after the first steps
@@ -24,7 +24,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from byzance.dist.bench import MODELS, tolerated
+from byzance.distributed.bench import MODELS, tolerated
 
 RUNNER_MODEL = {"lenet": ("lenet", {}), "mlp-1m": ("mlp", {"hidden": [1024, 256]})}
 
@@ -49,7 +49,16 @@ def _drop_in(nproc: int, model: str, rules: tuple[str, ...], steps: int) -> list
     modes = ",".join(["average", *(f"robust_step:{r}" for r in rules)])
     out = _torchrun(
         nproc,
-        ["-m", "byzance.dist.bench", "--model", model, "--modes", modes, "--steps", str(steps)],
+        [
+            "-m",
+            "byzance.distributed.bench",
+            "--model",
+            model,
+            "--modes",
+            modes,
+            "--steps",
+            str(steps),
+        ],
     )
     return [json.loads(line[6:]) for line in out.splitlines() if line.startswith("BENCH ")]
 
@@ -64,7 +73,7 @@ def launch_config(nproc: int, config: dict[str, Any], tmp: Path, name: str) -> l
     config = {"out_dir": str(tmp / name), **config}
     path = tmp / f"{name}.toml"
     path.write_text(tomli_w.dumps(config))
-    _torchrun(nproc, ["-m", "byzance.dist", "--config", str(path)])
+    _torchrun(nproc, ["-m", "byzance.distributed", "--config", str(path)])
     return [json.loads(line) for line in (tmp / name / "metrics.jsonl").open()]
 
 

@@ -23,7 +23,7 @@ LOSSY_RULES = (("median", "auto"), ("krum", "auto"), ("average", "zero"))
 
 def _run(nproc: int, config: dict[str, Any], tmp: Path, name: str) -> list[dict[str, Any]]:
     """:func:`launch_config` with a key file for the UDP transport (written once per ``tmp``)."""
-    from byzance.dist.udp import generate_key_file
+    from byzance.distributed.udp import generate_key_file
 
     keys = tmp / "keys.json"
     if not keys.exists():
@@ -131,7 +131,7 @@ def _write_lossy(
 ) -> None:
     import csv
 
-    from byzance.experiments.plots import plot_curves
+    from byzance.runs.plots import plot_curves
 
     stem = "lossy" if attack == "none" else f"lossy_{attack}"
     with (out / f"{stem}.csv").open("w", newline="") as fh:

@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from byzance.experiments.config import RunConfig, validate
+from byzance.runs.config import RunConfig, validate
 
 DEMO_RULES = ("average", "krum", "median", "trimmed_mean", "nnm>trimmed_mean")
 DEMO_ATTACKS = ("none", "large_norm", "sign_flip", "alie")
@@ -48,7 +48,7 @@ def demo_configs(out_dir: Path, *, steps: int = 200, seed: int = 0) -> list[RunC
 
 
 def _run_one(config: RunConfig) -> tuple[str, str, dict[str, Any]]:
-    from byzance.experiments.runner import run_or_resume
+    from byzance.runs.runner import run_or_resume
 
     rows = run_or_resume(config, threads=1)  # one process per core
     return config.rule().name, config.attack, rows[-1]
@@ -85,7 +85,7 @@ def write_demo_plot(out_dir: Path, configs: list[RunConfig]) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from byzance.experiments.runner import read_metrics
+    from byzance.runs.runner import read_metrics
 
     fig, axes = plt.subplots(1, len(DEMO_ATTACKS), figsize=(4 * len(DEMO_ATTACKS), 3.6), dpi=110)
     for ax, attack in zip(axes, DEMO_ATTACKS, strict=True):

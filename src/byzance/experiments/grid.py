@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from byzance.errors import ToleranceError
-from byzance.experiments.config import ConfigError, RunConfig, load
+from byzance.runs.config import ConfigError, RunConfig, load
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ def load_grid(path: str | Path, out_dir: str | Path | None = None) -> Grid:
 
 
 def _run_cell(config: RunConfig) -> str:
-    from byzance.experiments.runner import run_or_resume
+    from byzance.runs.runner import run_or_resume
 
     run_or_resume(config, threads=1)  # one process per core
     return config.out_dir
@@ -169,7 +169,7 @@ def run_grid(
     ``jobs=1`` runs in this process, one cell after the other.
     """
     from byzance.experiments.report import write_grid_report
-    from byzance.experiments.runner import is_finished
+    from byzance.runs.runner import is_finished
 
     grid.out_dir.mkdir(parents=True, exist_ok=True)
     if grid.source is not None:

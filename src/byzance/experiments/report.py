@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from byzance.experiments.grid import Cell, Grid, load_grid
-from byzance.experiments.runner import is_finished, read_metrics
+from byzance.runs.runner import is_finished, read_metrics
 
 # Axes that are the table's rows, columns, or averaged over: the rest split tables.
 _LAYOUT_AXES = {"aggregator", "preaggregators", "attack", "seed", "out_dir"}
@@ -168,7 +168,7 @@ def report(out_dir: str | Path) -> list[dict[str, Any]]:
     out = Path(out_dir)
     source = out / "grid.toml"
     if not source.is_file():
-        from byzance.experiments.config import ConfigError
+        from byzance.runs.config import ConfigError
 
         raise ConfigError(f"{str(out)!r} holds no grid: grid.toml is missing.")
     return write_grid_report(load_grid(source, out))

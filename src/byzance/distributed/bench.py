@@ -1,0 +1,86 @@
+"""Per-step time of one training step across real processes: averaging vs robust rules.
+
+Run under torchrun (``byzance bench dist`` does it): every rank trains the
+same model on its own random batch; each mode is timed over ``steps`` steps
+after a warm-up, between barriers, and rank 0 prints one JSON line per mode
+with the mean step time in milliseconds:
+
+- ``average``: the baseline of data-parallel training: backward, one
+  ``all_reduce`` of the flat gradient, divide by the world size, step;
+- ``robust_step:<rule>``: backward, :func:`byzance.distributed.robust_step` (one
+  all-gather of the whole gradients, the rule on the (world, d) matrix), step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from byzance import aggregators, models
+from byzance.distributed.step import flat_gradient, robust_step
+from byzance.sim.gradients import set_flat_grad
+
+MODELS = {
+    "lenet": ("lenet", {}),
+    "mlp-1m": ("mlp", {"hidden": (1024, 256)}),
+}
+
+
+def _train_step(model, optimizer, x, y, mode: str, f: int) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    F.cross_entropy(model(x), y).backward()
+    if mode == "average":
+        flat = flat_gradient(model)
+        dist.all_reduce(flat)
+        set_flat_grad(model, flat / dist.get_world_size())
+        optimizer.step()
+    else:
+        robust_step(model, optimizer, rule=mode.split(":", 1)[1], f=f)
+
+
+def tolerated(rule: str, world: int, f: int) -> int:
+    """``f``, or the largest f the rule tolerates among ``world`` inputs if that is smaller."""
+    return max(0, min(f, aggregators.get(rule).requirement.max_f(world)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="mlp-1m", choices=sorted(MODELS))
+    parser.add_argument("--modes", default="average,robust_step:krum,robust_step:median")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--f", type=int, default=1)
+    args = parser.parse_args()
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    torch.manual_seed(0)
+    name, params = MODELS[args.model]
+    model = models.build(name, (1, 28, 28), 10, **params)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    gen = torch.Generator().manual_seed(rank)
+    x = torch.randn(args.batch, 1, 28, 28, generator=gen)
+    y = torch.randint(0, 10, (args.batch,), generator=gen)
+    d = sum(p.numel() for p in model.parameters())
+    for mode in args.modes.split(","):
+        f = 0 if mode == "average" else tolerated(mode.split(":", 1)[1], world, args.f)
+        for _ in range(3):
+            _train_step(model, optimizer, x, y, mode, f)
+        dist.barrier()
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            _train_step(model, optimizer, x, y, mode, f)
+        dist.barrier()
+        ms = 1e3 * (time.perf_counter() - start) / args.steps
+        if rank == 0:
+            row = {"model": args.model, "d": d, "procs": world, "mode": mode, "f": f, "step_ms": ms}
+            print("BENCH " + json.dumps(row), flush=True)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

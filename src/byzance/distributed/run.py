@@ -1,0 +1,174 @@
+"""A distributed run from a config: process group, roles, outputs, checkpoints.
+
+Started once per process by torchrun (``torchrun --nproc-per-node 5 -m
+byzance.distributed --config run.toml``), which sets RANK, WORLD_SIZE, MASTER_ADDR and
+MASTER_PORT. The reporter (rank 0 with a parameter server; the first honest rank
+when decentralized) writes the simulator's outputs into ``out_dir``:
+``config.toml``, ``metrics.jsonl`` / ``metrics.csv`` (with the distributed
+columns ``arrived``, ``missing``, ``crashed``, ``step_ms``), ``accuracy.png``,
+``summary.md`` and ``checkpoint.pt``; decentralized, every rank that keeps a
+model also writes its final parameters to ``params-rank{r}.pt``. ``--resume`` continues from the
+checkpoint; every rank reads it, so ``out_dir`` must be visible to all ranks
+(one machine, or a shared file system). Workers' momentum (``worker_momentum``)
+is not checkpointed: it restarts from zero on resume.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from byzance.distributed.node import Node
+from byzance.distributed.topologies import (
+    Membership,
+    run_decentralized,
+    run_server,
+    run_worker,
+)
+from byzance.runs.config import RunConfig, validate
+from byzance.runs.runner import (
+    drop_metrics_after,
+    read_metrics,
+    save_atomically,
+    write_config,
+    write_csv,
+    write_report,
+)
+from byzance.sim import flatten_params
+
+
+def init_process_group(timeout_s: float = 1800.0) -> tuple[int, int]:
+    """Join the process group torchrun described in the environment; returns (rank, world).
+
+    The frames travel with point-to-point operations on gloo (CPU tensors),
+    which torch.distributed supports on every platform; models on a GPU send
+    their flat gradients through host memory.
+    """
+    missing = [
+        k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ
+    ]
+    if missing and not dist.is_initialized():
+        raise RuntimeError(
+            f"byzance dist runs under torchrun (missing {', '.join(missing)} in the environment): "
+            "`torchrun --nproc-per-node 5 -m byzance.distributed --config run.toml`, or on one machine "
+            "`byzance launch --nproc 5 --config run.toml`."
+        )
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=timeout_s))
+    return dist.get_rank(), dist.get_world_size()
+
+
+class Reporter:
+    """The metric rows, evaluations and checkpoints of the run (written by one rank)."""
+
+    def __init__(self, node: Node, out: Path) -> None:
+        self.node, self.out, self.config = node, out, node.config
+        self.started = time.perf_counter()
+        self.last = time.perf_counter()
+        self.log = (out / "metrics.jsonl").open("a")
+
+    def __call__(self, step: int, row: dict[str, Any]) -> None:
+        if row.get("diverged"):
+            row.update(self.node.evaluate())
+            print(f"[byzance dist] step {step}: diverged (the honest gradients are not finite)")
+            self.log.write(json.dumps(row) + "\n")
+            self.log.flush()
+            return
+        now = time.perf_counter()
+        row["step_ms"] = 1e3 * (now - self.last)
+        self.last = now
+        row["elapsed_s"] = now - self.started
+        cfg = self.config
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            row.update(self.node.evaluate())
+            shown = {k: row[k] for k in ("loss", "accuracy", "test_loss", "arrived") if k in row}
+            print(f"[byzance dist] step {step}/{cfg.steps} {shown}", flush=True)
+        self.log.write(json.dumps(row) + "\n")
+        self.log.flush()
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            save_checkpoint(self.node, self.out, step)
+
+    def close(self, members: Membership) -> None:
+        self.log.close()
+        rows = read_metrics(self.out / "metrics.jsonl")
+        write_csv(rows, self.out / "metrics.csv")
+        write_report(self.config, rows, self.out)
+        lines = [
+            "",
+            "## Distributed run",
+            "",
+            f"{self.node.world} processes, topology {self.config.topology}, Byzantine ranks "
+            f"{self.node.byzantine or 'none'}, step_timeout {self.config.step_timeout} s.",
+            "",
+        ]
+        steps = [r for r in rows if "step_ms" in r]
+        if steps:
+            mean_ms = sum(r["step_ms"] for r in steps) / len(steps)
+            lines.append(f"Mean step time: {mean_ms:.1f} ms.")
+        if members.crashed:
+            for rank, why in sorted(members.crashed.items()):
+                lines.append(f"- rank {rank} left the run: {why}")
+        else:
+            lines.append("No rank crashed.")
+        with (self.out / "summary.md").open("a") as fh:
+            fh.write("\n".join(lines) + "\n")
+
+
+def save_checkpoint(node: Node, out: Path, step: int) -> None:
+    save_atomically(node.state_dict(step), out / "checkpoint.pt")
+
+
+def restore(node: Node, out: Path, *, reporter: bool) -> int:
+    """Load ``out/checkpoint.pt`` into ``node``; the reporter drops later metric rows."""
+    path = out / "checkpoint.pt"
+    if not path.exists():
+        return 0
+    step = node.load_state_dict(torch.load(path, weights_only=False))
+    if reporter:
+        drop_metrics_after(out / "metrics.jsonl", step)
+    return step
+
+
+def run(config: RunConfig, *, resume: bool = False) -> Membership | None:
+    """Run this process's part of the distributed run described by ``config``."""
+    rank, world = init_process_group()
+    if config.workers != world:
+        print(
+            f"[byzance dist] rank {rank}: workers = {world} (the number of processes), "
+            f"not the config's {config.workers}.",
+            file=sys.stderr,
+        )
+        config.workers = world
+    validate(config)  # for this many workers: the rule must tolerate f among them
+    node = Node(config, rank, world)
+    out = Path(config.out_dir)
+    is_reporter = rank == node.reporter
+    if is_reporter:
+        out.mkdir(parents=True, exist_ok=True)
+    start = restore(node, out, reporter=is_reporter) if resume else 0
+    if is_reporter and start == 0:
+        write_config(config, out / "config.toml")
+        (out / "metrics.jsonl").write_text("")
+    report = Reporter(node, out) if is_reporter else None
+    members = None
+    if config.topology == "parameter_server":
+        if rank == 0:
+            members = run_server(node, start, report)
+        else:
+            run_worker(node, start)
+    else:
+        members = run_decentralized(node, start, report or (lambda step, row: None))
+        if not (node.is_byzantine and node.gradient_attack):
+            out.mkdir(parents=True, exist_ok=True)
+            torch.save(flatten_params(node.model), out / f"params-rank{rank}.pt")
+    if report is not None:
+        report.close(members or Membership())
+    return members
