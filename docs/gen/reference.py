@@ -1,10 +1,11 @@
 """Markdown pages for every registered rule and attack, written from the registries.
 
 Each page holds the registry's metadata (summary, requirement on n and f,
-paper), the implementation's docstring (definition, parameters, returns,
-example) and the cost below. The cost is the one fact the registries do not
-hold; a rule or attack registered without one stops the docs build, so that
-no page goes out without it.
+paper, cost; for a rule also how it treats missing coordinates, its state
+across steps, its randomness and its speed floor) and the implementation's
+docstring (definition, parameters, returns, example). A rule carries its cost
+(``rule.cost``); an attack's cost is in ATTACK_COSTS below. A rule or attack
+without a cost stops the docs build, so that no page goes out without it.
 """
 
 from __future__ import annotations
@@ -16,51 +17,11 @@ from collections.abc import Callable, Iterable
 
 from byzance import aggregators, attacks
 
-# Time for an (n, d) input (attacks: h honest vectors of dimension d). "Gram
-# product" is the (n x d) by (d x n) product behind every pairwise distance.
-RULE_COSTS: dict[str, str] = {
-    "average": "O(nd): one pass over the input.",
-    "median": (
-        "O(nd) reads: a sorting network over the n rows per coordinate "
-        "(O(n log^2 n) compare-exchanges of whole rows), fused by torch.compile "
-        "into one loop over d for large CPU inputs; torch.sort along dim 0 otherwise."
-    ),
-    "trimmed_mean": "As median: one fused sorting-network pass, O(nd) reads.",
-    "meamed": (
-        "As median: one fused sorting-network pass, O(nd) reads; the window of n - f "
-        "values closest to the median is picked from the sorted values (O(f) per coordinate)."
-    ),
-    "krum": "One Gram product, O(n^2 d), then O(n^2) for the scores.",
-    "weighted_average": "O(nd): one weighted pass over the input.",
-    "weighted_median": (
-        "O(nd log n): one sort along dim 0, then cumulative weights and one gather per coordinate."
-    ),
-    "skewed_geometric_median": (
-        "S = I (default): as geometric_median. Otherwise O(d^3) to check S (eigenvalues) and "
-        "solve S z = y, O(nd^2) to map the inputs, then O(nd) per Weiszfeld iteration."
-    ),
-    "multi_krum": "One Gram product, O(n^2 d), then O(n^2) for the scores and O(md) to average.",
-    "bulyan": (
-        "Phase 1, n - 2f selection rounds: with Krum, one Gram product, O(n^2 d), "
-        "reused by every round (then O(n^2) per round); with another rule, one "
-        "application of it per round. Phase 2: one fused coordinate-wise pass over "
-        "the n - 2f selected rows."
-    ),
-    "mda": (
-        "One Gram product, O(n^2 d), then C(n, f) subsets scored in O((n - f)^2) "
-        "each; refused above max_subsets (IntractableError)."
-    ),
-    "geometric_median": "O(nd) per Weiszfeld iteration (distances and one weighted sum), up to max_iter.",
-    "centered_clipping": "O(nd) per clipping iteration.",
-    "nnm": "One Gram product, O(n^2 d), and one (n x n) by (n x d) mixing product; output (n, d).",
-    "bucketing": (
-        "One (m x n) by (n x d) averaging product, m = ceil(n / s): O(n^2 d / s) "
-        "multiply-adds; output (m, d)."
-    ),
-    "clipping": "O(nd): row norms and one scaling; output (n, d).",
-    "arc": "O(nd): row norms, a sort of the n norms, one scaling; output (n, d).",
-}
+# Every registered rule's cost, from the rule itself (``rule.cost``, set where it is
+# registered): a view for the check below, never a table to edit.
+RULE_COSTS: dict[str, str] = {r.name: r.cost for r in aggregators.rules() if r.cost}
 
+# Time for h honest vectors of dimension d. The attacks do not carry their cost yet.
 ATTACK_COSTS: dict[str, str] = {
     "large_norm": "O(fd): one vector.",
     "sign_flip": "O(hd): the honest mean.",
@@ -159,6 +120,27 @@ def _largest_f(rule: aggregators.Rule, ns: Iterable[int] = (10, 20, 50)) -> str:
     return ", ".join(f"n = {n}: f <= {rule.requirement.max_f(n)}" for n in ns)
 
 
+_FLOORS = {"pass": "one pass, `x.sum(0)`", "gram": "one Gram product, `x @ x.T`"}
+_MISSING = {
+    "coordinate_wise": (
+        "coordinate-wise: each coordinate aggregates the values that arrived "
+        "(`aggregate_with_missing`)"
+    ),
+    "whole_vectors": (
+        "whole vectors: each missing coordinate is first filled with the median of the "
+        "values that arrived there (`aggregate_with_missing`)"
+    ),
+}
+
+
+def _speed(rule: aggregators.Rule) -> str:
+    """The rule's speed floor, and its target where it has one."""
+    floor = _FLOORS[rule.speed_floor]
+    if rule.speed_target is None:
+        return f"{floor} (`byzance bench rules`)"
+    return f"{floor}; target: within {rule.speed_target:g}x of it (`byzance bench rules`)"
+
+
 def rule_page(rule: aggregators.Rule) -> str:
     """The page of one registered rule."""
     kind = (
@@ -177,7 +159,13 @@ def rule_page(rule: aggregators.Rule) -> str:
     facts += [
         ("paper", rule.paper),
         ("cost", RULE_COSTS[rule.name]),
+        ("speed floor", _speed(rule)),
+        ("missing coordinates", _MISSING[rule.missing]),
     ]
+    if rule.carries_center:
+        facts.append(("state", "carried across steps: pass the previous output back as `center`"))
+    if rule.takes_generator:
+        facts.append(("randomness", "draws from `generator` (or a fresh one seeded with `seed`)"))
     if not rule.robust:
         facts.insert(1, ("robust", "no: one input moves it anywhere; the baseline"))
     if rule.selector is not None:

@@ -8,10 +8,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.core import TyperCommand
 
 app = typer.Typer(help="Byzantine-robust distributed learning on PyTorch.", no_args_is_help=True)
 console = Console()
@@ -20,18 +22,84 @@ console = Console()
 @contextmanager
 def _clear_errors() -> Iterator[None]:
     """Input errors (ByzanceError) become one red line and exit status 2, not a traceback."""
+    from rich.markup import escape
+
     from byzance.errors import ByzanceError
 
     try:
         yield
-    except ByzanceError as err:
-        console.print(f"[red]error:[/red] {err}")
+    except ByzanceError as err:  # the message as written: "[data]" is text, one line unwrapped
+        console.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True)
         raise typer.Exit(2) from None
 
 
 def _wide_console() -> Console:
     """A console at least 120 columns wide, so tables stay readable in pipes and logs."""
     return Console(width=max(console.width, 120))
+
+
+def _config_keys_help(schema_at: str, intro: str) -> type[TyperCommand]:
+    """A command class whose ``--help`` ends with every config key, by section.
+
+    ``schema_at`` (``"module:SCHEMA"``) is imported only when help is asked for;
+    the listing (type, default, description, range or accepted values) comes
+    from the config's own declarations (:mod:`byzance.runs.schema`).
+    """
+
+    def sections() -> list[tuple[str, list[tuple[str, str, str, str]]]]:
+        import importlib
+
+        module, _, name = schema_at.partition(":")
+        return getattr(importlib.import_module(module), name).describe_keys()
+
+    class ConfigKeysHelp(TyperCommand):
+        def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+            rich = getattr(self, "rich_markup_mode", None) is not None
+            super().format_help(ctx, formatter)
+            if rich:  # typer printed its panels itself; ours follow, in the same style
+                _print_config_keys(intro, sections())
+
+        def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+            super().format_epilog(ctx, formatter)  # plain click help (no rich)
+            formatter.write_paragraph()
+            formatter.write_text(intro)
+            for section, rows in sections():
+                with formatter.section(f"[{section}]"):
+                    formatter.write_dl(
+                        [(f"{k} ({kind} = {default})", text) for k, kind, default, text in rows]
+                    )
+
+    return ConfigKeysHelp
+
+
+def _print_config_keys(intro: str, sections: list[tuple[str, list[tuple[str, ...]]]]) -> None:
+    """Each section of config keys as a panel like typer's: key, type, description [default]."""
+    from rich.panel import Panel
+    from rich.text import Text
+
+    out = Console()
+    out.print(Text(intro, style="dim"), "")
+    for section, rows in sections:
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(style="bold cyan", no_wrap=True)
+        grid.add_column(style="yellow", no_wrap=True)
+        grid.add_column()
+        for name, kind, default, text in rows:  # Text, not markup: "[str]" is no style
+            grid.add_row(Text(name), Text(kind), Text(f"{text} [default: {default}]"))
+        title = Text(f"[{section}]")
+        out.print(Panel(grid, title=title, title_align="left", border_style="dim"))
+
+
+_RUN_KEYS = _config_keys_help(
+    "byzance.runs.config:SCHEMA",
+    "Config keys. Each one is also a flag (--key value, or --key=value) overriding the file; "
+    "a file lists them flat or groups them in these [section] tables.",
+)
+_GRID_KEYS = _config_keys_help(
+    "byzance.runs.config:SCHEMA",
+    "Run config keys, for the grid's [base] (flat or in these [section] tables) and [axes] "
+    "(flat key names, a list of values each).",
+)
 
 
 @app.command()
@@ -114,26 +182,35 @@ def _progress() -> Progress:
     )
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, cls=_RUN_KEYS
+)
 def train(
     ctx: typer.Context,
     config: Annotated[Path | None, typer.Option(help="TOML run config.")] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue the run in this directory.")] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace the run already in --out-dir (its files are deleted).")
+    ] = False,
 ) -> None:
     """Train with the simulator. Any config key is also a flag: --aggregator krum --f 4 ..."""
     from byzance.runs import config as run_config
     from byzance.runs import runner
+    from byzance.runs.rundir import RunDirectory
 
     with _clear_errors():
         if resume is not None:
-            if ctx.args:
+            if ctx.args or overwrite:
                 raise run_config.ConfigError(
                     "--resume continues a run as configured; drop the other flags."
                 )
             cfg = run_config.load(resume / "config.toml", {"out_dir": str(resume)})
         else:
             cfg = run_config.load(config, run_config.parse_flags(ctx.args))
-    with _progress() as progress:
+            directory = RunDirectory(cfg.out_dir)
+            if not overwrite:  # refuse before any work: the run below would refuse too
+                directory.claim_check()
+    with _clear_errors(), _progress() as progress:
         task = progress.add_task(cfg.rule().name, total=cfg.steps, info="")
 
         def update(step: int, row: dict) -> None:
@@ -146,8 +223,8 @@ def train(
         if resume is not None:
             result = runner.resume(resume, progress=update)
         else:
-            result = runner.train(cfg, progress=update)
-    console.print((result.out_dir / "summary.md").read_text())
+            result = runner.train(cfg, overwrite=overwrite, progress=update)
+    console.print((result.out_dir / "summary.md").read_text(), markup=False)
     console.print(f"Outputs in {result.out_dir}/")
 
 
@@ -164,7 +241,7 @@ def rules() -> None:
     _wide_console().print(table)
 
 
-@app.command()
+@app.command(cls=_GRID_KEYS)
 def grid(
     config: Annotated[Path, typer.Option(help="TOML grid: [base] run config and [axes] to sweep.")],
     out: Annotated[
@@ -182,13 +259,20 @@ def grid(
         f"{spec.name}: {len(spec.cells)} cells, {len(infeasible)} infeasible (not run), "
         f"in {spec.out_dir}/"
     )
-    with _progress() as progress:
-        task = progress.add_task("cells", total=len(spec.feasible), info="")
-        run_grid(
-            spec,
-            jobs=jobs or None,
-            on_done=lambda cell: progress.advance(task),
-        )
+    try:
+        with _clear_errors(), _progress() as progress:
+            task = progress.add_task("cells", total=len(spec.feasible), info="")
+            run_grid(
+                spec,
+                jobs=jobs or None,
+                on_done=lambda cell: progress.advance(task),
+            )
+    except KeyboardInterrupt as err:  # Ctrl-C: the grid stopped its cells and wrote its report
+        from rich.markup import escape
+
+        message = escape(str(err) or "the grid stopped.")
+        console.print(f"[yellow]interrupted:[/yellow] {message}", soft_wrap=True)
+        raise typer.Exit(130) from None
     console.print((spec.out_dir / "results.md").read_text())
 
 
@@ -299,28 +383,36 @@ def _bench_udp(what: str, n: list[int] | None, attack: str) -> None:
 _PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
-@app.command(name="dist", context_settings=_PASS_THROUGH)
+@app.command(name="dist", context_settings=_PASS_THROUGH, cls=_RUN_KEYS)
 def dist_rank(
     ctx: typer.Context,
     config: Annotated[Path, typer.Option(help="TOML run config (the simulator's keys).")],
     resume: Annotated[bool, typer.Option(help="Continue from out_dir's checkpoint.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace the run already in out_dir.")] = False,
 ) -> None:
     """One rank of a distributed run, under torchrun: torchrun --no-python ... byzance dist --config run.toml."""
     from byzance.distributed.launch import main
+    from byzance.runs import config as run_config
 
-    raise typer.Exit(main(["--config", str(config), *(["--resume"] if resume else []), *ctx.args]))
+    with _clear_errors():  # a bad config: one line, before this rank joins the others
+        run_config.load(config, run_config.parse_flags(list(ctx.args)))
+
+    flags = [*(["--resume"] if resume else []), *(["--overwrite"] if overwrite else [])]
+    raise typer.Exit(main(["--config", str(config), *flags, *ctx.args]))
 
 
-@app.command(context_settings=_PASS_THROUGH)
+@app.command(context_settings=_PASS_THROUGH, cls=_RUN_KEYS)
 def launch(
     ctx: typer.Context,
     nproc: Annotated[int, typer.Option(help="Processes (workers) on this machine.")],
     config: Annotated[Path | None, typer.Option(help="TOML run config.")] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue the run in this directory.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace the run already in out_dir.")] = False,
 ) -> None:
     """Start a distributed run on this machine: torchrun with --nproc processes, one per worker."""
     from byzance.distributed.launch import launch as start
     from byzance.runs import config as run_config
+    from byzance.runs.rundir import RunDirectory
 
     with _clear_errors():
         if resume is not None:
@@ -334,6 +426,10 @@ def launch(
             **run_config.parse_flags([a for a in extra if a != "--resume"]),
         }
         out = run_config.load(config, overrides).out_dir  # fail here, before starting processes
+        if resume is None and not overwrite:
+            RunDirectory(out).claim_check()
+    if overwrite:
+        extra = ["--overwrite", *extra]
     code = start(nproc, str(config), ["--workers", str(nproc), *extra])
     if code == 0:
         summary = Path(out) / "summary.md"
@@ -357,7 +453,12 @@ def udp_keys(
     console.print(f"{workers} keys written to {out}; give each worker only its own key.")
 
 
-@app.command()
+@app.command(
+    cls=_config_keys_help(
+        "byzance.voting.experiment:SCHEMA",
+        "Config keys (flat, or grouped in these [section] tables).",
+    )
+)
 def votes(
     config: Annotated[Path, typer.Option(help="TOML config of byzance.voting (examples/votes/).")],
     out: Annotated[
@@ -387,7 +488,12 @@ def votes(
     )
 
 
-@app.command()
+@app.command(
+    cls=_config_keys_help(
+        "byzance.faults.experiment:SCHEMA",
+        "Config keys (flat, or grouped in these [section] tables).",
+    )
+)
 def faults(
     config: Annotated[Path, typer.Option(help="TOML faults config.")],
     out: Annotated[

@@ -6,6 +6,8 @@ and what would work instead.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class ByzanceError(ValueError):
     """Base class of byzance's input errors."""
@@ -44,3 +46,21 @@ class InvalidParameterError(ByzanceError):
 
 class DataUnavailableError(ByzanceError):
     """A data set's files are not installed here; the message says which package ships them."""
+
+
+def closest(name: str, choices: Iterable[str]) -> str | None:
+    """The choice closest to ``name`` (a likely misspelling of it), or None when none is close."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1)
+    return close[0] if close else None
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """``" Did you mean 'krum'?"`` (leading space) for the closest choice, or ``""``.
+
+    The one place byzance suggests a name: append it to an error message's
+    first sentence, e.g. ``f"no rule named {name!r}.{did_you_mean(name, names)}"``.
+    """
+    match = closest(name, choices)
+    return f" Did you mean {match!r}?" if match is not None else ""

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, Protocol, TypeVar
 
-from byzance.errors import InvalidParameterError, UnknownNameError
+from byzance.errors import InvalidParameterError, UnknownNameError, did_you_mean
 
 
 class Named(Protocol):
@@ -34,8 +33,7 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            close = difflib.get_close_matches(name, list(self._items), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(name, self._items)
             raise UnknownNameError(
                 f"no {self.what} named {name!r}.{hint} Known: {', '.join(self.names())}."
             ) from None

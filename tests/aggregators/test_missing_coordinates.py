@@ -8,10 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import byzance.aggregators as agg
-from byzance.aggregators.missing import COORDINATE_WISE, masked_coordinate_rule
-from byzance.errors import NonFiniteInputError, ShapeError, ToleranceError
+from byzance.aggregators.missing import masked_coordinate_rule
+from byzance.errors import InvalidParameterError, NonFiniteInputError, ShapeError, ToleranceError
 
 T, F = True, False
+COORDINATE_WISE = sorted(r.name for r in agg.rules() if r.missing == "coordinate_wise")
 
 
 def _reference(name: str, x: torch.Tensor, present: torch.Tensor, f: int) -> torch.Tensor:
@@ -63,7 +64,7 @@ def test_hand_worked_median_trimmed_mean_meamed_average() -> None:
     torch.testing.assert_close(zero, torch.tensor([107.0 / 5, 90.0 / 5, 105.5 / 5]))
 
 
-@pytest.mark.parametrize("name", sorted(COORDINATE_WISE))
+@pytest.mark.parametrize("name", COORDINATE_WISE)
 @settings(max_examples=40, deadline=None)
 @given(
     seed=st.integers(0, 2**31 - 1),
@@ -86,7 +87,7 @@ def test_coordinate_wise_rules_use_exactly_the_present_values(
     torch.testing.assert_close(masked_coordinate_rule(name, garbage, present, f), expected)
 
 
-@pytest.mark.parametrize("name", sorted(COORDINATE_WISE))
+@pytest.mark.parametrize("name", COORDINATE_WISE)
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 10])
 def test_masked_kernels_equal_the_rules_exactly_when_nothing_is_missing(name: str, n: int) -> None:
     x = torch.randn(n, 257, generator=torch.Generator().manual_seed(n))
@@ -172,7 +173,7 @@ def test_a_coordinate_nobody_delivered_aggregates_to_zero() -> None:
     x = torch.randn(5, 3)
     present = torch.ones_like(x, dtype=torch.bool)
     present[:, 1] = False
-    for name in [*sorted(COORDINATE_WISE), "krum"]:
+    for name in [*COORDINATE_WISE, "krum"]:
         assert agg.aggregate_with_missing(name, x, present, f=1)[1] == 0.0, name
 
 
@@ -195,3 +196,13 @@ def test_bad_masks_are_rejected() -> None:
         agg.aggregate_with_missing("median", x, torch.ones(4, 3), f=1)
     with pytest.raises(ShapeError, match="shape of grads"):
         agg.aggregate_with_missing("median", x, torch.ones(4, 2, dtype=torch.bool), f=1)
+
+
+def test_the_coordinate_wise_rules_are_those_registered_so() -> None:
+    assert COORDINATE_WISE == ["average", "meamed", "median", "trimmed_mean"]
+    with pytest.raises(InvalidParameterError, match="krum needs whole vectors"):
+        masked_coordinate_rule("krum", torch.ones(3, 2), torch.ones(3, 2, dtype=torch.bool), 0)
+    with pytest.raises(InvalidParameterError, match="no parameter 'tau'"):
+        agg.aggregate_with_missing(
+            "median", torch.ones(3, 2), torch.tensor([[T, F], [T, T], [T, T]]), 0, tau=1.0
+        )

@@ -54,6 +54,10 @@ def test_byzantine_ranks_default_to_the_last_ones_and_set_byzantine() -> None:
         ({"step_timeout": 0}, "step_timeout"),
         ({"faults": {"9": "crash@2"}}, "not a rank"),
         ({"faults": {"1": "boom"}}, "unknown fault"),
+        ({"faults": {"1": 5}}, "'faults': \\{'1': 5\\} is not a table of strings"),
+        ({"step_timeout": float("inf")}, "'step_timeout': inf is not a finite number > 0"),
+        ({"transport": "udp"}, "'udp_keys': transport 'udp' needs"),
+        ({"byzantine": 0, "byzantine_ranks": [0, 1, 2, 3, 4]}, "at least one must be honest"),
     ],
 )
 def test_bad_distributed_keys_are_refused(overrides: dict, message: str) -> None:
@@ -96,3 +100,29 @@ def test_launch_refuses_a_bad_config_before_starting_processes(tmp_path) -> None
     bad.write_text('aggregator = "krum"\nbyzantine = 1\n')
     done = runner.invoke(app, ["launch", "--nproc", "3", "--config", str(bad)])
     assert done.exit_code == 2 and "krum requires" in " ".join(done.output.split())
+
+
+def test_the_datagram_size_range_is_the_udp_transports() -> None:
+    from byzance.distributed.udp.datagram import COORDINATE_BYTES, MAX_UDP_PAYLOAD, OVERHEAD
+    from byzance.runs.config import SCHEMA, UDP_DATAGRAM_MAX, UDP_DATAGRAM_MIN
+
+    assert (UDP_DATAGRAM_MIN, UDP_DATAGRAM_MAX) == (OVERHEAD + COORDINATE_BYTES, MAX_UDP_PAYLOAD)
+    spec = SCHEMA.specs["udp_datagram_bytes"]
+    assert (spec.ge, spec.le) == (UDP_DATAGRAM_MIN, UDP_DATAGRAM_MAX)
+    with pytest.raises(ConfigError, match="'udp_datagram_bytes': 10 is not an integer in"):
+        load(None, {"udp_datagram_bytes": 10})
+
+
+def test_distributed_keys_in_their_sections(tmp_path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text(
+        '[participants]\nworkers = 5\n[rule]\naggregator = "median"\n'
+        '[processes]\nbyzantine_ranks = [4]\nfaults = { "2" = "crash@3" }\n'
+        '[communication]\ntransport = "udp"\nudp_keys = "env:KEYS"\nudp_loss = { drop = 0.1 }\n'
+    )
+    config = load(path)
+    assert config.byzantine == 1 and config.faults == {"2": "crash@3"}
+    assert config.transport == "udp" and config.udp_loss == {"drop": 0.1}
+    path.write_text("[communication]\nbyzantine_ranks = [4]\n")
+    with pytest.raises(ConfigError, match=r"belongs in section \[processes\]"):
+        load(path)

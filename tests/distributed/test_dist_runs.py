@@ -14,6 +14,7 @@ import torch
 from byzance.distributed.launch import torchrun_command
 from byzance.runs import runner
 from byzance.runs.config import load
+from byzance.runs.rundir import load_checkpoint_file
 
 BASE = {
     "dataset": "mnist5k",
@@ -51,6 +52,11 @@ def _why(done: subprocess.CompletedProcess) -> str:
 
 def _rows(tmp_path: Path) -> list[dict]:
     return runner.read_metrics(tmp_path / "run" / "metrics.jsonl")
+
+
+def _model(out: Path) -> dict[str, torch.Tensor]:
+    """The server's model in a run's checkpoint (read with weights_only, as byzance reads it)."""
+    return load_checkpoint_file(out / "checkpoint.pt")["state"]["parts"]["server"]["model"]
 
 
 def _final_accuracy(tmp_path: Path) -> float:
@@ -129,11 +135,11 @@ def test_simulator_and_distributed_run_reach_the_same_parameters(
     config = _write_config(tmp_path, workers=4, **keys)
     done = _launch(4, config)
     assert done.returncode == 0, _why(done)
-    dist_model = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["model"]
+    dist_model = _model(tmp_path / "run")
 
     sim_config = load(config, {"out_dir": str(tmp_path / "sim")})
     result = runner.train(sim_config)
-    sim_model = torch.load(result.out_dir / "checkpoint.pt", weights_only=False)["sim"]["model"]
+    sim_model = _model(result.out_dir)
     for name, value in sim_model.items():
         torch.testing.assert_close(dist_model[name], value, rtol=1e-4, atol=1e-5)
 
@@ -163,8 +169,7 @@ def test_a_resumed_run_reaches_the_uninterrupted_parameters(tmp_path: Path) -> N
     done = _launch(4, halves / "run" / "config.toml", "--resume", "--steps", "6")
     assert done.returncode == 0, _why(done)
     assert [r["step"] for r in _rows(halves)] == list(range(1, 7))
-    a = torch.load(whole / "run" / "checkpoint.pt", weights_only=False)["model"]
-    b = torch.load(halves / "run" / "checkpoint.pt", weights_only=False)["model"]
+    a, b = _model(whole / "run"), _model(halves / "run")
     for name in a:
         assert torch.equal(a[name], b[name]), name
 

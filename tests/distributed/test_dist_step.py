@@ -14,7 +14,7 @@ import torch.distributed as dist
 
 from byzance import aggregators
 from byzance.distributed import robust_step
-from byzance.errors import ToleranceError
+from byzance.errors import InvalidParameterError, ToleranceError
 
 SCRIPT = textwrap.dedent(
     """
@@ -75,5 +75,25 @@ def test_robust_step_refuses_a_world_too_small_for_the_rule(tmp_path: Path) -> N
             robust_step(model, optimizer, rule="krum", f=1)
         aggregate = robust_step(model, optimizer, rule="median", f=0)
         assert aggregate.shape == (3,)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_robust_step_binds_the_parameters_of_a_rule_object(tmp_path: Path) -> None:
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        model = torch.nn.Linear(2, 1)
+        model(torch.ones(1, 2)).sum().backward()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+        rule = aggregators.get("centered_clipping")
+        by_name = robust_step(model, optimizer, rule="centered_clipping", f=0, tau=1e-3)
+        by_rule = robust_step(model, optimizer, rule=rule, f=0, tau=1e-3)
+        torch.testing.assert_close(by_rule, by_name)
+        assert float(by_rule.norm()) <= 1e-3 * (1 + 1e-6)  # tau took effect
+        with pytest.raises(InvalidParameterError, match="tau > 0"):
+            robust_step(model, optimizer, rule=rule, f=0, tau=-1.0)
+        with pytest.raises(InvalidParameterError, match="has no parameter 'tauu'"):
+            robust_step(model, optimizer, rule=rule, f=0, tauu=1.0)
     finally:
         dist.destroy_process_group()

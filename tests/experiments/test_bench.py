@@ -25,6 +25,12 @@ def eager_kernels():
     aggregators.set_compile_mode(mode)
 
 
+def _declared_floor(case: str) -> str:
+    """The floor a case is compared to: its rule's, or for Bulyan's phases Krum's and MeaMed's."""
+    phases = {bench.BULYAN_SELECTION: "krum", bench.BULYAN_PHASE_2: "meamed"}
+    return aggregators.get(phases.get(case, re.split("[ ,]", case)[0])).speed_floor
+
+
 def test_run_bench_times_every_rule_against_its_floor():
     rows = run_bench(ns=(7,), ds=(64,), repeat=1)
     by_name = {r.rule: r for r in rows}
@@ -48,7 +54,7 @@ def test_run_bench_times_every_rule_against_its_floor():
             assert r.ratio is None and r.floor is None
             continue
         assert 0 <= r.f <= aggregators.get(re.split("[ ,]", r.rule)[0]).requirement.max_f(7)
-        assert r.floor == bench.FLOORS[r.rule]
+        assert r.floor == _declared_floor(r.rule)
         floor = by_name[bench.PASS if r.floor == "pass" else bench.GRAM]
         assert r.floor_ms == floor.ms
         assert math.isfinite(r.ratio) and 0 < r.ratio < 1e6, r
@@ -70,6 +76,7 @@ def test_targets_are_checked_at_the_target_size(monkeypatch):
     by_name = {r.rule: r for r in rows}
     assert set(by_name) == {bench.PASS, bench.GRAM, "krum", "median", "average"}
     assert by_name["krum"].target == 2.0 and by_name["median"].target == 5.0
+    assert by_name["krum"].target == aggregators.get("krum").speed_target
     assert by_name["krum"].met == (by_name["krum"].ratio <= 2.0)
     assert by_name["average"].target is None and by_name["average"].met is None
 
@@ -120,3 +127,19 @@ def test_render_bench_prints_the_table_and_the_targets():
     for name in ("krum", "median", "bulyan selection", "bulyan phase 2", "x.sum(0)", "mda"):
         assert name in text
     assert "missed" in text and "Targets: 0 of 1 met; missed: krum (3.00x)" in text
+
+
+def test_phases_and_pipelines_take_their_floors_and_targets_from_the_rules(monkeypatch):
+    monkeypatch.setattr(bench, "TARGET_N", 7)
+    monkeypatch.setattr(bench, "TARGET_D", 16)
+    state = torch.get_rng_state()
+    rows = run_bench(ns=(7,), ds=(16,), repeat=2, rules=("bulyan", "bucketing>krum"))
+    by_name = {r.rule: r for r in rows}
+    krum, meamed = aggregators.get("krum"), aggregators.get("meamed")
+    selection, phase_2 = by_name[bench.BULYAN_SELECTION], by_name[bench.BULYAN_PHASE_2]
+    assert (selection.floor, selection.target) == (krum.speed_floor, krum.speed_target)
+    assert (phase_2.floor, phase_2.target) == (meamed.speed_floor, meamed.speed_target)
+    assert by_name["bulyan"].target is None  # no target declared
+    pipeline = by_name["bucketing>krum"]
+    assert pipeline.floor == "gram" and pipeline.target is None and pipeline.ms > 0
+    assert torch.equal(torch.get_rng_state(), state)  # bucketing drew from its own generator

@@ -76,8 +76,15 @@ def test_shipped_example_is_valid():
         ({"kind": "melted"}, "kind"),
         ({"hidden": []}, "non-empty"),
         ({"overprovision": [[8]]}, "2 widths"),
-        ({"epochs": "many"}, "not a int"),
+        ({"epochs": "many"}, "'epochs': 'many' is not an integer >= 1"),
+        ({"epochs": 1.5}, "'epochs': 1.5 is not an integer"),
+        ({"lr": float("nan")}, "'lr': nan is not a finite number > 0"),
+        ({"value_bound": -1.0}, "'value_bound': -1.0 is not a finite number >= 0"),
+        ({"hidden": [8, 0]}, r"'hidden': \[8, 0\] is not a list of integers >= 1"),
         ({"activation": "softmax"}, "activation"),
+        ({"dataset": "synthetic_linear"}, "'dataset': 'synthetic_linear' is not a classification"),
+        ({"test_fraction": 0.9999}, "'test_fraction'"),
+        ({"seed": -1}, "'seed': -1 is not an integer >= 0"),
     ],
 )
 def test_bad_configs_say_what_is_wrong(override, message):
@@ -102,3 +109,16 @@ def test_crash_failures_with_tanh(tmp_path):
     for row in result.rows[1:] + result.synapse_rows:
         assert 0 < row.adversarial_worst <= row.fep_bound * (1 + 1e-5)
     assert result.rows[1].path_bound <= result.rows[1].fep_bound
+
+
+def test_sectioned_config_and_the_written_config_toml_reads_back(tmp_path):
+    from byzance.faults.experiment import SCHEMA
+
+    text = EXAMPLE.read_text()
+    assert "[network]" in text  # the shipped example uses sections
+    cfg = load_config(EXAMPLE, {**TINY, "out_dir": str(tmp_path), "overprovision": []})
+    run(cfg)
+    written = tmp_path / "config.toml"
+    assert not (tmp_path / "config.json").exists()
+    assert set(SCHEMA.sections) <= {line.strip("[]") for line in written.read_text().splitlines()}
+    assert load_config(written) == cfg

@@ -90,9 +90,16 @@ def test_strategy_run(tmp_path):
         ({"kindd": "strategy"}, "Did you mean 'kind'"),
         ({"kind": "poison"}, "Did you mean 'poisoning'"),
         ({"rules": ["krum"]}, "Accepted: average, median"),
-        ({"fractions": [1.5]}, "must be in \\(0, 1\\)"),
+        ({"fractions": [1.5]}, r"'fractions': \[1.5\] is not a list of numbers in \(0, 1\)"),
         ({"scales": [1.0, 1.0], "care": [1.0]}, "same length"),
         ({"dataset": "synthetic", "dataset_params": {"users": 3}}, "dataset_params"),
+        ({"dataset": "synthetic", "dataset_params": {"density": "x"}}, 'density = "x"'),
+        ({"factorization": "maybe"}, "'factorization': 'maybe' is not true or false"),
+        ({"mf_lr": "nan"}, "'mf_lr': 'nan' is not a finite number > 0"),
+        ({"ns": [2, 5]}, r"'ns': \[2, 5\] is not a list of integers >= 3"),
+        ({"skews": {"s": [1.0, -1.0]}}, "'skews'"),
+        ({"skews": {"s": [1.0]}}, "must be a list of 2 positive numbers"),
+        ({"trials": 1.5}, "'trials': 1.5 is not an integer"),
     ],
 )
 def test_bad_configs_are_refused_clearly(overrides, match):
@@ -112,3 +119,26 @@ def test_cli_votes(tmp_path):
     config.write_text('kind = "nope"\n')
     result = CliRunner().invoke(app, ["votes", "--config", str(config)])
     assert result.exit_code == 2 and "unknown value 'nope'" in result.output
+
+
+def test_sectioned_configs_load_and_the_written_config_reads_back(tmp_path):
+    from byzance.voting.experiment import SCHEMA, dumps
+
+    config = tmp_path / "votes.toml"
+    config.write_text(
+        '[run]\nkind = "strategy"\n[strategy]\nns = [4]\nvoters = 2\ntrials = 1\n'
+        "prediction_sample = 500\n"
+    )
+    cfg = load_config(config, {"out_dir": str(tmp_path / "out")})
+    assert (cfg.kind, cfg.ns, cfg.voters) == ("strategy", [4], 2)
+    assert {"run", "data", "poisoning", "rmse", "reputation", "strategy"} == set(SCHEMA.sections)
+    config.write_text("[run]\nns = [4]\n")
+    with pytest.raises(
+        VotesConfigError, match=r"'ns' belongs in section \[strategy\], not \[run\]"
+    ):
+        load_config(config)
+    run(cfg)
+    written = tmp_path / "out" / "config.toml"
+    assert "[strategy]" in written.read_text()
+    assert load_config(written) == cfg == load_config(None, {**cfg.__dict__})
+    assert dumps(cfg) == written.read_text()

@@ -81,3 +81,32 @@ def test_weighted_median_with_more_items_than_votes():
     out = sparse.aggregate("median", values, item, user, 6, 3, weights=weights)[:, 0]
     assert out[:2].tolist() == [2.0, 5.0]  # item 0: 1 and 3, equal weights; item 1: 5 weighs 3
     assert bool(torch.isnan(out[2:]).all())
+
+
+def _trimmed_mean_by_cumulative_sums(
+    values: torch.Tensor, item: torch.Tensor, num_items: int, trim: float
+) -> torch.Tensor:
+    """The trimmed mean as a difference of cumulative sums over entries sorted by (item, value)."""
+    by_value = torch.sort(values).indices
+    order = by_value[torch.sort(item[by_value], stable=True).indices]
+    cum = torch.cat([values.new_zeros(1), torch.cumsum(values[order], 0)])
+    counts = torch.bincount(item, minlength=num_items)
+    start = torch.cumsum(counts, 0) - counts
+    cut = torch.floor(trim * counts.to(torch.float64)).to(torch.int64)
+    return (cum[start + counts - cut] - cum[start + cut]) / (counts - 2 * cut).to(values.dtype)
+
+
+def test_trimmed_mean_keeps_small_ratings_next_to_a_huge_one():
+    # Item 0: a fake account's 1e16 among four 1s; item 1: small honest ratings. With trim
+    # 0.2 both drop one value at each end: item 0 keeps three 1s, item 1 keeps 0.2, 0.3, 0.4.
+    values = torch.tensor([1.0, 1.0, 1e16, 1.0, 1.0, 0.3, 0.1, 0.5, 0.2, 0.4], dtype=torch.float64)
+    item = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
+    user = torch.arange(10) % 5
+    expected = torch.tensor([1.0, 0.3], dtype=torch.float64)
+    # A running sum carries the 1e16 into item 1, whose small values it then swallows.
+    lossy = _trimmed_mean_by_cumulative_sums(values, item, 2, 0.2)
+    assert (lossy - expected).abs().max() > 0.1
+    got = sparse.aggregate("trimmed_mean", values, item, user, 2, 5, trim=0.2)[:, 0]
+    torch.testing.assert_close(got, expected, rtol=1e-15, atol=0)
+    for j in range(2):
+        assert got[j] == agg.trimmed_mean(values[item == j][:, None], 1)[0]

@@ -22,7 +22,12 @@ from byzance.errors import InvalidParameterError, ToleranceError
 from byzance.registry import Registry, bind_params
 
 Kind = Literal["aggregator", "preaggregator"]
+Missing = Literal["coordinate_wise", "whole_vectors"]
+Floor = Literal["pass", "gram"]
 Impl = Callable[..., torch.Tensor]
+
+MISSING_HANDLING: tuple[Missing, ...] = ("coordinate_wise", "whole_vectors")
+SPEED_FLOORS: tuple[Floor, ...] = ("pass", "gram")  # cheapest first: a pipeline takes the dearest
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,26 @@ class Rule:
     (n, d), a numpy array, or a list of n same-shaped vectors; the result is on
     the input's device and dtype (integers become the default float dtype) and
     carries no autograd graph.
+
+    A rule carries its facts, set where it is registered (never in tables keyed
+    by its name elsewhere):
+
+    - ``requirement``, ``paper``, ``summary``, ``cost`` (time for an (n, d)
+      input, as the reference pages print it);
+    - ``missing``: how it treats coordinates that did not arrive (see
+      :mod:`byzance.aggregators.missing`). ``"coordinate_wise"``: its output at
+      a coordinate depends only on that coordinate's column, so it runs on the
+      values present there; ``"whole_vectors"``: it needs whole vectors, so
+      missing coordinates are filled first;
+    - ``speed_floor``: the cheapest computation its cost is measured against,
+      ``"pass"`` (``x.sum(0)``, reading the input once) or ``"gram"``
+      (``x @ x.T``, one Gram product); ``speed_target``: the largest ratio of
+      its time to that floor's promised on large inputs (``byzance bench``
+      checks it), None where none is promised;
+    - ``carries_center``: state across steps (centered clipping): callers pass
+      the previous output back as ``center``;
+    - ``takes_generator``: it draws random numbers (bucketing) from a
+      ``generator`` parameter (see :meth:`with_generator`).
     """
 
     name: str
@@ -64,12 +89,35 @@ class Rule:
     requirement: Requirement
     paper: str
     summary: str
+    cost: str
+    missing: Missing
+    speed_floor: Floor
+    speed_target: float | None = None
     kind: Kind = "aggregator"
     robust: bool = True
+    carries_center: bool = False
+    takes_generator: bool = False
     defaults: dict[str, Any] = field(default_factory=dict)
     row_params: tuple[str, ...] = ()
     selector: Impl | None = field(default=None, repr=False)
     out_count: Callable[[int, int, dict[str, Any]], int] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.missing not in MISSING_HANDLING:
+            raise InvalidParameterError(
+                f"{self.name}: missing must be one of {', '.join(MISSING_HANDLING)}; "
+                f"got {self.missing!r}."
+            )
+        if self.speed_floor not in SPEED_FLOORS:
+            raise InvalidParameterError(
+                f"{self.name}: speed_floor must be one of {', '.join(SPEED_FLOORS)}; "
+                f"got {self.speed_floor!r}."
+            )
+        if self.missing == "coordinate_wise" and (self.kind != "aggregator" or self.row_params):
+            raise InvalidParameterError(
+                f"{self.name}: only an aggregation rule without per-input parameters can "
+                "handle missing coordinates coordinate-wise."
+            )
 
     def __call__(self, grads: GradsLike, f: int, **params: Any) -> torch.Tensor:
         who = self.name
@@ -109,16 +157,13 @@ class Rule:
         return inspect.getdoc(self.impl) or ""
 
     # -- metadata -------------------------------------------------------------
-    @property
-    def carries_center(self) -> bool:
-        """Whether callers pass the previous output back as ``center`` (state across steps).
-
-        True for centered clipping; a pipeline's stages get no such state.
-        """
-        return (
-            not getattr(self, "stages", None)
-            and "center" in inspect.signature(self.impl).parameters
-        )
+    def with_generator(self, generator: torch.Generator) -> Rule:
+        """This rule drawing from ``generator``, unless it was seeded or given one explicitly."""
+        if not self.takes_generator or "generator" in self.defaults:
+            return self
+        if self.defaults.get("seed") is not None:
+            return self
+        return self.partial(generator=generator)
 
     def min_n(self, f: int) -> int:
         """Smallest n this rule accepts with ``f`` Byzantine inputs."""
@@ -196,7 +241,10 @@ class Pipeline(Rule):
     """Pre-aggregators followed by an aggregation rule, itself a rule (n, d) -> (d,).
 
     Every stage sees the same f; a stage's requirement is checked at the number
-    of rows it receives (bucketing, for instance, leaves ceil(n / s) rows).
+    of rows it receives (bucketing, for instance, leaves ceil(n / s) rows). Its
+    facts come from its stages (see :func:`compose`): it carries no center,
+    needs whole vectors, takes a generator when a stage does, and its speed
+    floor is the dearest of its stages'.
     """
 
     stages: tuple[Rule, ...] = ()
@@ -221,6 +269,12 @@ class Pipeline(Rule):
                     stage_params = _keep_rows(stage_params, stage.row_params, kept, n, stage.name)
                 x = stage.impl(x, f, **stage_params)
         return x
+
+    def with_generator(self, generator: torch.Generator) -> Rule:
+        """The pipeline with every stage that draws random numbers drawing from ``generator``."""
+        if not self.takes_generator:
+            return self
+        return compose(*(stage.with_generator(generator) for stage in self.stages))
 
     def partial(self, **params: Any) -> Rule:
         raise InvalidParameterError(
@@ -308,7 +362,14 @@ def compose(*stages: str | Rule) -> Pipeline:
         requirement=last.requirement,
         paper="; ".join(dict.fromkeys(r.paper for r in rules)),
         summary=" then ".join(r.name for r in rules),
+        cost=" ".join(f"{r.name}: {r.cost}" for r in rules),
+        # The stages pass whole rows to each other: a coordinate missing from one
+        # input changes what a pre-aggregator hands on at every coordinate.
+        missing="whole_vectors",
+        speed_floor=max((r.speed_floor for r in rules), key=SPEED_FLOORS.index),
         robust=all(r.robust for r in rules),
+        carries_center=False,  # no stage is handed the previous output
+        takes_generator=any(r.takes_generator for r in rules),
         stages=rules,
     )
 

@@ -32,6 +32,9 @@ average = register(
         requirement=Requirement(0, 1),
         paper="Stochastic gradient descent's mini-batch average (non-robust baseline).",
         summary="coordinate-wise mean; breaks with a single Byzantine input",
+        cost="O(nd): one pass over the input.",
+        missing="coordinate_wise",
+        speed_floor="pass",
         robust=False,
     )
 )

@@ -61,6 +61,13 @@ bucketing = register(
         paper="Karimireddy, He, Jaggi, Byzantine-Robust Learning on Heterogeneous Datasets "
         "via Bucketing, ICLR 2022",
         summary="random buckets of s inputs, averaged",
+        cost=(
+            "One (m x n) by (n x d) averaging product, m = ceil(n / s): O(n^2 d / s) "
+            "multiply-adds; output (m, d)."
+        ),
+        missing="whole_vectors",
+        speed_floor="pass",
+        takes_generator=True,
         kind="preaggregator",
         out_count=lambda n, f, params: math.ceil(n / params.get("s", 2)),
     )

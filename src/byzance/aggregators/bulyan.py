@@ -91,5 +91,13 @@ bulyan = register(
         paper="El Mhamdi, Guerraoui, Rouault, The Hidden Vulnerability of Distributed "
         "Learning in Byzantium, ICML 2018",
         summary="repeated selection (Krum), then the mean around the coordinate-wise median",
+        cost=(
+            "Phase 1, n - 2f selection rounds: with Krum, one Gram product, O(n^2 d), "
+            "reused by every round (then O(n^2) per round); with another rule, one "
+            "application of it per round. Phase 2: one fused coordinate-wise pass over "
+            "the n - 2f selected rows."
+        ),
+        missing="whole_vectors",
+        speed_floor="gram",
     )
 )

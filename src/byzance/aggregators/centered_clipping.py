@@ -77,5 +77,9 @@ centered_clipping = register(
         paper="Karimireddy, He, Jaggi, Learning from History for Byzantine Robust "
         "Optimization, ICML 2021",
         summary="clipped steps from the previous aggregate; stateful, state passed explicitly",
+        cost="O(nd) per clipping iteration.",
+        missing="whole_vectors",
+        speed_floor="pass",
+        carries_center=True,
     )
 )

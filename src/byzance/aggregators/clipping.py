@@ -75,6 +75,9 @@ clipping = register(
         paper="Static norm clipping, as in Allouah et al., Adaptive Gradient Clipping for "
         "Robust Federated Learning, ICLR 2025",
         summary="each input scaled to norm at most c",
+        cost="O(nd): row norms and one scaling; output (n, d).",
+        missing="whole_vectors",
+        speed_floor="pass",
         kind="preaggregator",
     )
 )
@@ -85,6 +88,9 @@ arc = register(
         requirement=Requirement(2, 1),
         paper="Allouah et al., Adaptive Gradient Clipping for Robust Federated Learning, ICLR 2025",
         summary="the k = floor(2f(n-f)/n) largest inputs clipped to the next largest norm",
+        cost="O(nd): row norms, a sort of the n norms, one scaling; output (n, d).",
+        missing="whole_vectors",
+        speed_floor="pass",
         kind="preaggregator",
     )
 )

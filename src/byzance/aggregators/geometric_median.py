@@ -139,6 +139,9 @@ geometric_median = register(
         paper="Pillutla, Kakade, Harchaoui, Robust Aggregation for Federated Learning, "
         "IEEE TSP 2022 (smoothed Weiszfeld)",
         summary="minimizer of the sum of distances (smoothed Weiszfeld)",
+        cost=("O(nd) per Weiszfeld iteration (distances and one weighted sum), up to max_iter."),
+        missing="whole_vectors",
+        speed_floor="pass",
         row_params=("weights",),
     )
 )

@@ -105,6 +105,10 @@ krum = register(
         requirement=Requirement(2, 3),
         paper=PAPER,
         summary="the input closest to its n - f - 2 nearest neighbours",
+        cost="One Gram product, O(n^2 d), then O(n^2) for the scores.",
+        missing="whole_vectors",
+        speed_floor="gram",
+        speed_target=2.0,
     )
 )
 multi_krum = register(
@@ -115,5 +119,9 @@ multi_krum = register(
         requirement=Requirement(2, 3),
         paper=PAPER,
         summary="average of the m inputs with the best Krum scores",
+        cost="One Gram product, O(n^2 d), then O(n^2) for the scores and O(md) to average.",
+        missing="whole_vectors",
+        speed_floor="gram",
+        speed_target=2.0,
     )
 )

@@ -87,5 +87,11 @@ mda = register(
         paper="El Mhamdi, Guerraoui, Rouault, Distributed Momentum for Byzantine-resilient "
         "SGD, ICLR 2021 (minimum-diameter averaging)",
         summary="average of the n - f inputs with the smallest diameter (exact)",
+        cost=(
+            "One Gram product, O(n^2 d), then C(n, f) subsets scored in O((n - f)^2) "
+            "each; refused above max_subsets (IntractableError)."
+        ),
+        missing="whole_vectors",
+        speed_floor="gram",
     )
 )

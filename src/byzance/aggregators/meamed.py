@@ -36,5 +36,12 @@ meamed = register(
         requirement=Requirement(2, 1),
         paper="Xie, Koyejo, Gupta, Generalized Byzantine-tolerant SGD, arXiv:1802.10116, 2018",
         summary="coordinate-wise mean of the n - f values closest to the median",
+        cost=(
+            "As median: one fused sorting-network pass, O(nd) reads; the window of n - f "
+            "values closest to the median is picked from the sorted values (O(f) per coordinate)."
+        ),
+        missing="coordinate_wise",
+        speed_floor="pass",
+        speed_target=5.0,
     )
 )

@@ -12,18 +12,21 @@ says, rule by rule, what "treat as faulty" means:
 - a worker none of whose coordinates arrived is a crashed worker: its row is
   dropped and the rule's n/f requirement is checked on the workers left (f is
   kept: the crashed ones may have been honest);
-- coordinate-wise rules (``average``, ``median``, ``trimmed_mean``,
-  ``meamed``) run on the values present at each coordinate: with m_j values
-  present at coordinate j, the median is the median of those m_j values, the
+- coordinate-wise rules (those registered with ``missing="coordinate_wise"``:
+  ``average``, ``median``, ``trimmed_mean``, ``meamed``) run on the values
+  present at each coordinate: with m_j values present at coordinate j, the
+  rule itself on those m_j values (the median is the median of them, the
   trimmed mean trims f values at each end, MeaMed averages the m_j - f values
-  closest to the median. A coordinate where fewer than 2f + 1 values arrived
-  aggregates to 0 (no step there): the f Byzantine values could be a majority
-  of what arrived, so nothing there can be trusted. The average (not robust)
-  averages whatever arrived;
-- every other rule (Krum, Multi-Krum, geometric median, MDA, Bulyan, centered
-  clipping, pipelines with pre-aggregators) needs whole vectors: each missing
-  coordinate is filled with the coordinate-wise median of the values present
-  at that coordinate, then the rule runs unchanged. The median of the present
+  closest to the median). A coordinate where fewer values arrived than the
+  rule needs to tolerate f (2f + 1 for the robust ones) aggregates to 0 (no
+  step there): the f Byzantine values could be a majority of what arrived,
+  so nothing there can be trusted. The average (not robust, n >= 1) averages
+  whatever arrived;
+- every other rule (``missing="whole_vectors"``: Krum, Multi-Krum, geometric
+  median, MDA, Bulyan, centered clipping, pipelines with pre-aggregators)
+  needs whole vectors: each missing coordinate is filled with the
+  coordinate-wise median of the values present at that coordinate, then the
+  rule runs unchanged. The median of the present
   values is itself robust when at least 2f + 1 arrived (fewer than half of
   them Byzantine: it stays within the honest values' range), so a fill cannot
   be steered by the Byzantine workers beyond what they control anyway; with
@@ -38,12 +41,13 @@ the worker is dropped and counted as one of the f faulty ones.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import torch
 
 from byzance.aggregators._input import GradsLike, as_matrix, check_f, finite_rows
-from byzance.aggregators._registry import Pipeline, Rule, get
+from byzance.aggregators._registry import Rule, get, rules
 from byzance.errors import (
     InvalidParameterError,
     NonFiniteInputError,
@@ -52,9 +56,6 @@ from byzance.errors import (
 )
 
 Fill = Literal["auto", "median", "zero"]
-
-#: Rules that aggregate each coordinate on its own and so can use only the values present.
-COORDINATE_WISE = frozenset({"average", "median", "trimmed_mean", "meamed"})
 
 
 def aggregate_with_missing(
@@ -116,46 +117,38 @@ def aggregate_with_missing(
             return r(
                 torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device)), f, **params
             )
-        if fill == "auto" and not isinstance(r, Pipeline) and r.name in COORDINATE_WISE:
-            r._merge(params)  # the same unknown-parameter error as the rule itself
-            return masked_coordinate_rule(r.name, x, mask, f)
+        if fill == "auto" and r.missing == "coordinate_wise":
+            return masked_coordinate_rule(r, x, mask, f, **params)
         return r(fill_with_median(x, mask, f), f, **params)
 
 
 def masked_coordinate_rule(
-    name: str, x: torch.Tensor, present: torch.Tensor, f: int
+    rule: str | Rule, x: torch.Tensor, present: torch.Tensor, f: int, **params: Any
 ) -> torch.Tensor:
     """A coordinate-wise rule on the values of ``x`` (n, d) where ``present`` (n, d); shape (d,).
 
-    ``name`` is one of :data:`COORDINATE_WISE`. Vectorized: one sort along dim
-    0 with the missing entries pushed to +inf, then per-coordinate counts and
-    index arithmetic (``gather``), never a loop over d. When every entry is
-    present the result equals the rule's (up to the order of a floating sum).
+    ``rule`` must be registered with ``missing="coordinate_wise"``. At each
+    coordinate the rule's own implementation runs on the m values present
+    there (in row order), with the same f; a coordinate with fewer values than
+    the rule needs to tolerate f (no value at all, or fewer than 2f + 1 for a
+    robust rule) gives 0. One call of the rule per distinct m (see
+    :func:`columns_by_count`), never a loop over d. When every entry is
+    present this is the rule itself.
     """
-    if name == "average":
-        count = present.sum(dim=0)
-        total = torch.where(present, x, 0.0).sum(dim=0)
-        return torch.where(count > 0, total / count.clamp(min=1).to(x.dtype), 0.0)
-    s, m = _sorted_present(x, present)
-    # Fewer than 2f + 1 values at a coordinate: the f Byzantine ones may be a majority
-    # there, so that coordinate carries no trustworthy information and aggregates to 0.
-    trusted = m >= 2 * f + 1
-    if name == "median":
-        return torch.where(trusted, _masked_median(s, m), 0.0)
-    t = torch.minimum(torch.full_like(m, f), ((m - 1) // 2).clamp(min=0))
-    if name == "trimmed_mean":
-        kept = m - 2 * t
-        # Rows t .. m - t - 1 of each column, shifted to start at row 0: with nothing
-        # missing this is exactly the slice the trimmed mean sums, in the same order.
-        r = torch.arange(max(int(kept.max()), 1), device=s.device)[:, None]
-        rows = s.gather(0, (t[None, :] + r).clamp(max=s.shape[0] - 1))
-        total = torch.where(r < kept, rows, 0.0).sum(dim=0)
-        return torch.where(trusted, total / kept.clamp(min=1).to(s.dtype), 0.0)
-    if name == "meamed":
-        return torch.where(trusted, _masked_mean_around_median(s, m, m - t), 0.0)
-    raise InvalidParameterError(
-        f"masked_coordinate_rule: {name!r} is not coordinate-wise; use one of {sorted(COORDINATE_WISE)}."
-    )
+    r = get(rule)
+    if r.missing != "coordinate_wise":
+        coordinate_wise = [q.name for q in rules() if q.missing == "coordinate_wise"]
+        raise InvalidParameterError(
+            f"masked_coordinate_rule: {r.name} needs whole vectors (missing={r.missing!r}); "
+            f"use aggregate_with_missing, or one of {', '.join(coordinate_wise)}."
+        )
+    params = r._merge(params)  # the same unknown-parameter error as the rule itself
+    out = torch.zeros(x.shape[1], dtype=x.dtype, device=x.device)
+    need = r.min_n(f)
+    for m, cols, values in present_columns(x, present):
+        if m >= need:
+            out[cols] = r.impl(values, f, **params)
+    return out
 
 
 def fill_with_median(x: torch.Tensor, present: torch.Tensor, f: int = 0) -> torch.Tensor:
@@ -164,9 +157,43 @@ def fill_with_median(x: torch.Tensor, present: torch.Tensor, f: int = 0) -> torc
     A coordinate with fewer than 2f + 1 present values (where the f Byzantine
     ones could be a majority of what arrived) is filled with 0. Shape (n, d).
     """
-    s, m = _sorted_present(x, present)
-    fill = torch.where(m >= 2 * f + 1, _masked_median(s, m), 0.0)
+    fill = masked_coordinate_rule("median", x, present, f)
     return torch.where(present, x, fill[None, :])
+
+
+def columns_by_count(counts: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+    """Each distinct count m > 0 of ``counts`` (d,), increasing, with the columns (k,) that have it.
+
+    A coordinate-wise kernel takes a fixed number of rows; grouping ragged
+    columns (missing coordinates, items rated by different numbers of users)
+    by how many values they hold runs the kernel once per distinct count,
+    never once per column.
+    """
+    ordered, columns = torch.sort(counts, stable=True)  # stable: each group's columns ascend
+    distinct, sizes = torch.unique_consecutive(ordered, return_counts=True)
+    for m, cols in zip(distinct.tolist(), columns.split(sizes.tolist()), strict=True):
+        if m > 0:
+            yield m, cols
+
+
+def present_columns(
+    x: torch.Tensor, present: torch.Tensor
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """``(m, cols, values)`` for each group of :func:`columns_by_count`.
+
+    ``values`` (m, len(cols)) holds, for each column of ``cols``, the entries
+    of ``x`` (n, d) where ``present`` (n, d), in row order.
+    """
+    n = x.shape[0]
+    counts = present.view(torch.uint8).sum(dim=0, dtype=torch.int32)  # faster than a bool sum
+    for m, cols in columns_by_count(counts):
+        values = x.index_select(1, cols)
+        if m < n:
+            sub = present.index_select(1, cols)
+            # Present entries fill rows 0 .. m - 1 in row order; missing ones go to row m, dropped.
+            rows = torch.where(sub, sub.cumsum(dim=0, dtype=torch.int32) - 1, m).long()
+            values = x.new_empty((m + 1, len(cols))).scatter_(0, rows, values)[:m]
+        yield m, cols, values
 
 
 def crashed_workers(present: torch.Tensor) -> torch.Tensor:
@@ -208,43 +235,3 @@ def _live_rows(
     if bool(keep.all()):
         return x, mask, f, crashed, bad
     return x[keep], mask[keep], f - bad, crashed, bad
-
-
-def _sorted_present(x: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Coordinate-wise sort with missing entries last (+inf) and the counts m (d,) present."""
-    keyed = torch.where(present, x, torch.full((), float("inf"), dtype=x.dtype, device=x.device))
-    return torch.sort(keyed, dim=0).values, present.sum(dim=0)
-
-
-def _take(s: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """``s[idx[j], j]`` for every column j, with idx clamped into range; shape (d,)."""
-    return s.gather(0, idx.clamp(0, s.shape[0] - 1)[None, :]).squeeze(0)
-
-
-def _masked_median(s: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    lo = _take(s, (m - 1) // 2)
-    hi = _take(s, m // 2)
-    med = torch.where(m % 2 == 1, lo, lo * 0.5 + hi * 0.5)  # halves first, as the median rule
-    return torch.where(m > 0, med, 0.0)
-
-
-def _masked_mean_around_median(s: torch.Tensor, m: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """Mean of the k_j present values closest to the median, lowest window on ties.
-
-    The same window test as :func:`byzance.aggregators._order.mean_around_median_of_sorted`,
-    with a window length and a count of values that vary by coordinate.
-    """
-    n = s.shape[0]
-    med = _masked_median(s, m)
-    best = (m - k).clamp(min=0)
-    for i in range(n - 1, -1, -1):  # descending: the lowest valid start is kept
-        end = i + k  # one past the window
-        valid = end <= m
-        if i > 0:
-            valid &= med - s[i - 1] >= _take(s, end - 1) - med
-        valid &= (end >= m) | (_take(s, end) - med >= med - s[i])
-        best = torch.where(valid, i, best)
-    j = torch.arange(n, device=s.device)[:, None]
-    inside = (j >= best) & (j < best + k)
-    total = torch.where(inside, s, 0.0).sum(dim=0)
-    return torch.where(m > 0, total / k.clamp(min=1).to(s.dtype), 0.0)

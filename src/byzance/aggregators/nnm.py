@@ -40,6 +40,12 @@ nnm = register(
         paper="Allouah et al., Fixing by Mixing: A Recipe for Optimal Byzantine ML under "
         "Heterogeneity, AISTATS 2023",
         summary="each input replaced by the mean of its n - f nearest neighbours",
+        cost=(
+            "One Gram product, O(n^2 d), and one (n x n) by (n x d) mixing product; output (n, d)."
+        ),
+        missing="whole_vectors",
+        speed_floor="gram",
+        speed_target=2.0,
         kind="preaggregator",
     )
 )

@@ -86,6 +86,12 @@ skewed_geometric_median = register(
         paper="El Mhamdi, Farhadkhani, Guerraoui, Hoang, On the Strategyproofness of the "
         "Geometric Median, AISTATS 2023",
         summary="minimizer of sum_i |S (z - x_i)| for a positive definite S",
+        cost=(
+            "S = I (default): as geometric_median. Otherwise O(d^3) to check S (eigenvalues) "
+            "and solve S z = y, O(nd^2) to map the inputs, then O(nd) per Weiszfeld iteration."
+        ),
+        missing="whole_vectors",
+        speed_floor="pass",
         row_params=("weights",),
     )
 )

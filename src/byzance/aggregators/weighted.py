@@ -105,6 +105,9 @@ weighted_average = register(
         requirement=Requirement(0, 1),
         paper="Weighted mean (reputation-weighted baseline, non-robust).",
         summary="weighted mean, one weight per participant",
+        cost="O(nd): one weighted pass over the input.",
+        missing="whole_vectors",
+        speed_floor="pass",
         robust=False,
         row_params=("weights",),
     )
@@ -118,6 +121,12 @@ weighted_median = register(
         paper="Yin et al., Byzantine-Robust Distributed Learning: Towards Optimal "
         "Statistical Rates, ICML 2018 (weighted form)",
         summary="coordinate-wise weighted median, one weight per participant",
+        cost=(
+            "O(nd log n): one sort along dim 0, then cumulative weights and one gather per "
+            "coordinate."
+        ),
+        missing="whole_vectors",
+        speed_floor="pass",
         row_params=("weights",),
     )
 )

@@ -29,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", required=True, help="the run's TOML config")
     parser.add_argument("--resume", action="store_true", help="continue from out_dir's checkpoint")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the run already in out_dir"
+    )
     return parser
 
 
@@ -68,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     code = 0
     try:
         config = load(args.config, parse_flags(rest))
-        run(config, resume=args.resume)
+        run(config, resume=args.resume, overwrite=args.overwrite)
     except (ByzanceError, DistributedRunError, RuntimeError) as err:
         rank = os.environ.get("RANK", "?")
         print(f"[byzance dist] rank {rank}: error: {err}", file=sys.stderr, flush=True)

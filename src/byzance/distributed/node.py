@@ -10,22 +10,26 @@ its own row, so a distributed run and a simulated one see the same batches.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-from byzance import aggregators, attacks
-from byzance.attacks import DataAttack, GradientAttack
+from byzance import attacks
+from byzance.runs.build import build_training, make_scheduler, with_optimum_distance
 from byzance.runs.config import ConfigError, RunConfig
 from byzance.runs.injected_faults import EXTRA_COORDINATES, Fault, parse_fault
-from byzance.runs.runner import (
-    bind_generators,
-    build_training,
-    make_scheduler,
-    with_optimum_distance,
+from byzance.sim import (
+    Aggregation,
+    Composition,
+    ServerOptimizer,
+    WorkerMomentum,
+    evaluate_model,
+    flatten_params,
+    loss_for,
+    seeded,
 )
-from byzance.sim import BatchSampler, flatten_params, loss_for, set_flat_grad, worker_gradients
-from byzance.sim.sync import evaluate_model
+from byzance.sim.core import workers_and_adversary
 
 
 def byzantine_ranks(config: RunConfig, world: int) -> list[int]:
@@ -37,8 +41,8 @@ def byzantine_ranks(config: RunConfig, world: int) -> list[int]:
     return list(range(world - config.byzantine, world))
 
 
-class Node:
-    """One rank of a distributed run (any topology).
+class Node(Composition):
+    """One rank of a distributed run (any topology), made of the simulator's parts.
 
     Attributes:
         order: ranks in slot order (honest ascending, then Byzantine ascending).
@@ -60,33 +64,48 @@ class Node:
         self.reporter = self.honest[0]
 
         self.data, shards, self.model, self.optimizer = build_training(config)
-        self.scheduler = make_scheduler(config, self.optimizer)
         self.loss_fn = loss_for(self.data.task)
-        self.l2 = self.data.l2 if config.l2 < 0 else config.l2
         self.d = flatten_params(self.model).numel()
-
-        # The simulator's generators, seeded the same way.
-        seed = config.seed * 1_000_003
-        self.batch_gen = torch.Generator().manual_seed(seed + 1)
-        self.attack_gen = torch.Generator().manual_seed(seed + 2)
-        self.rule_gen = torch.Generator().manual_seed(seed + 3)
-        self.rule = bind_generators(config.rule(), self.rule_gen)
         self.f = config.tolerated
-        self.uses_center = self.rule.carries_center
-        self.center: torch.Tensor | None = None
 
         attack = attacks.get(config.attack) if config.attack != "none" and self.byzantine else None
-        self.attack: GradientAttack | DataAttack | None = attack
-        self.gradient_attack = isinstance(attack, GradientAttack)
-        computing = len(self.honest) if self.gradient_attack else world
-        self.computes = self.slot < computing
-        self.sampler = BatchSampler(
-            [shards[self.order[i]] for i in range(computing)], self.batch_gen
+        # The simulator's parts, seeded the same way: a distributed run and a simulated
+        # one see the same batches, forge the same vectors and aggregate the same way.
+        self.workers, self.adversary = workers_and_adversary(
+            self.model,
+            self.data.x_train,
+            self.data.y_train,
+            [shards[r] for r in self.order],
+            byzantine=len(self.byzantine),
+            attack=attack,
+            attack_params=config.attack_params,
+            batch_size=config.batch_size,
+            l2=self.data.l2 if config.l2 < 0 else config.l2,
+            loss_fn=self.loss_fn,
+            num_classes=self.data.num_classes,
+            seed=config.seed,
         )
-        self.drawn = 0  # steps whose batches were drawn
-        self.momentum: torch.Tensor | None = None
+        self.gradient_attack = self.adversary is not None
+        self.computes = self.slot < self.workers.count
+        self.momentum = WorkerMomentum(config.worker_momentum)
+        self.aggregation = Aggregation(config.rule(), self.f, seeded(config.seed, "rule"))
+        self.server = ServerOptimizer(
+            self.model, self.optimizer, make_scheduler(config, self.optimizer)
+        )
+        self.compose(  # the reporter's checkpoint: every rank restores from it
+            workers=self.workers,
+            aggregation=self.aggregation,
+            server=self.server,
+            adversary=self.adversary,
+        )
+        # The vectors (workers' momenta) that reached this rank at its last aggregation.
+        self.received: dict[int, torch.Tensor] = {}
         spec = config.faults.get(str(rank))
         self.fault: Fault | None = parse_fault(spec) if spec else None
+
+    @property
+    def rule(self):
+        return self.aggregation.rule
 
     # -- one worker's work ------------------------------------------------------------------
     def batch(self, step: int) -> torch.Tensor | None:
@@ -96,25 +115,17 @@ class Node:
         steps but keeps its generator where the others' is).
         """
         idx = None
-        while self.drawn < step:
-            idx = self.sampler.sample(self.config.batch_size)
-            self.drawn += 1
+        while self.step_count < step:
+            idx = self.workers.draw()
+            self.step_count += 1
         if idx is None or not self.computes:
             return None
         return idx[self.slot]
 
     def gradient(self, idx: torch.Tensor) -> tuple[torch.Tensor, float]:
         """The vector this worker sends for its batch: gradient (or momentum) (d,), and loss."""
-        x, y = self.data.x_train[idx], self.data.y_train[idx].clone()
-        if self.is_byzantine and isinstance(self.attack, DataAttack):
-            y = self.attack(y, num_classes=self.data.num_classes, **self.config.attack_params)
-        grads, losses = worker_gradients(self.model, self.loss_fn, x[None], y[None], self.l2)
-        grad = grads[0]
-        beta = self.config.worker_momentum
-        if beta:
-            self.momentum = grad if self.momentum is None else beta * self.momentum + grad
-            grad = self.momentum
-        return grad, float(losses[0])
+        grads, losses = self.workers.gradients(idx[None], torch.tensor([self.slot]))
+        return self.momentum(grads)[0], float(losses[0])
 
     def byzantine_vector(self, honest: torch.Tensor) -> torch.Tensor:
         """This Byzantine rank's vector (d,), from the omniscient attack on ``honest`` (h, d).
@@ -122,15 +133,8 @@ class Node:
         Every Byzantine rank computes the attack's (f, d) output from the same
         inputs and generator state, and sends its own row.
         """
-        assert isinstance(self.attack, GradientAttack)
-        rows = self.attack(
-            honest,
-            len(self.byzantine),
-            rule=self.rule,
-            generator=self.attack_gen,
-            **self.config.attack_params,
-        )
-        return rows[self.byzantine.index(self.rank)]
+        assert self.adversary is not None
+        return self.adversary.forge(honest, self.rule)[self.byzantine.index(self.rank)]
 
     def wrong_size(self, vector: torch.Tensor, step: int) -> torch.Tensor:
         """``vector`` itself, or, for a rank whose fault says so, a vector of the wrong size."""
@@ -139,31 +143,27 @@ class Node:
         return vector
 
     # -- the server's (or every decentralized node's) work -------------------------------------
-    def aggregate(self, inputs: torch.Tensor, present: torch.Tensor | None = None) -> torch.Tensor:
-        """The rule's output (d,) on the vectors that arrived (m, d).
+    def aggregate(
+        self,
+        inputs: torch.Tensor,
+        present: torch.Tensor | None = None,
+        ranks: list[int] | None = None,
+    ) -> torch.Tensor:
+        """The rule's output (d,) on the vectors that arrived (m, d), from ``ranks``.
 
         ``present`` (m, d) marks the coordinates that arrived (lossy transport);
         then :func:`~byzance.aggregators.aggregate_with_missing` decides how the
-        rule treats the others.
+        rule treats the others. With worker momentum the whole vectors received
+        are each worker's momentum: they are kept for the checkpoint.
         """
-        params = {"center": self.center} if self.uses_center else {}
-        if present is None:
-            result = self.rule(inputs, self.f, **params)
-        else:
-            result = aggregators.aggregate_with_missing(
-                self.rule, inputs, present, self.f, fill=self.config.udp_fill, **params
-            )
-        if self.uses_center:
-            self.center = result
-        return result
+        if self.momentum.beta and ranks is not None:
+            whole = [True] * len(ranks) if present is None else present.all(dim=1).tolist()
+            self.received = {r: inputs[i] for i, r in enumerate(ranks) if whole[i]}
+        return self.aggregation(inputs, present, fill=self.config.udp_fill)
 
     def apply(self, aggregate: torch.Tensor) -> None:
         """One optimizer (and learning-rate schedule) step along ``aggregate`` (d,)."""
-        self.optimizer.zero_grad(set_to_none=True)
-        set_flat_grad(self.model, aggregate)
-        self.optimizer.step()
-        if self.scheduler is not None:
-            self.scheduler.step()
+        self.server.apply(aggregate)
 
     def set_params(self, flat: torch.Tensor) -> None:
         """Overwrite the model's parameters with the flat vector (d,) (a worker receiving them)."""
@@ -176,30 +176,21 @@ class Node:
         return with_optimum_distance(result, self.model, self.data)
 
     # -- checkpoints -------------------------------------------------------------------------
-    def state_dict(self, step: int) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
-            "center": self.center,
-            "batch_gen": self.batch_gen.get_state(),
-            "attack_gen": self.attack_gen.get_state(),
-            "rule_gen": self.rule_gen.get_state(),
-            "step": step,
-        }
+    def state_dict(self) -> dict[str, Any]:
+        """The reporter's state, plus every worker's momentum it received (by rank)."""
+        state = super().state_dict()
+        state["momenta"] = {str(r): v for r, v in self.received.items()}
+        return state
 
-    def load_state_dict(self, state: dict[str, Any]) -> int:
-        """Restore a checkpoint (the reporter's); returns its step."""
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state["scheduler"] is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        self.center = state["center"]
-        self.batch_gen.set_state(state["batch_gen"])
-        self.attack_gen.set_state(state["attack_gen"])
-        self.rule_gen.set_state(state["rule_gen"])
-        self.drawn = state["step"]
-        return state["step"]
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the reporter's checkpoint on any rank; this rank takes back its momentum.
+
+        A rank whose momentum did not reach the reporter at the checkpoint's step
+        (it was late, crashed or lost datagrams) restarts its momentum from zero.
+        """
+        super().load_state_dict(state)
+        mine = state.get("momenta", {}).get(str(self.rank))
+        self.momentum.momentum = None if mine is None else mine[None].clone()
 
     def lr(self) -> float:
-        return self.optimizer.param_groups[0]["lr"]
+        return self.server.lr

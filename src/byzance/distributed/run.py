@@ -10,7 +10,10 @@ columns ``arrived``, ``missing``, ``crashed``, ``step_ms``), ``accuracy.png``,
 model also writes its final parameters to ``params-rank{r}.pt``. ``--resume`` continues from the
 checkpoint; every rank reads it, so ``out_dir`` must be visible to all ranks
 (one machine, or a shared file system). Workers' momentum (``worker_momentum``)
-is not checkpointed: it restarts from zero on resume.
+is checkpointed by the reporter, which receives every worker's momentum each
+step; a rank whose vector did not reach it at the checkpoint's step restarts
+its momentum from zero. A new run refuses a directory holding another run
+(``--overwrite`` replaces it).
 """
 
 from __future__ import annotations
@@ -33,16 +36,16 @@ from byzance.distributed.topologies import (
     run_server,
     run_worker,
 )
-from byzance.runs.config import RunConfig, validate
-from byzance.runs.runner import (
-    drop_metrics_after,
+from byzance.runs.config import ConfigError, RunConfig, validate
+from byzance.runs.report import write_report
+from byzance.runs.rundir import (
+    CheckpointError,
+    RunDirectory,
     read_metrics,
-    save_atomically,
     write_config,
     write_csv,
-    write_report,
 )
-from byzance.sim import flatten_params
+from byzance.sim import CheckpointMismatchError, flatten_params
 
 
 def init_process_group(timeout_s: float = 1800.0) -> tuple[int, int]:
@@ -69,9 +72,10 @@ def init_process_group(timeout_s: float = 1800.0) -> tuple[int, int]:
 class Reporter:
     """The metric rows, evaluations and checkpoints of the run (written by one rank)."""
 
-    def __init__(self, node: Node, out: Path) -> None:
+    def __init__(self, node: Node, out: Path, elapsed_before: float = 0.0) -> None:
         self.node, self.out, self.config = node, out, node.config
-        self.started = time.perf_counter()
+        self.dir = RunDirectory(out)
+        self.started = time.perf_counter() - elapsed_before  # a resumed run's time adds up
         self.last = time.perf_counter()
         self.log = (out / "metrics.jsonl").open("a")
 
@@ -94,7 +98,7 @@ class Reporter:
         self.log.write(json.dumps(row) + "\n")
         self.log.flush()
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            save_checkpoint(self.node, self.out, step)
+            self.dir.save_checkpoint(self.config, self.node.state_dict(), row["elapsed_s"])
 
     def close(self, members: Membership) -> None:
         self.log.close()
@@ -122,22 +126,44 @@ class Reporter:
             fh.write("\n".join(lines) + "\n")
 
 
-def save_checkpoint(node: Node, out: Path, step: int) -> None:
-    save_atomically(node.state_dict(step), out / "checkpoint.pt")
+def restore(node: Node, out: Path, *, reporter: bool) -> tuple[int, float]:
+    """Load ``out/checkpoint.pt`` into ``node`` (every rank reads it); (its step, its time).
 
-
-def restore(node: Node, out: Path, *, reporter: bool) -> int:
-    """Load ``out/checkpoint.pt`` into ``node``; the reporter drops later metric rows."""
-    path = out / "checkpoint.pt"
-    if not path.exists():
-        return 0
-    step = node.load_state_dict(torch.load(path, weights_only=False))
+    The reporter drops the metric rows written after the checkpoint. No
+    checkpoint (a run killed before its first one): start again from step 0.
+    """
+    directory = RunDirectory(out)
+    if not directory.checkpoint_path.exists():
+        return 0, 0.0
+    checkpoint = directory.load_checkpoint(node.config)
+    try:
+        node.load_state_dict(checkpoint["state"])
+    except (CheckpointMismatchError, KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(
+            f"checkpoint {str(directory.checkpoint_path)!r} does not fit this run ({err})."
+        ) from None
     if reporter:
-        drop_metrics_after(out / "metrics.jsonl", step)
-    return step
+        from byzance.runs.rundir import drop_metrics_after
+
+        drop_metrics_after(directory.metrics_path, node.step_count)
+    return node.step_count, float(checkpoint["elapsed_s"])
 
 
-def run(config: RunConfig, *, resume: bool = False) -> Membership | None:
+def claim_output(config: RunConfig, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a new run into a directory holding another (checked by every rank)."""
+    directory = RunDirectory(config.out_dir)
+    directory.check_usable()
+    if resume:
+        if not directory.config_path.is_file():
+            raise ConfigError(f"{config.out_dir!r} holds no run to resume: config.toml is missing.")
+    elif directory.holds_a_run() and not overwrite:
+        raise ConfigError(
+            f"{config.out_dir!r} already holds a run. Continue it with --resume, replace it "
+            "with --overwrite, or choose another out_dir."
+        )
+
+
+def run(config: RunConfig, *, resume: bool = False, overwrite: bool = False) -> Membership | None:
     """Run this process's part of the distributed run described by ``config``."""
     rank, world = init_process_group()
     if config.workers != world:
@@ -148,16 +174,17 @@ def run(config: RunConfig, *, resume: bool = False) -> Membership | None:
         )
         config.workers = world
     validate(config)  # for this many workers: the rule must tolerate f among them
+    claim_output(config, resume=resume, overwrite=overwrite)
+    dist.barrier()  # every rank has checked the directory before the reporter writes to it
     node = Node(config, rank, world)
     out = Path(config.out_dir)
     is_reporter = rank == node.reporter
-    if is_reporter:
-        out.mkdir(parents=True, exist_ok=True)
-    start = restore(node, out, reporter=is_reporter) if resume else 0
+    start, elapsed = restore(node, out, reporter=is_reporter) if resume else (0, 0.0)
     if is_reporter and start == 0:
-        write_config(config, out / "config.toml")
-        (out / "metrics.jsonl").write_text("")
-    report = Reporter(node, out) if is_reporter else None
+        RunDirectory(out).claim(config, overwrite=True)  # checked above, by every rank
+    elif is_reporter:
+        write_config(config, out / "config.toml")  # the same run, perhaps for more steps
+    report = Reporter(node, out, elapsed) if is_reporter else None
     members = None
     if config.topology == "parameter_server":
         if rank == 0:

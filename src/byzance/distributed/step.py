@@ -83,15 +83,20 @@ def robust_step(
         rule: a registered rule name (``"krum"``, ``"nnm>trimmed_mean"``) or a Rule.
         f: the number of Byzantine ranks the rule tolerates.
         group: the process group (default: the world).
-        **rule_params: the rule's parameters.
+        **rule_params: the rule's parameters, bound to it whether it is given by
+            name or as a Rule (``rule.partial(**rule_params)``, which checks them).
 
     Returns:
         The aggregate (d,) that was applied.
 
     Raises:
         ToleranceError: the world is too small for the rule to tolerate ``f``.
+        InvalidParameterError: a parameter the rule does not have, or out of range.
     """
-    fn = aggregators.get(rule, **rule_params) if isinstance(rule, str) else rule
+    if isinstance(rule, str):
+        fn = aggregators.get(rule, **rule_params)
+    else:
+        fn = rule.partial(**rule_params) if rule_params else rule
     world = dist.get_world_size(group)
     try:
         fn.check(world, f)

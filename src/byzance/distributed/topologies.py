@@ -30,8 +30,7 @@ from byzance.distributed.channel import Channel, Kind
 from byzance.distributed.node import Node
 from byzance.distributed.udp_link import UdpLink
 from byzance.errors import ToleranceError
-from byzance.sim import flatten_params
-from byzance.sim.sync import TrainingDivergedError, step_stats
+from byzance.sim import TrainingDivergedError, flatten_params, step_stats
 
 Report = Callable[[int, dict[str, Any]], None]
 
@@ -150,7 +149,7 @@ def _aggregate_step(
             f"step_timeout = {node.config.step_timeout} s (missing: {problems}); {err}"
         ) from None
     start = time.perf_counter()
-    aggregate = node.aggregate(inputs, present)
+    aggregate = node.aggregate(inputs, present, ranks)
     seconds = time.perf_counter() - start
     node.apply(aggregate)
     if after_apply is not None:
@@ -254,6 +253,8 @@ def run_server(node: Node, start: int, report: Report) -> Membership:
         send_params(start + 1)
         for step in range(start + 1, node.config.steps + 1):
             live = [r for r in workers if r not in members.crashed]
+            if node.fault is not None:
+                node.fault.before_step(step)
             t0 = time.perf_counter()
             own = _own_vector(node, step)
             assert own is not None  # rank 0 is honest

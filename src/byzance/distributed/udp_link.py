@@ -29,6 +29,7 @@ import torch.distributed as dist
 
 from byzance.distributed.udp import LossModel, UdpReceiver, UdpSender, load_keys, suggested_window
 from byzance.runs.config import ConfigError, RunConfig
+from byzance.sim.core import stream_seed
 
 
 def keys_from_config(spec: str) -> dict[int, bytes]:
@@ -110,7 +111,7 @@ class UdpLink:
             keys[rank],
             session=self.session,
             datagram_bytes=config.udp_datagram_bytes,
-            loss=LossModel(**config.udp_loss, seed=config.seed * 1_000_003 + 7 + rank),
+            loss=LossModel(**config.udp_loss, seed=stream_seed(config.seed, "udp_loss") + rank),
             window=window,
             bind=(bind_host, 0),
         )

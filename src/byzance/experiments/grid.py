@@ -18,22 +18,27 @@ The product of the axes is expanded and every cell validated before any runs:
 a cell whose rule cannot tolerate its f is infeasible (recorded, not run); any
 other invalid value stops the grid before it starts. Cells run in parallel
 worker processes, each in ``DIR/cells/<cell>``; rerunning skips finished cells
-and resumes interrupted ones, so a kill loses at most the cells in flight.
+and resumes interrupted ones, so a kill loses at most the cells in flight. A
+cell is the same cell only while its whole config is (see
+:mod:`~byzance.experiments.grid_cells`): edit ``[base]`` and the cells it
+changes are rerun from scratch. One grid at a time holds a directory, its
+workers die with it, and Ctrl-C stops the queue at once and writes the report
+of what finished (see :mod:`~byzance.experiments.grid_pool`).
 """
 
 from __future__ import annotations
 
 import itertools
 import multiprocessing
-import re
 import tomllib
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from byzance.errors import ToleranceError
+from byzance.experiments.grid_cells import cell_name, cell_state, hashed_name, run_cell, values_hash
+from byzance.experiments.grid_pool import grid_lock, run_in_pool
 from byzance.runs.config import ConfigError, RunConfig, load
 
 
@@ -88,26 +93,6 @@ class Grid:
         return [c for c in self.cells if c.config is not None]
 
 
-def _cell_name(values: dict[str, Any]) -> str:
-    parts = []
-    for key, value in values.items():
-        if isinstance(value, dict):
-            inner = {k: v for k, v in value.items() if not isinstance(v, dict)}
-            nested = [
-                f"{k}.{kk}={vv}"
-                for k, v in value.items()
-                if isinstance(v, dict)
-                for kk, vv in v.items()
-            ]
-            text = ",".join([*(f"{k}={v}" for k, v in inner.items()), *nested])
-            parts.append(re.sub(r"[^A-Za-z0-9_.,+=-]", "_", text.replace(">", "+")))
-            continue
-        text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
-        text = re.sub(r"[^A-Za-z0-9_.,+=-]", "_", text.replace(">", "+"))
-        parts.append(f"{key}={text or 'none'}")
-    return "__".join(parts)
-
-
 def load_grid(path: str | Path, out_dir: str | Path | None = None) -> Grid:
     """Read and expand a grid file; validates every cell (raises on any error but infeasibility)."""
     path = Path(path)
@@ -132,9 +117,20 @@ def load_grid(path: str | Path, out_dir: str | Path | None = None) -> Grid:
             )
     out = Path(out_dir or raw.get("out_dir") or Path("runs") / path.stem)
     grid = Grid(name=str(raw.get("name", path.stem)), out_dir=out, axes=axes, source=path)
+    names: set[str] = set()
+    hashes: set[str] = set()
     for combination in itertools.product(*axes.values()):
         values = dict(zip(axes, combination, strict=True))
-        name = _cell_name(values)
+        name = cell_name(values)
+        if values_hash(values) in hashes:
+            raise ConfigError(
+                f"grid cell {name}: two cells have the same axis values; "
+                "remove the duplicate values from the axes."
+            )
+        hashes.add(values_hash(values))
+        if name in names:  # values that differ only in characters a file name cannot hold
+            name = hashed_name(values)
+        names.add(name)
         spec = dict(base)
         for key, value in values.items():
             # A table sets several keys together: {attack = "ipm", attack_params = {epsilon = 100}}.
@@ -151,11 +147,16 @@ def load_grid(path: str | Path, out_dir: str | Path | None = None) -> Grid:
     return grid
 
 
-def _run_cell(config: RunConfig) -> str:
-    from byzance.runs.runner import run_or_resume
+class GridInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a grid; the report of the cells that finished was written."""
 
-    run_or_resume(config, threads=1)  # one process per core
-    return config.out_dir
+    def __init__(self, grid: Grid, finished: int) -> None:
+        self.grid = grid
+        self.finished = finished
+        super().__init__(
+            f"stopped after {finished} of {len(grid.feasible)} cells; results so far in "
+            f"{grid.out_dir / 'results.md'}; run the grid again to continue."
+        )
 
 
 def run_grid(
@@ -166,30 +167,39 @@ def run_grid(
 ) -> None:
     """Run every feasible cell not yet finished, ``jobs`` at a time (default: the cores).
 
-    ``jobs=1`` runs in this process, one cell after the other.
+    ``jobs=1`` runs in this process, one cell after the other. A finished cell
+    whose config is unchanged is skipped; an unfinished one is resumed; one
+    whose config changed is rerun from scratch. Raises :class:`ConfigError`
+    if another grid holds ``grid.out_dir``, and :class:`GridInterrupted` (a
+    ``KeyboardInterrupt``) on Ctrl-C, once the queued cells are cancelled, the
+    running ones stopped and the report of the finished ones written.
     """
     from byzance.experiments.report import write_grid_report
     from byzance.runs.runner import is_finished
 
     grid.out_dir.mkdir(parents=True, exist_ok=True)
-    if grid.source is not None:
-        (grid.out_dir / "grid.toml").write_text(grid.source.read_text())
-    todo = [c for c in grid.feasible if not is_finished(c.config)]
-    for cell in grid.feasible:
-        if cell not in todo and on_done is not None:
-            on_done(cell)
-    jobs = jobs or multiprocessing.cpu_count()
-    if jobs == 1:
-        for cell in todo:
-            _run_cell(cell.config)
-            if on_done is not None:
-                on_done(cell)
-    else:
-        context = multiprocessing.get_context("spawn")  # no fork after torch threads exist
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-            futures = {pool.submit(_run_cell, c.config): c for c in todo}
-            for future in as_completed(futures):
-                future.result()
+    with grid_lock(grid.out_dir):
+        if grid.source is not None:
+            (grid.out_dir / "grid.toml").write_text(grid.source.read_text())
+        done = [
+            c for c in grid.feasible if cell_state(c.config) == "same" and is_finished(c.config)
+        ]
+        todo = [c for c in grid.feasible if not any(c is d for d in done)]
+        try:
+            for cell in done:
                 if on_done is not None:
-                    on_done(futures[future])
-    write_grid_report(grid)
+                    on_done(cell)
+            jobs = jobs or multiprocessing.cpu_count()
+            if jobs == 1:
+                for cell in todo:
+                    run_cell(cell.config)
+                    if on_done is not None:
+                        on_done(cell)
+            else:
+                work = [(cell, cell.config) for cell in todo]
+                run_in_pool(run_cell, work, jobs=jobs, on_done=on_done)
+        except KeyboardInterrupt:
+            results = write_grid_report(grid)
+            finished = sum(r["status"] in ("finished", "diverged") for r in results)
+            raise GridInterrupted(grid, finished) from None
+        write_grid_report(grid)

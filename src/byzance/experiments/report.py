@@ -11,20 +11,47 @@ from pathlib import Path
 from typing import Any
 
 from byzance.experiments.grid import Cell, Grid, load_grid
+from byzance.experiments.grid_cells import cell_state
 from byzance.runs.runner import is_finished, read_metrics
 
 # Axes that are the table's rows, columns, or averaged over: the rest split tables.
 _LAYOUT_AXES = {"aggregator", "preaggregators", "attack", "seed", "out_dir"}
 
 
+def run_seconds(rows: list[dict[str, Any]]) -> float:
+    """A run's training time: the sum of its segments' ``elapsed_s``.
+
+    A resumed run may restart its clock (``elapsed_s`` falls between two
+    rows): each segment counts its last value. A clock that continues from
+    the checkpoint never falls, and its last value is the total.
+    """
+    total, last = 0.0, None
+    for row in rows:
+        elapsed = row.get("elapsed_s")
+        if elapsed is None:
+            continue
+        if last is not None and elapsed < last:
+            total += last
+        last = float(elapsed)
+    return total + (last or 0.0)
+
+
 def cell_result(cell: Cell) -> dict[str, Any]:
-    """One results row: the axis values, the run's status and final numbers."""
+    """One results row: the axis values, the run's status and final numbers.
+
+    A cell whose directory holds a run of another config (the grid was
+    edited since) is ``stale``: its numbers are not this cell's.
+    """
     row: dict[str, Any] = {"cell": cell.name, "rule": cell.rule, "attack": cell.attack, "f": cell.f}
     row.update(
         {k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in cell.values.items()}
     )
     if cell.config is None:
         return {**row, "status": "infeasible", "note": cell.infeasible}
+    if cell_state(cell.config) == "changed":
+        note = "its config changed since it ran; run the grid again to rerun it"
+        empty = {"final_accuracy": None, "best_accuracy": None, "steps": 0, "seconds": 0.0}
+        return {**row, "status": "stale", "note": note, **empty}
     rows = read_metrics(Path(cell.config.out_dir) / "metrics.jsonl")
     evals = [r for r in rows if "accuracy" in r]
     status = "finished" if is_finished(cell.config) else ("partial" if rows else "missing")
@@ -35,7 +62,7 @@ def cell_result(cell: Cell) -> dict[str, Any]:
         "final_accuracy": evals[-1]["accuracy"] if evals and status == "finished" else None,
         "best_accuracy": max(r["accuracy"] for r in evals) if evals else None,
         "steps": rows[-1]["step"] if rows else 0,
-        "seconds": max((r.get("elapsed_s", 0.0) for r in rows), default=0.0),
+        "seconds": run_seconds(rows),
     }
 
 
@@ -93,6 +120,10 @@ def write_grid_report(grid: Grid) -> list[dict[str, Any]]:
                 values = [by_cell[c.name]["final_accuracy"] for c in chosen]
                 cells_row.append(_mean_std([v for v in values if v is not None]))
             lines.append(f"| {rule} | " + " | ".join(cells_row) + " |")
+    unfinished = [r for r in results if r["status"] not in ("finished", "diverged", "infeasible")]
+    if unfinished:
+        lines += ["", "Not finished (run the grid again to complete them):", ""]
+        lines += [f"- {r['cell']}: {r['status']}" for r in unfinished]
     infeasible = [r for r in results if r["status"] == "infeasible"]
     if infeasible:
         lines += ["", "Infeasible cells (not run):", ""]

@@ -1,151 +1,53 @@
 """``byzance faults``: an MLP on the shipped MNIST digits, its neurons failing, bound vs measured.
 
-One TOML config (``examples/faults_mnist.toml``) in; out: ``results.md`` and
+One TOML config (``examples/faults_mnist.toml``; ``byzance faults --help`` lists
+its keys) in; out: ``config.toml`` (the resolved config), ``results.md`` and
 ``results.csv`` (one row per number of failures per hidden layer: the
 paper's bound, the weight-path bound, the worst and mean error found by the
 adversarial search and under random failures, accuracy), ``overprovisioning.csv``
 (same failures, wider hidden layers), the plots ``bound_vs_measured.png`` and
 ``overprovisioning.png``, and the trained models (``model_*.pt``, reused
 when the same training config comes again).
+
+The config (:class:`FaultsConfig`, :func:`load_config`, :func:`dumps`) lives in
+:mod:`byzance.faults.faults_config`; its names are importable from here too.
 """
 
 from __future__ import annotations
 
 import csv
-import difflib
 import json
 import math
-import tomllib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from byzance.errors import ByzanceError
 from byzance.faults.bound import fep_bound, output_bounds, path_bound, path_gains
-from byzance.faults.injection import FAILURE_KINDS
+from byzance.faults.faults_config import (
+    ACTIVATIONS,
+    FaultsConfig,
+    FaultsConfigError,
+    dumps,
+    load_config,
+)
+from byzance.faults.faults_config import SCHEMA as SCHEMA
 from byzance.faults.measure import adversarial_failures, random_failures
 from byzance.faults.network import Network, parse
 
-__all__ = ["ACTIVATIONS", "FaultsConfig", "FaultsResult", "load_config", "render", "run"]
-
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "relu": nn.ReLU,
-    "tanh": nn.Tanh,
-    "sigmoid": nn.Sigmoid,
-}
-
-
-class FaultsConfigError(ByzanceError):
-    """A ``byzance faults`` config key or value is invalid."""
-
-
-@dataclass
-class FaultsConfig:
-    """One ``byzance faults`` run (every key may appear in the TOML file)."""
-
-    seed: int = 0
-    dataset: str = "digits"
-    test_fraction: float = 0.2
-    hidden: list[int] = field(default_factory=lambda: [64, 32])
-    activation: str = "relu"
-    epochs: int = 40
-    batch_size: int = 64
-    lr: float = 0.003
-    kind: str = "byzantine"  # neuron failures: crash or byzantine
-    value_bound: float = 1.0  # C: |value| of a Byzantine neuron
-    failures: list[int] = field(default_factory=lambda: [0, 1, 2, 4, 8])  # per hidden layer
-    synapse_kind: str = "byzantine"
-    synapse_bound: float = 0.5  # S: |weight change| of a Byzantine synapse
-    synapse_failures: list[int] = field(default_factory=list)  # per Linear layer; [] skips
-    trials: int = 20  # random patterns per row
-    rounds: int = 2  # sweeps of the adversarial search
-    eval_samples: int = 0  # test inputs measured (0: all)
-    overprovision: list[list[int]] = field(default_factory=list)  # hidden widths to compare
-    overprovision_failures: int = 2  # failures per hidden layer in that comparison
-    threads: int = 1  # torch threads (0: torch's default); small matrices run faster on one
-    out_dir: str = "runs/faults_mnist"
-
-
-_KEYS = tuple(f.name for f in fields(FaultsConfig))
-
-
-def _validate(cfg: FaultsConfig) -> FaultsConfig:
-    from byzance.data import names as dataset_names
-
-    def need(ok: bool, message: str) -> None:
-        if not ok:
-            raise FaultsConfigError(message)
-
-    need(cfg.dataset in dataset_names(), f"dataset must be one of {dataset_names()}.")
-    need(cfg.activation in ACTIVATIONS, f"activation must be one of {sorted(ACTIVATIONS)}.")
-    need(cfg.kind in FAILURE_KINDS, f"kind must be one of {FAILURE_KINDS}.")
-    need(cfg.synapse_kind in FAILURE_KINDS, f"synapse_kind must be one of {FAILURE_KINDS}.")
-    widths = [cfg.hidden, *cfg.overprovision]
-    need(
-        all(w and all(isinstance(n, int) and n >= 1 for n in w) for w in widths),
-        "hidden and every entry of overprovision must be non-empty lists of positive widths.",
-    )
-    need(
-        all(len(w) == len(cfg.hidden) for w in cfg.overprovision),
-        f"every overprovision entry needs {len(cfg.hidden)} widths, like hidden.",
-    )
-    need(bool(cfg.failures), "failures must list at least one number of failures per layer.")
-    need(
-        all(0 <= f <= min(cfg.hidden) for f in cfg.failures),
-        f"failures per hidden layer must lie in [0, {min(cfg.hidden)}] (the narrowest layer).",
-    )
-    need(all(s >= 0 for s in cfg.synapse_failures), "synapse_failures must be integers >= 0.")
-    need(
-        0 <= cfg.overprovision_failures <= min((min(w) for w in widths), default=0),
-        "overprovision_failures must fit in the narrowest hidden layer compared.",
-    )
-    for key in ("epochs", "batch_size", "trials", "rounds"):
-        need(getattr(cfg, key) >= 1, f"{key} must be >= 1, got {getattr(cfg, key)}.")
-    need(cfg.eval_samples >= 0, "eval_samples must be >= 0 (0: the whole test set).")
-    need(cfg.threads >= 0, "threads must be >= 0 (0: torch's default).")
-    need(cfg.lr > 0 and 0 < cfg.test_fraction < 1, "lr must be > 0 and test_fraction in (0, 1).")
-    for key in ("value_bound", "synapse_bound"):
-        value = getattr(cfg, key)
-        need(math.isfinite(value) and value >= 0, f"{key} must be a finite number >= 0.")
-    return cfg
-
-
-def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> FaultsConfig:
-    """Read a TOML faults config, apply ``overrides`` (e.g. {"out_dir": ...}), validate."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FaultsConfigError(f"config file {str(path)!r} does not exist.")
-        try:
-            raw = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as err:
-            raise FaultsConfigError(f"config file {str(path)!r} is not valid TOML: {err}") from None
-    raw.update(overrides or {})
-    for key in raw:
-        if key not in _KEYS:
-            close = difflib.get_close_matches(key, _KEYS, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise FaultsConfigError(f"unknown config key {key!r}.{hint} Keys: {', '.join(_KEYS)}.")
-    defaults = FaultsConfig()
-    for key, value in raw.items():
-        default = getattr(defaults, key)
-        ok = isinstance(value, type(default)) and not (
-            isinstance(value, bool) and not isinstance(default, bool)
-        )
-        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            raw[key], ok = float(value), True
-        if not ok:
-            raise FaultsConfigError(
-                f"config key {key!r}: {value!r} is not a {type(default).__name__} "
-                f"(default {default!r})."
-            )
-    return _validate(FaultsConfig(**raw))
-
+__all__ = [
+    "ACTIVATIONS",
+    "FaultsConfig",
+    "FaultsConfigError",
+    "FaultsResult",
+    "dumps",
+    "load_config",
+    "render",
+    "run",
+]
 
 # -- model --------------------------------------------------------------------------------
 
@@ -278,7 +180,7 @@ def _run(cfg: FaultsConfig, progress: Callable[[str], None] | None) -> FaultsRes
     say = progress or (lambda _msg: None)
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    (out_dir / "config.toml").write_text(dumps(cfg))
     data = datasets.load(cfg.dataset, seed=cfg.seed, test_fraction=cfg.test_fraction)
     if data.task != "classification":
         raise FaultsConfigError(f"dataset {cfg.dataset!r} is not a classification task.")

@@ -1,97 +1,261 @@
-"""Run configuration: a TOML file, flags that override any key, validation before any work.
+# ruff: noqa: RUF009 (key() declares a dataclass field; list and table defaults are copied)
+"""Run configuration: a TOML file, flags that override any key, every value checked before any work.
 
-Every key has a type and a default; an unknown key or a bad value is answered
-with the key, the value and what would be accepted (the closest name for a
-misspelling); the chosen rule's n/f requirement is checked on load.
+Every key is declared once below (:class:`RunConfig`): its type, default,
+section, range or accepted values and a one-line description; reading,
+checking, writing (:func:`dumps`) and ``byzance train --help`` all come from
+those declarations (:mod:`byzance.runs.schema`). A file may group the keys in
+sections (``[data]``, ``[rule]``, ...) or list them flat, or both; the Python
+attributes stay flat (``config.workers``).
+
+:func:`validate` checks, in order: each key on its own (type, range, accepted
+values), the counts that depend on each other (byzantine < workers, ...), the
+distributed keys, the rule (its parameters, its n/f requirement, a dry run on
+random vectors), the attack (its parameters, a dry run), the data set (its
+parameters, the split leaving every worker a training sample, the partition),
+and the model (built for the data set's inputs, one forward pass, and the
+known optimum's shape where the data set has one). Any failure is one
+:class:`ConfigError` line naming the key, the value and what is accepted. The
+checks live in :mod:`byzance.runs.validation` and :mod:`byzance.runs.data_checks`.
 """
 
 from __future__ import annotations
 
-import difflib
-import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import TYPE_CHECKING, Any
 
-from byzance import aggregators, attacks, models
-from byzance.errors import ByzanceError, ToleranceError
+from byzance.errors import ToleranceError
+from byzance.runs.data_checks import DataFacts as DataFacts
+from byzance.runs.data_checks import dataset_facts
+from byzance.runs.schema import ConfigError, Schema, key
+
+if TYPE_CHECKING:
+    from byzance import aggregators
+
+__all__ = [
+    "KEYS",
+    "SCHEMA",
+    "ConfigError",
+    "ConfigToleranceError",
+    "RunConfig",
+    "dataset_facts",
+    "dumps",
+    "flatten",
+    "load",
+    "parse_flags",
+    "validate",
+]
 
 
-class ConfigError(ByzanceError):
-    """A configuration key or value is invalid."""
+class ConfigToleranceError(ConfigError, ToleranceError):
+    """The configured rule cannot tolerate the configured f among the workers (a grid cell: infeasible)."""
 
 
 PARTITIONS = ("iid", "dirichlet", "extreme")
 SCHEDULES = ("constant", "cosine", "step")
 TOPOLOGIES = ("parameter_server", "decentralized")
+MODES = ("sync", "async")
+STALENESS = ("none", "exponential", "inverse")
+SERVER_ATTACKS = ("none", "large_norm", "sign_flip", "per_worker")
+TRANSPORTS = ("gloo", "udp")
+UDP_FILLS = ("auto", "median", "zero")
+# A datagram carries a header (40 bytes), one float32 coordinate at least and an
+# HMAC-SHA256 tag (32 bytes), and fits the largest UDP payload over IPv4
+# (byzance.distributed.udp.datagram; tests/distributed/test_dist_config.py checks these agree).
+UDP_DATAGRAM_MIN, UDP_DATAGRAM_MAX = 40 + 4 + 32, 65_507
+
+
+def _datasets() -> list[str]:
+    from byzance.data import names
+
+    return names()
+
+
+def _models() -> list[str]:
+    from byzance import models
+
+    return models.names()
+
+
+def _attacks() -> list[str]:
+    from byzance import attacks
+
+    return ["none", *attacks.names()]
+
+
+def _preaggregators() -> list[str]:
+    from byzance import aggregators
+
+    return aggregators.names("preaggregator")
+
+
+def _aggregators() -> list[str]:
+    from byzance import aggregators
+
+    return aggregators.names("aggregator")
 
 
 @dataclass
 class RunConfig:
-    """One training run of the simulator."""
+    """One training run: the simulator's (``byzance train``) or real processes' (``byzance launch``)."""
 
-    seed: int = 0
-    dataset: str = "mnist5k"
-    dataset_params: dict[str, Any] = field(default_factory=dict)
-    test_fraction: float = 0.2
-    model: str = "mlp"
-    model_params: dict[str, Any] = field(default_factory=dict)  # e.g. {hidden = [1024, 256]}
-    workers: int = 20
-    byzantine: int = 4
-    f: int = -1  # Byzantine inputs tolerated by the rule; -1: the number of Byzantine workers
-    partition: str = "iid"
-    alpha: float = 1.0
-    classes_per_worker: int = 2
-    aggregator: str = "average"
-    aggregator_params: dict[str, Any] = field(default_factory=dict)
-    preaggregators: list[str] = field(default_factory=list)
-    preaggregator_params: dict[str, Any] = field(default_factory=dict)
-    attack: str = "none"
-    attack_params: dict[str, Any] = field(default_factory=dict)
-    steps: int = 300
-    batch_size: int = 32
-    lr: float = 0.1
-    momentum: float = 0.0
-    worker_momentum: float = 0.0
-    weight_decay: float = 0.0  # the server optimizer's
-    l2: float = -1.0  # in every worker's objective: (l2 / 2) |theta|^2; -1: the data set's own
-    lr_schedule: str = "constant"
-    lr_step_size: int = 100
-    lr_gamma: float = 0.5
-    eval_every: int = 50
-    checkpoint_every: int = 100
-    out_dir: str = "runs/run"
-    # Asynchronous mode (Kardam): steps count arrivals at the server.
-    mode: str = "sync"
-    slow_workers: int = 0  # the last honest workers are slow:
-    slow_rate: float = 0.2  # their delays ~ Exp(rate), the others' Exp(1)
-    byzantine_rate: float = 4.0  # Byzantine workers lie about timing: fast
-    kardam: bool = True
-    kardam_window: int = 50
-    kardam_max_rejections: int = 5
-    staleness: str = "exponential"
-    staleness_beta: float = 0.1
-    # Several servers (ByzSGD style), in sync mode.
-    servers: int = 1
-    byzantine_servers: int = 0
-    server_rule: str = "median"
-    server_attack: str = "large_norm"
-    exchange_every: int = 1
-    # Real processes (byzance dist, under torchrun): workers = the number of processes.
-    topology: str = "parameter_server"  # or "decentralized"
-    byzantine_ranks: list[int] = field(default_factory=list)  # default: the last ones
-    step_timeout: float = 30.0  # seconds a step waits for the gradients
-    worker_timeout: float = 300.0  # seconds a worker waits for the server's parameters
-    faults: dict[str, str] = field(default_factory=dict)  # rank -> "crash@5", "slow:0.1", ...
-    transport: str = "gloo"  # or "udp": gradients as authenticated datagrams, losses tolerated
-    udp_keys: str = ""  # a JSON key file, or "env:VARIABLE"
-    udp_loss: dict[str, Any] = field(
-        default_factory=dict
-    )  # drop, duplicate, reorder_window, max_delay_s
-    udp_grace: float = 0.05  # seconds for datagrams in flight once every worker said it sent
-    udp_datagram_bytes: int = 60_000  # 1472 fits an Ethernet MTU
-    udp_fill: str = (
-        "auto"  # missing coordinates: "auto", "median" or "zero" (aggregate_with_missing)
+    # -- run
+    seed: int = key(
+        0, "run", "seed of the split, the initialization, the batches and the attacks", ge=0
+    )
+    steps: int = key(
+        300, "run", "training steps (async mode: gradients arriving at the server)", ge=1
+    )
+    mode: str = key(
+        "sync", "run", "sync: one step waits for every worker; async: Kardam", choices=MODES
+    )
+    eval_every: int = key(50, "run", "evaluate on the test set every this many steps", ge=1)
+    checkpoint_every: int = key(100, "run", "save a checkpoint every this many steps", ge=1)
+    out_dir: str = key("runs/run", "run", "the run directory (config, metrics, checkpoints, plots)")
+    # -- data
+    dataset: str = key("mnist5k", "data", "the data set (byzance.data)", choices=_datasets)
+    dataset_params: dict[str, Any] = key(
+        {}, "data", "the data set's own parameters, e.g. {samples = 20000, l2 = 0.1}"
+    )
+    test_fraction: float = key(
+        0.2, "data", "fraction of the samples held out for testing", gt=0, lt=1
+    )
+    partition: str = key(
+        "iid", "data", "how the training set is split among the workers", choices=PARTITIONS
+    )
+    alpha: float = key(
+        1.0, "data", "Dirichlet concentration (partition = dirichlet): small = skewed", gt=0
+    )
+    classes_per_worker: int = key(
+        2, "data", "classes each worker holds (partition = extreme)", ge=1
+    )
+    # -- architecture
+    model: str = key("mlp", "architecture", "the model (byzance.models)", choices=_models)
+    model_params: dict[str, Any] = key(
+        {}, "architecture", "the model's own parameters, e.g. {hidden = [1024, 256]}"
+    )
+    # -- participants
+    workers: int = key(
+        20, "participants", "workers (byzance launch: processes), Byzantine ones included", ge=1
+    )
+    byzantine: int = key(4, "participants", "Byzantine workers among them", ge=0)
+    batch_size: int = key(32, "participants", "samples per worker per step", ge=1)
+    worker_momentum: float = key(
+        0.0, "participants", "momentum each worker applies before sending", ge=0, lt=1
+    )
+    l2: float = key(
+        -1.0,
+        "participants",
+        "(l2 / 2) |theta|^2 in every worker's objective",
+        ge=0,
+        special={-1: "the data set's own"},
+    )
+    # -- rule
+    aggregator: str = key(
+        "average",
+        "rule",
+        "the aggregation rule (byzance rules); 'nnm>krum' puts pre-aggregators first",
+    )
+    aggregator_params: dict[str, Any] = key({}, "rule", "the rule's parameters, e.g. {m = 5}")
+    preaggregators: list[str] = key(
+        [], "rule", "pre-aggregators applied in order before the rule", choices=_preaggregators
+    )
+    preaggregator_params: dict[str, Any] = key(
+        {}, "rule", "per pre-aggregator, its parameters: {bucketing = {s = 2}}"
+    )
+    f: int = key(
+        -1,
+        "rule",
+        "Byzantine inputs the rule tolerates",
+        ge=0,
+        special={-1: "the number of Byzantine workers"},
+    )
+    # -- adversary
+    attack: str = key(
+        "none", "adversary", "what the Byzantine workers send (byzance attacks)", choices=_attacks
+    )
+    attack_params: dict[str, Any] = key({}, "adversary", "the attack's parameters, e.g. {z = 1.5}")
+    # -- optimizer
+    lr: float = key(0.1, "optimizer", "the server's learning rate", gt=0)
+    momentum: float = key(0.0, "optimizer", "the server optimizer's momentum", ge=0, lt=1)
+    weight_decay: float = key(0.0, "optimizer", "the server optimizer's weight decay", ge=0)
+    lr_schedule: str = key("constant", "optimizer", "learning-rate schedule", choices=SCHEDULES)
+    lr_step_size: int = key(100, "optimizer", "lr_schedule = step: steps between decays", ge=1)
+    lr_gamma: float = key(0.5, "optimizer", "lr_schedule = step: factor of each decay", gt=0)
+    # -- asynchronous (mode = "async", Kardam)
+    slow_workers: int = key(0, "asynchronous", "the last honest workers are slow", ge=0)
+    slow_rate: float = key(
+        0.2, "asynchronous", "slow workers' delays ~ Exp(slow_rate), the others' Exp(1)", gt=0
+    )
+    byzantine_rate: float = key(
+        4.0, "asynchronous", "Byzantine workers' delays ~ Exp(rate): they lie, fast", gt=0
+    )
+    kardam: bool = key(True, "asynchronous", "filter gradients with Kardam's Lipschitz test")
+    kardam_window: int = key(
+        50, "asynchronous", "Kardam: recent Lipschitz coefficients compared", ge=1
+    )
+    kardam_max_rejections: int = key(
+        5, "asynchronous", "Kardam: a worker's free pass after this many rejections", ge=0
+    )
+    staleness: str = key(
+        "exponential", "asynchronous", "dampening of stale gradients", choices=STALENESS
+    )
+    staleness_beta: float = key(
+        0.1, "asynchronous", "dampening: exp(-beta tau) or 1 / (1 + beta tau)", ge=0
+    )
+    # -- multi_server (several parameter servers, ByzSGD style, sync mode)
+    servers: int = key(1, "multi_server", "parameter servers", ge=1)
+    byzantine_servers: int = key(0, "multi_server", "Byzantine servers among them", ge=0)
+    server_rule: str = key(
+        "median", "multi_server", "how models from the servers are combined", choices=_aggregators
+    )
+    server_attack: str = key(
+        "large_norm", "multi_server", "what Byzantine servers send", choices=SERVER_ATTACKS
+    )
+    exchange_every: int = key(
+        1, "multi_server", "servers exchange models every this many steps", ge=1
+    )
+    # -- processes (byzance launch / dist, under torchrun)
+    topology: str = key(
+        "parameter_server", "processes", "who aggregates: rank 0, or every rank", choices=TOPOLOGIES
+    )
+    byzantine_ranks: list[int] = key(
+        [], "processes", "the Byzantine ranks ([]: the last byzantine ones)", ge=0
+    )
+    step_timeout: float = key(30.0, "processes", "seconds a step waits for the gradients", gt=0)
+    worker_timeout: float = key(
+        300.0, "processes", "seconds a worker waits for the server's parameters", gt=0
+    )
+    faults: dict[str, str] = key(
+        {}, "processes", "injected failures by rank: {2 = 'crash@5', 3 = 'slow:0.1'}"
+    )
+    # -- communication
+    transport: str = key(
+        "gloo",
+        "communication",
+        "gloo, or udp: gradients as datagrams, losses tolerated",
+        choices=TRANSPORTS,
+    )
+    udp_keys: str = key(
+        "", "communication", "udp: a JSON key file (byzance udp-keys) or 'env:VARIABLE'"
+    )
+    udp_loss: dict[str, Any] = key(
+        {}, "communication", "udp: injected loss {drop, duplicate, reorder_window, max_delay_s}"
+    )
+    udp_grace: float = key(
+        0.05, "communication", "udp: seconds for datagrams in flight once all sent", gt=0
+    )
+    udp_datagram_bytes: int = key(
+        60_000,
+        "communication",
+        "udp: datagram size (1472 fits an Ethernet MTU)",
+        ge=UDP_DATAGRAM_MIN,
+        le=UDP_DATAGRAM_MAX,
+    )
+    udp_fill: str = key(
+        "auto", "communication", "udp: missing coordinates for the rule", choices=UDP_FILLS
     )
 
     @property
@@ -101,6 +265,8 @@ class RunConfig:
 
     def rule(self) -> aggregators.Rule:
         """The configured rule, pre-aggregators first, with their parameters bound."""
+        from byzance import aggregators
+
         final = aggregators.get(self.aggregator, **self.aggregator_params)
         if not self.preaggregators:
             return final
@@ -110,229 +276,31 @@ class RunConfig:
         return aggregators.compose(*stages, final)
 
     def to_dict(self) -> dict[str, Any]:
+        """Every key, flat (``{"seed": 0, "dataset": "mnist5k", ...}``)."""
         return asdict(self)
 
 
-_TYPES = get_type_hints(RunConfig)
-KEYS = tuple(f.name for f in fields(RunConfig))
+SCHEMA = Schema(RunConfig, error=ConfigError, what="byzance run config")
+KEYS = SCHEMA.keys
 
 
-def _coerce(key: str, value: Any) -> Any:
-    kind = _TYPES[key]
-    origin = getattr(kind, "__origin__", kind)
-    try:
-        if origin is bool:
-            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
-        if origin is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value)
-        if origin is float:
-            return float(value)
-        if origin is str:
-            if not isinstance(value, str | int | float):
-                raise ValueError
-            return str(value)
-        if origin is list:
-            if isinstance(value, str):
-                value = [v.strip() for v in value.split(",") if v.strip()]
-            if not isinstance(value, list):
-                raise ValueError
-            item = kind.__args__[0]
-            if item is int and any(isinstance(v, float) and not v.is_integer() for v in value):
-                raise ValueError
-            return [item(v) for v in value]
-        if origin is dict:
-            if isinstance(value, str):
-                value = tomllib.loads(f"v = {value}")["v"]
-            if not isinstance(value, dict):
-                raise ValueError
-            return dict(value)
-    except (ValueError, TypeError, tomllib.TOMLDecodeError):
-        pass
-    raise ConfigError(
-        f"config key {key!r}: {value!r} is not a valid {getattr(kind, '__name__', str(kind))}."
-    )
+def flatten(table: Mapping[str, Any]) -> dict[str, Any]:
+    """A run config table, sectioned or flat or both, as flat keys (later entries win)."""
+    return SCHEMA.flatten(table, where="run config", strict=False)
 
 
-def _check_key(key: str) -> str:
-    key = key.replace("-", "_")
-    if key not in KEYS:
-        close = difflib.get_close_matches(key, KEYS, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"unknown config key {key!r}.{hint} Keys: {', '.join(KEYS)}.")
-    return key
+def dumps(config: RunConfig) -> str:
+    """``config`` as sectioned TOML (each key with its description), as :func:`load` reads it."""
+    return SCHEMA.dumps(config)
 
 
-def _one_of(key: str, value: str, choices: list[str] | tuple[str, ...]) -> None:
-    if value not in choices:
-        close = difflib.get_close_matches(value, list(choices), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(
-            f"config key {key!r}: unknown value {value!r}.{hint} Accepted: {', '.join(choices)}."
-        )
+def load(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> RunConfig:
+    """Read a TOML run config (or the defaults), apply ``overrides``, validate.
 
-
-def validate(config: RunConfig) -> RunConfig:
-    """Check every value; raises :class:`ConfigError` (or the rule's ToleranceError)."""
-    from byzance.data import names as dataset_names
-
-    if ">" in config.aggregator:  # "nnm>trimmed_mean" is shorthand for preaggregators
-        *pre, last = [s.strip() for s in config.aggregator.split(">")]
-        config.preaggregators = [*config.preaggregators, *pre]
-        config.aggregator = last
-    _one_of("dataset", config.dataset, dataset_names())
-    _one_of("model", config.model, models.names())
-    _one_of("aggregator", config.aggregator, aggregators.names("aggregator"))
-    for p in config.preaggregators:
-        _one_of("preaggregators", p, aggregators.names("preaggregator"))
-    _one_of("attack", config.attack, ["none", *attacks.names()])
-    _one_of("partition", config.partition, PARTITIONS)
-    _one_of("lr_schedule", config.lr_schedule, SCHEDULES)
-    _one_of("mode", config.mode, ("sync", "async"))
-    _one_of("staleness", config.staleness, ("none", "exponential", "inverse"))
-    _one_of("server_rule", config.server_rule, aggregators.names("aggregator"))
-    _one_of(
-        "server_attack", config.server_attack, ("none", "large_norm", "sign_flip", "per_worker")
-    )
-    if config.mode == "async" and config.kardam and config.workers < 3 * config.tolerated + 1:
-        raise ToleranceError(
-            f"kardam requires n >= 3f + 1 workers to tolerate f Byzantine ones: f={config.tolerated} "
-            f"needs at least n={3 * config.tolerated + 1}, got n={config.workers}."
-        )
-    if config.mode == "async" and config.servers > 1:
-        raise ConfigError("mode 'async' runs with one server; set servers = 1 or mode = 'sync'.")
-    if not 0 <= config.slow_workers <= config.workers - config.byzantine:
-        raise ConfigError(
-            f"config key 'slow_workers' must be in [0, honest workers = "
-            f"{config.workers - config.byzantine}]; got {config.slow_workers}."
-        )
-    for key in ("slow_rate", "byzantine_rate"):
-        if not getattr(config, key) > 0:
-            raise ConfigError(f"config key {key!r} must be > 0; got {getattr(config, key)}.")
-    if config.servers < 1 or not 0 <= config.byzantine_servers < config.servers:
-        raise ConfigError(
-            "config keys 'servers' and 'byzantine_servers': need servers >= 1 and at least one "
-            f"honest server; got servers={config.servers}, byzantine_servers={config.byzantine_servers}."
-        )
-    if config.servers > 1:
-        try:
-            aggregators.get(config.server_rule).check(config.servers, config.byzantine_servers)
-        except ToleranceError as err:
-            raise ToleranceError(
-                f"combining the models of {config.servers} servers, {config.byzantine_servers} of "
-                f"them Byzantine, with server_rule: {err}"
-            ) from None
-    positive = (
-        "workers",
-        "steps",
-        "batch_size",
-        "eval_every",
-        "checkpoint_every",
-        "lr_step_size",
-        "exchange_every",
-        "kardam_window",
-    )
-    for key in positive:
-        if getattr(config, key) < 1:
-            raise ConfigError(f"config key {key!r} must be >= 1; got {getattr(config, key)}.")
-    if not 0 <= config.byzantine < config.workers:
-        raise ConfigError(
-            f"config key 'byzantine' must be in [0, workers - 1 = {config.workers - 1}] so that "
-            f"at least one worker is honest; got {config.byzantine}."
-        )
-    if config.l2 < 0 and config.l2 != -1:
-        raise ConfigError(f"config key 'l2' must be >= 0 (or -1: the data set's); got {config.l2}.")
-    for key in ("momentum", "worker_momentum"):
-        if not 0 <= getattr(config, key) < 1:
-            raise ConfigError(f"config key {key!r} must be in [0, 1); got {getattr(config, key)}.")
-    if config.lr <= 0 or config.alpha <= 0 or not 0 < config.test_fraction < 1:
-        raise ConfigError(
-            "config keys 'lr' and 'alpha' must be > 0 and 'test_fraction' in (0, 1); got "
-            f"lr={config.lr}, alpha={config.alpha}, test_fraction={config.test_fraction}."
-        )
-    for name in config.preaggregator_params:
-        if name not in config.preaggregators:
-            raise ConfigError(
-                f"config key 'preaggregator_params' has parameters for {name!r}, which is not "
-                f"among the preaggregators {config.preaggregators}."
-            )
-    _validate_distributed(config)
-    rule = config.rule()  # validates rule parameter names
-    rule.check(config.workers, config.tolerated)
-    if config.attack != "none":
-        attacks.get(config.attack, **config.attack_params)  # validates attack parameter names
-    return config
-
-
-def _validate_distributed(config: RunConfig) -> None:
-    """The keys of real distributed runs (ignored by the simulator)."""
-    from byzance.runs.injected_faults import parse_fault
-
-    _one_of("topology", config.topology, TOPOLOGIES)
-    ranks = config.byzantine_ranks
-    if ranks:
-        if len(set(ranks)) != len(ranks) or not all(0 <= r < config.workers for r in ranks):
-            raise ConfigError(
-                f"config key 'byzantine_ranks' must list distinct ranks in [0, {config.workers - 1}]; "
-                f"got {ranks}."
-            )
-        if config.byzantine not in (0, len(ranks)) and config.byzantine != RunConfig.byzantine:
-            raise ConfigError(
-                f"config keys 'byzantine' ({config.byzantine}) and 'byzantine_ranks' ({ranks}) "
-                "disagree; give one of them, or make byzantine the number of ranks listed."
-            )
-        config.byzantine = len(ranks)
-        if config.topology == "parameter_server" and 0 in ranks:
-            raise ConfigError(
-                "rank 0 is the parameter server, which byzance trusts: it cannot be Byzantine. "
-                "Choose other byzantine_ranks, or use topology = 'decentralized'."
-            )
-    for key in ("step_timeout", "worker_timeout"):
-        if not getattr(config, key) > 0:
-            raise ConfigError(
-                f"config key {key!r} must be > 0 seconds; got {getattr(config, key)}."
-            )
-    _one_of("transport", config.transport, ("gloo", "udp"))
-    _one_of("udp_fill", config.udp_fill, ("auto", "median", "zero"))
-    if config.transport == "udp":
-        from byzance.runs.loss_model import LossModel
-
-        if not config.udp_keys:
-            raise ConfigError(
-                "transport 'udp' needs udp_keys: a JSON key file (byzance udp-keys --workers N "
-                "--out keys.json) or 'env:VARIABLE' naming an environment variable holding it."
-            )
-        try:
-            LossModel(**config.udp_loss)
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"config key 'udp_loss': {err}") from None
-        if not config.udp_grace > 0:
-            raise ConfigError(f"config key 'udp_grace' must be > 0; got {config.udp_grace}.")
-    for rank, spec in config.faults.items():
-        if not rank.isdigit() or int(rank) >= config.workers:
-            raise ConfigError(
-                f"config key 'faults': {rank!r} is not a rank in [0, {config.workers - 1}]."
-            )
-        parse_fault(spec)
-
-
-def load(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Read a TOML run config (or the defaults), apply ``overrides``, validate."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist.")
-        try:
-            raw = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as err:
-            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {err}") from None
-    merged: dict[str, Any] = {}
-    for key, value in {**raw, **(overrides or {})}.items():
-        key = _check_key(key)
-        merged[key] = _coerce(key, value)
-    return validate(RunConfig(**merged))
+    ``overrides``: flat keys (or sections), e.g. what :func:`parse_flags` returns;
+    string values are read as command-line text (``"4"``, ``"true"``, ``"nnm,bucketing"``).
+    """
+    return validate(RunConfig(**SCHEMA.read(path, overrides)))
 
 
 def parse_flags(args: list[str]) -> dict[str, Any]:
@@ -343,12 +311,26 @@ def parse_flags(args: list[str]) -> dict[str, Any]:
         arg = args[i]
         if not arg.startswith("--"):
             raise ConfigError(f"expected a --key value pair, got {arg!r}.")
-        key, eq, value = arg[2:].partition("=")
+        name, eq, value = arg[2:].partition("=")
         if not eq:
             if i + 1 >= len(args):
-                raise ConfigError(f"flag --{key} needs a value.")
+                raise ConfigError(f"flag --{name} needs a value.")
             value = args[i + 1]
             i += 1
-        out[_check_key(key)] = value
+        out[SCHEMA.key_name(name)] = value
         i += 1
     return out
+
+
+def validate(config: RunConfig) -> RunConfig:
+    """Check every value, in dependency order; raises :class:`ConfigError`.
+
+    A rule that cannot tolerate f among the workers raises
+    :class:`ConfigToleranceError`, also a :class:`~byzance.errors.ToleranceError`.
+    Fills in what the config implies: ``aggregator = "nnm>krum"`` becomes
+    ``preaggregators = ["nnm"]``, ``aggregator = "krum"``; ``byzantine_ranks``
+    sets ``byzantine``. The checks: :func:`byzance.runs.validation.validate`.
+    """
+    from byzance.runs.validation import validate as check_all  # it imports this module
+
+    return check_all(config)

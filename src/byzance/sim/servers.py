@@ -19,6 +19,7 @@ median.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -29,11 +30,18 @@ from torch.nn.utils import vector_to_parameters
 from byzance.aggregators import Rule
 from byzance.attacks import DataAttack, GradientAttack
 from byzance.errors import InvalidParameterError, ToleranceError
-from byzance.sim.gradients import flatten_params, worker_gradients
-from byzance.sim.sampler import BatchSampler
-from byzance.sim.sync import TrainingDivergedError, evaluate_model, loss_for
+from byzance.sim.core import (
+    Aggregation,
+    Composition,
+    WorkerMomentum,
+    seeded,
+    workers_and_adversary,
+)
+from byzance.sim.gradients import flatten_params
+from byzance.sim.metrics import TrainingDivergedError, evaluate_model, loss_for
 
 ServerAttack = Literal["none", "large_norm", "sign_flip", "per_worker"]
+SERVER_ATTACKS = ("none", "large_norm", "sign_flip", "per_worker")
 
 
 @dataclass(frozen=True)
@@ -47,7 +55,67 @@ class ServerStepStats:
     aggregation_seconds: float = 0.0
 
 
-class MultiServerSimulator:
+class ServerReplicas:
+    """The honest servers' models (m - f_s, d) and what the f_s Byzantine servers send.
+
+    Args:
+        start: the initial model (d,), every honest server's.
+        servers: m, the number of servers.
+        byzantine_servers: f_s, how many of them are Byzantine.
+        server_rule: how a receiver combines the m models it receives.
+        server_attack: what Byzantine servers send (see the module docstring).
+        generator: the ``attack`` stream (shared with the Byzantine workers).
+    """
+
+    def __init__(
+        self,
+        start: torch.Tensor,
+        *,
+        servers: int,
+        byzantine_servers: int,
+        server_rule: Rule,
+        server_attack: ServerAttack,
+        generator: torch.Generator,
+    ) -> None:
+        self.m, self.fs, self.rule, self.attack = (
+            servers,
+            byzantine_servers,
+            server_rule,
+            server_attack,
+        )
+        self.generator = generator
+        self.models = start.expand(servers - byzantine_servers, -1).clone()
+
+    def corrupted(self, honest_mean: torch.Tensor) -> torch.Tensor:
+        """What the f_s Byzantine servers send to one receiver: (f_s, d)."""
+        d, count = honest_mean.shape[0], self.fs
+        if self.attack == "none":
+            return honest_mean.expand(count, -1)
+        if self.attack == "sign_flip":
+            return (-honest_mean).expand(count, -1)
+        noise = torch.randn(count, d, generator=self.generator, dtype=torch.float64).to(honest_mean)
+        if self.attack == "large_norm":
+            return 1e6 * noise / noise.norm(dim=1, keepdim=True)
+        return honest_mean + noise  # per_worker: a different plausible model to each receiver
+
+    def combine(self) -> torch.Tensor:
+        """One receiver's robust combination of all m models it receives (d,)."""
+        byz = self.corrupted(self.models.mean(dim=0))
+        return self.rule(torch.cat([self.models, byz]), self.fs)
+
+    def spread(self) -> float:
+        """The largest distance between two honest servers' models."""
+        return float(torch.cdist(self.models, self.models).max()) if len(self.models) > 1 else 0.0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"models": self.models, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.models = state["models"]
+        self.generator.set_state(state["generator"])
+
+
+class MultiServerSimulator(Composition):
     """m servers (f_s Byzantine) and n workers (``byzantine`` of them Byzantine)."""
 
     def __init__(
@@ -69,6 +137,7 @@ class MultiServerSimulator:
         exchange_every: int = 1,
         lr: float = 0.1,
         batch_size: int = 32,
+        worker_momentum: float = 0.0,
         l2: float = 0.0,
         task: str = "classification",
         num_classes: int = 0,
@@ -86,106 +155,90 @@ class MultiServerSimulator:
                 f"combining the models of {servers} servers, {byzantine_servers} of them "
                 f"Byzantine: {err}"
             ) from None
-        if server_attack not in ("none", "large_norm", "sign_flip", "per_worker"):
+        if server_attack not in SERVER_ATTACKS:
             raise InvalidParameterError(
-                f"server_attack must be none, large_norm, sign_flip or per_worker; got {server_attack!r}."
+                f"server_attack must be one of {', '.join(SERVER_ATTACKS)}; got {server_attack!r}."
             )
-        self.model, self.x, self.y = model, x_train, y_train
+        self.model, self.loss_fn, self.num_classes = model, loss_for(task), num_classes
         self.n, self.byzantine, self.f = len(shards), byzantine, f
         self.honest = self.n - byzantine
-        self.rule, self.server_rule = rule, server_rule
-        self.attack, self.attack_params = attack, dict(attack_params or {})
-        self.m, self.fs, self.server_attack = servers, byzantine_servers, server_attack
-        self.exchange_every, self.lr, self.batch_size, self.l2 = exchange_every, lr, batch_size, l2
-        self.loss_fn, self.num_classes = loss_for(task), num_classes
-        self.batch_gen = torch.Generator().manual_seed(seed * 1_000_003 + 1)
-        self.attack_gen = torch.Generator().manual_seed(seed * 1_000_003 + 2)
-        gradient_attack = isinstance(attack, GradientAttack) and byzantine > 0
-        self.computing = self.honest if gradient_attack else self.n
-        self.sampler = BatchSampler(shards[: self.computing], self.batch_gen)
-        start = flatten_params(model)
-        self.models = start.expand(self.m - self.fs, -1).clone()  # honest servers' models
-        self.step_count = 0
-
-    def _corrupted(self, honest_mean: torch.Tensor, count: int) -> torch.Tensor:
-        """What the f_s Byzantine servers send to one receiver: (f_s, d)."""
-        d = honest_mean.shape[0]
-        if self.server_attack == "none":
-            return honest_mean.expand(count, -1)
-        if self.server_attack == "sign_flip":
-            return (-honest_mean).expand(count, -1)
-        noise = torch.randn(count, d, generator=self.attack_gen, dtype=torch.float64).to(
-            honest_mean
+        self.exchange_every, self.lr = exchange_every, lr
+        attack_gen = seeded(seed, "attack")  # Byzantine workers and servers draw from it
+        self.workers, self.adversary = workers_and_adversary(
+            model,
+            x_train,
+            y_train,
+            shards,
+            byzantine=byzantine,
+            attack=attack,
+            attack_params=attack_params,
+            batch_size=batch_size,
+            l2=l2,
+            loss_fn=self.loss_fn,
+            num_classes=num_classes,
+            seed=seed,
+            attack_generator=attack_gen,
         )
-        if self.server_attack == "large_norm":
-            return 1e6 * noise / noise.norm(dim=1, keepdim=True)
-        return honest_mean + noise  # per_worker: a different plausible model to each receiver
+        self.computing = self.workers.count
+        self.momentum = WorkerMomentum(worker_momentum)
+        honest_servers = servers - byzantine_servers
+        self.aggregation = Aggregation(rule, f, seeded(seed, "rule"), replicas=honest_servers)
+        self.replicas = ServerReplicas(
+            flatten_params(model),
+            servers=servers,
+            byzantine_servers=byzantine_servers,
+            server_rule=server_rule,
+            server_attack=server_attack,
+            generator=attack_gen,
+        )
+        self.compose(
+            workers=self.workers,
+            momentum=self.momentum,
+            aggregation=self.aggregation,
+            replicas=self.replicas,
+            adversary=self.adversary,
+        )
 
-    def _combine(self, honest_models: torch.Tensor) -> torch.Tensor:
-        """One receiver's robust combination of all m models it receives (d,)."""
-        byz = self._corrupted(honest_models.mean(dim=0), self.fs)
-        return self.server_rule(torch.cat([honest_models, byz]), self.fs)
+    @property
+    def rule(self) -> Rule:
+        return self.aggregation.rule
 
     def step(self) -> ServerStepStats:
+        replicas = self.replicas
         # Workers pull and combine the models (each may receive different Byzantine models).
-        worker_models = torch.stack([self._combine(self.models) for _ in range(self.computing)])
-        idx = self.sampler.sample(self.batch_size)
-        xb, yb = self.x[idx], self.y[idx].clone()
-        if isinstance(self.attack, DataAttack) and self.byzantine:
-            yb[self.honest :] = self.attack(
-                yb[self.honest :], num_classes=self.num_classes, **self.attack_params
-            )
-        grads, losses = worker_gradients(
-            self.model, self.loss_fn, xb, yb, self.l2, params=worker_models
-        )
-        honest = grads[: self.honest]
-        if not bool(torch.isfinite(honest).all()):
+        worker_models = torch.stack([replicas.combine() for _ in range(self.computing)])
+        grads, losses = self.workers.gradients(self.workers.draw(), params=worker_models)
+        if not bool(torch.isfinite(grads[: self.honest]).all()):
             raise TrainingDivergedError(
                 f"step {self.step_count + 1}: the honest gradients are not finite."
             )
+        sent = self.momentum(grads)
+        honest = sent[: self.honest]
         new_models = []
         aggregate = honest.mean(dim=0)
-        for s in range(self.m - self.fs):  # each honest server aggregates what it receives
-            if self.computing < self.n:
-                byz = self.attack(
-                    honest,
-                    self.byzantine,
-                    rule=self.rule,
-                    generator=self.attack_gen,
-                    **self.attack_params,
-                )
-                inputs = torch.cat([honest, byz])
+        seconds = 0.0
+        for s in range(len(replicas.models)):  # each honest server aggregates what it receives
+            if self.adversary is not None:
+                inputs = torch.cat([honest, self.adversary.forge(honest, self.rule)])
             else:
-                inputs = grads
-            aggregate = self.rule(inputs, self.f)
-            new_models.append(self.models[s] - self.lr * aggregate)
-        self.models = torch.stack(new_models)
+                inputs = sent
+            aggregate = self.aggregation(inputs, replica=s)
+            seconds += self.aggregation.seconds
+            new_models.append(replicas.models[s] - self.lr * aggregate)
+        replicas.models = torch.stack(new_models)
         self.step_count += 1
         if self.step_count % self.exchange_every == 0:
-            self.models = torch.stack([self._combine(self.models) for _ in range(self.m - self.fs)])
-        spread = float(torch.cdist(self.models, self.models).max()) if len(self.models) > 1 else 0.0
+            replicas.models = torch.stack([replicas.combine() for _ in range(len(new_models))])
         return ServerStepStats(
             loss=float(losses[: self.honest].mean()),
-            server_spread=spread,
+            server_spread=replicas.spread(),
             honest_norm=float(honest.mean(dim=0).norm()),
             aggregate_norm=float(aggregate.norm()),
+            aggregation_seconds=seconds,
         )
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch: int = 4096) -> dict[str, float]:
         """The first honest server's model on (x, y)."""
-        vector_to_parameters(self.models[0], self.model.parameters())
+        vector_to_parameters(self.replicas.models[0], self.model.parameters())
         return evaluate_model(self.model, self.loss_fn, self.num_classes, x, y, batch)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "models": self.models,
-            "generators": [self.batch_gen.get_state(), self.attack_gen.get_state()],
-            "step": self.step_count,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.models = state["models"]
-        self.batch_gen.set_state(state["generators"][0])
-        self.attack_gen.set_state(state["generators"][1])
-        self.step_count = state["step"]

@@ -6,116 +6,39 @@ from one vectorized call; workers with momentum send their momentum (El
 Mhamdi, Guerraoui, Rouault, "Distributed Momentum for Byzantine-resilient
 Stochastic Gradient Descent", ICLR 2021); omniscient Byzantine workers send
 what their attack computes from the honest vectors; the rule aggregates; the
-server's optimizer applies the result.
+server's optimizer applies the result. The parts are those of
+:mod:`byzance.sim.core`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
-from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from byzance.aggregators import Rule
 from byzance.attacks import DataAttack, GradientAttack
-from byzance.sim.gradients import LossFn, set_flat_grad, worker_gradients
-from byzance.sim.sampler import BatchSampler, exponential_delays
+from byzance.sim.core import (
+    Aggregation,
+    Clock,
+    Composition,
+    ServerOptimizer,
+    WorkerMomentum,
+    seeded,
+    workers_and_adversary,
+)
+from byzance.sim.metrics import (
+    StepStats,
+    TrainingDivergedError,
+    evaluate_model,
+    loss_for,
+    step_stats,
+)
 
 
-def loss_for(task: str) -> LossFn:
-    """Cross-entropy for classification, mean squared error for regression."""
-    return F.cross_entropy if task == "classification" else F.mse_loss
-
-
-@torch.no_grad()
-def evaluate_model(
-    model: nn.Module,
-    loss_fn: LossFn,
-    num_classes: int,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    batch: int = 4096,
-) -> dict[str, float]:
-    """Mean loss (and accuracy when ``num_classes``) of ``model`` on (x, y), in batches."""
-    total_loss, correct = 0.0, 0
-    for i in range(0, len(x), batch):
-        out = model(x[i : i + batch])
-        total_loss += float(loss_fn(out, y[i : i + batch])) * len(out)
-        if num_classes:
-            correct += int((out.argmax(dim=1) == y[i : i + batch]).sum())
-    result = {"test_loss": total_loss / len(x)}
-    if num_classes:
-        result["accuracy"] = correct / len(x)
-    return result
-
-
-class TrainingDivergedError(RuntimeError):
-    """The model's parameters or the honest gradients are no longer finite."""
-
-
-@dataclass(frozen=True)
-class StepStats:
-    """What one step did, for the metrics and for understanding why a rule fails.
-
-    ``deviation``: distance from the aggregate to the honest mean;
-    ``byzantine_selected``: for selection rules, the fraction of the inputs
-    the rule used that were Byzantine (None for other rules).
-    """
-
-    loss: float
-    honest_norm: float
-    honest_spread: float
-    deviation: float
-    aggregate_norm: float
-    byzantine_selected: float | None
-    aggregation_seconds: float
-    sim_time: float | None = None
-
-
-def step_stats(
-    rule: Rule,
-    f: int,
-    honest_losses: torch.Tensor,
-    honest: torch.Tensor,
-    inputs: torch.Tensor,
-    byzantine_rows: torch.Tensor,
-    aggregate: torch.Tensor,
-    seconds: float,
-    *,
-    honest_mean: torch.Tensor | None = None,
-) -> StepStats:
-    """One step's statistics (shared by the simulator and real distributed runs).
-
-    Args:
-        rule: the rule that aggregated; f: its f.
-        honest_losses: the honest workers' losses (h,).
-        honest: the honest vectors (h, d); inputs: every vector aggregated (m, d).
-        byzantine_rows: (m,) bool, which inputs came from Byzantine workers.
-        aggregate: the rule's output (d,); seconds: how long the rule took.
-        honest_mean: ``honest.mean(dim=0)`` when the caller has it already.
-    """
-    if honest_mean is None:
-        honest_mean = honest.mean(dim=0)
-    selected = None
-    if rule.selector is not None and bool(byzantine_rows.any()):
-        used = rule.selector(inputs, f)
-        selected = float(byzantine_rows[used].float().mean()) if len(used) else 0.0
-    return StepStats(
-        loss=float(honest_losses.mean()),
-        honest_norm=float(honest_mean.norm()),
-        honest_spread=float((honest - honest_mean).norm(dim=1).mean()),
-        deviation=float((aggregate - honest_mean).norm()),
-        aggregate_norm=float(aggregate.norm()),
-        byzantine_selected=selected,
-        aggregation_seconds=seconds,
-    )
-
-
-class SyncSimulator:
+class SyncSimulator(Composition):
     """n workers, the last ``byzantine`` of them Byzantine, and a robust parameter server.
 
     Args:
@@ -134,7 +57,9 @@ class SyncSimulator:
         worker_momentum: beta of the workers' momentum m <- beta m + g (0: none).
         l2: the workers' objective adds (l2 / 2) |theta|^2.
         task: "classification" or "regression".
-        seed: seeds the batch, attack and rule generators.
+        seed: seeds the batch, attack, rule and delay generators.
+        rates: the honest workers' delay rates: with them, simulated time runs
+            (a step lasts as long as the slowest honest worker).
     """
 
     def __init__(
@@ -159,90 +84,62 @@ class SyncSimulator:
         seed: int = 0,
         rates: list[float] | None = None,
     ) -> None:
-        self.model, self.x, self.y = model, x_train, y_train
-        # Simulated time, when the honest workers' delay rates are given: a step lasts
-        # as long as the slowest honest worker (delays ~ Exp(rate)), as in AsyncSimulator.
-        self.rates = torch.tensor(rates, dtype=torch.float64) if rates else None
-        self.delay_gen = torch.Generator().manual_seed(seed * 1_000_003 + 4)
-        self.now = 0.0
+        self.model, self.loss_fn, self.num_classes = model, loss_for(task), num_classes
         self.n, self.byzantine, self.f = len(shards), byzantine, f
         self.honest = self.n - byzantine
-        self.rule, self.attack = rule, attack
-        self.attack_params = dict(attack_params or {})
-        self.optimizer, self.scheduler = optimizer, scheduler
-        self.batch_size, self.beta, self.l2 = batch_size, worker_momentum, l2
-        self.loss_fn, self.num_classes = loss_for(task), num_classes
-        self.batch_gen = torch.Generator().manual_seed(seed * 1_000_003 + 1)
-        self.attack_gen = torch.Generator().manual_seed(seed * 1_000_003 + 2)
-        # Workers that compute gradients on data: the honest ones, plus Byzantine
-        # ones whose attack is on their data (or who behave, with no attack).
-        gradient_attack = isinstance(attack, GradientAttack) and byzantine > 0
-        self.computing = self.honest if gradient_attack else self.n
-        self.sampler = BatchSampler(shards[: self.computing], self.batch_gen)
-        self.momentum: torch.Tensor | None = None
-        self.center: torch.Tensor | None = None  # centered clipping's state
-        self.uses_center = rule.carries_center
-        self.step_count = 0
+        self.workers, self.adversary = workers_and_adversary(
+            model,
+            x_train,
+            y_train,
+            shards,
+            byzantine=byzantine,
+            attack=attack,
+            attack_params=attack_params,
+            batch_size=batch_size,
+            l2=l2,
+            loss_fn=self.loss_fn,
+            num_classes=num_classes,
+            seed=seed,
+        )
+        self.momentum = WorkerMomentum(worker_momentum)
+        self.aggregation = Aggregation(rule, f, seeded(seed, "rule"))
+        self.server = ServerOptimizer(model, optimizer, scheduler)
+        self.optimizer = optimizer
+        self.clock = (
+            Clock(torch.tensor(rates, dtype=torch.float64), seeded(seed, "delays"))
+            if rates
+            else None
+        )
+        self.compose(
+            workers=self.workers,
+            momentum=self.momentum,
+            aggregation=self.aggregation,
+            server=self.server,
+            adversary=self.adversary,
+            clock=self.clock,
+        )
+
+    @property
+    def rule(self) -> Rule:
+        return self.aggregation.rule
 
     # -- one step ---------------------------------------------------------------------
     def step(self) -> StepStats:
-        idx = self.sampler.sample(self.batch_size)
-        xb, yb = self.x[idx], self.y[idx]
-        if isinstance(self.attack, DataAttack) and self.byzantine:
-            yb[self.honest :] = self.attack(
-                yb[self.honest :], num_classes=self.num_classes, **self.attack_params
-            )
-        grads, losses = worker_gradients(self.model, self.loss_fn, xb, yb, self.l2)
+        grads, losses = self.workers.gradients(self.workers.draw())
         if not bool(torch.isfinite(grads[: self.honest]).all()):
             raise TrainingDivergedError(
                 f"step {self.step_count + 1}: the honest gradients are not finite; the model "
                 "diverged (a rule that let a Byzantine vector through, or too large a learning rate)."
             )
-        if self.beta:
-            self.momentum = grads if self.momentum is None else self.beta * self.momentum + grads
-            sent = self.momentum
-        else:
-            sent = grads
+        sent = self.momentum(grads)
         honest = sent[: self.honest]
-        if self.computing < self.n:
-            byz = self.attack(  # type: ignore[misc]
-                honest,
-                self.byzantine,
-                rule=self.rule,
-                generator=self.attack_gen,
-                **self.attack_params,
-            )
-            inputs = torch.cat([honest, byz])
+        if self.adversary is not None:
+            inputs = torch.cat([honest, self.adversary.forge(honest, self.rule)])
         else:
             inputs = sent
-        params = {"center": self.center} if self.uses_center else {}
-        start = time.perf_counter()
-        aggregate = self.rule(inputs, self.f, **params)
-        seconds = time.perf_counter() - start
-        if self.uses_center:
-            self.center = aggregate
-        stats = self._stats(losses, honest, inputs, aggregate, seconds)
-        if self.rates is not None:
-            self.now += float(exponential_delays(self.rates, self.delay_gen).max())
-            stats = dataclasses.replace(stats, sim_time=self.now)
-        self.optimizer.zero_grad(set_to_none=True)
-        set_flat_grad(self.model, aggregate)
-        self.optimizer.step()
-        if self.scheduler is not None:
-            self.scheduler.step()
-        self.step_count += 1
-        return stats
-
-    def _stats(
-        self,
-        losses: torch.Tensor,
-        honest: torch.Tensor,
-        inputs: torch.Tensor,
-        aggregate: torch.Tensor,
-        seconds: float,
-    ) -> StepStats:
+        aggregate = self.aggregation(inputs)
         byzantine_rows = torch.arange(len(inputs)) >= self.honest
-        return step_stats(
+        stats = step_stats(
             self.rule,
             self.f,
             losses[: self.honest],
@@ -250,8 +147,13 @@ class SyncSimulator:
             inputs,
             byzantine_rows,
             aggregate,
-            seconds,
+            self.aggregation.seconds,
         )
+        if self.clock is not None:
+            stats = dataclasses.replace(stats, sim_time=self.clock.wait_for_all())
+        self.server.apply(aggregate)
+        self.step_count += 1
+        return stats
 
     # -- evaluation --------------------------------------------------------------------
     @torch.no_grad()
@@ -259,31 +161,5 @@ class SyncSimulator:
         """Mean loss (and accuracy for classification) of the model on (x, y)."""
         return evaluate_model(self.model, self.loss_fn, self.num_classes, x, y, batch)
 
-    # -- checkpoints -------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """Everything a resumed run needs to continue with the very same numbers."""
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
-            "momentum": self.momentum,
-            "center": self.center,
-            "batch_gen": self.batch_gen.get_state(),
-            "attack_gen": self.attack_gen.get_state(),
-            "delay_gen": self.delay_gen.get_state(),
-            "now": self.now,
-            "step": self.step_count,
-        }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict`."""
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state["scheduler"] is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        self.momentum, self.center = state["momentum"], state["center"]
-        self.batch_gen.set_state(state["batch_gen"])
-        self.attack_gen.set_state(state["attack_gen"])
-        self.delay_gen.set_state(state["delay_gen"])
-        self.now = state["now"]
-        self.step_count = state["step"]
+__all__ = ["StepStats", "SyncSimulator", "TrainingDivergedError", "evaluate_model", "loss_for"]

@@ -10,8 +10,12 @@ for the pair (``user[k]``, ``item[k]``), and
 * coordinate-wise rules (mean, median, trimmed mean, and their weighted
   forms) aggregate, for every item, the entries of the users who rated it:
   the registry's rules (:mod:`byzance.aggregators`) applied per item to its
-  raters, computed for all items at once (sorts and segment sums, no loop
-  over items);
+  raters. The mean is a segment sum; the others run the rule's own kernel
+  once per distinct number k of raters, on the (k, m * c) matrix of the m
+  items rated k times (:func:`byzance.aggregators.missing.columns_by_count`,
+  as for coordinates lost in transit), never once per item. So the
+  trimmed mean sums the values it keeps, never a difference of cumulative
+  sums, in which one huge rating would swallow the small ones of later items;
 * the geometric median keeps one unit force per user: it minimizes
   sum_u w_u |M_u (z - x_u)|_2 where M_u masks the items user u rated (the
   geometric median of the users' vectors restricted to what each one gave),
@@ -23,10 +27,15 @@ Shapes: ``values`` (N, c), ``item`` and ``user`` (N,) int64, user weights
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from byzance import aggregators
+from byzance.aggregators.missing import columns_by_count
+from byzance.aggregators.weighted import weighted_median_of_columns
 from byzance.errors import InvalidParameterError
 
 RULES = ("average", "median", "trimmed_mean", "geometric_median")
@@ -46,25 +55,35 @@ def _nan_empty(out: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     return out.masked_fill((counts == 0)[:, None], float("nan"))
 
 
-def _sorted_by_item(
-    values: torch.Tensor, item: torch.Tensor, weights: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Each column sorted by (item, value): the entries of an item are contiguous and ascending.
-
-    Returns the sorted (N, c) values and, when given, the (N, c) entry weights
-    in the same order.
-    """
-    # Sorting rows of the (c, N) transpose is faster than strided columns of (N, c).
-    by_value, order = torch.sort(values.T.contiguous(), dim=1)
-    _, order2 = torch.sort(item[order], dim=1, stable=True)  # stable: values stay ascending
-    sorted_values = by_value.gather(1, order2).T
-    if weights is None:
-        return sorted_values, None
-    return sorted_values, weights[order].gather(1, order2).T
-
-
 def _starts(counts: torch.Tensor) -> torch.Tensor:
     return torch.cumsum(counts, 0) - counts
+
+
+def _per_item(
+    values: torch.Tensor,
+    item: torch.Tensor,
+    num_items: int,
+    kernel: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """(num_items, c): a coordinate-wise kernel applied to every item's entries; NaN where none.
+
+    The items are grouped by their number k of entries. For the m items of a
+    group, ``entries`` (k, m) holds the indices of their entries and ``x``
+    (k, m * c) their values, column ``j * c + l`` being coordinate l of the
+    group's j-th item; ``kernel(x, entries)`` returns shape (m * c,). One call
+    per distinct k, never one per item.
+    """
+    c = values.shape[1]
+    out = values.new_full((num_items, c), float("nan"))
+    counts = _counts(item, num_items)
+    order = torch.argsort(item, stable=True)  # each item's entries contiguous, in input order
+    start = _starts(counts)
+    for k, items in columns_by_count(counts):
+        rank = torch.arange(k, device=item.device)[:, None]
+        entries = order[start[items][None, :] + rank]
+        x = values[entries].reshape(k, len(items) * c)
+        out[items] = kernel(x, entries).reshape(len(items), c)
+    return out
 
 
 def item_mean(
@@ -79,14 +98,12 @@ def item_mean(
 
 
 def item_median(values: torch.Tensor, item: torch.Tensor, num_items: int) -> torch.Tensor:
-    """(num_items, c) coordinate-wise median of every item's entries (mean of the middle two if even)."""
-    counts = _counts(item, num_items)
-    sorted_values, _ = _sorted_by_item(values, item, None)
-    start = _starts(counts)
-    lo = (start + (counts - 1).clamp(min=0) // 2).clamp(max=len(values) - 1)
-    hi = (start + counts // 2).clamp(max=len(values) - 1)
-    out = (sorted_values[lo] + sorted_values[hi]) / 2
-    return _nan_empty(out, counts)
+    """(num_items, c) coordinate-wise median of every item's entries (mean of the middle two if even).
+
+    The registry's ``median`` on each item's entries.
+    """
+    median = aggregators.get("median").impl
+    return _per_item(values, item, num_items, lambda x, _: median(x, 0))
 
 
 def item_trimmed_mean(
@@ -95,18 +112,16 @@ def item_trimmed_mean(
     """(num_items, c) trimmed mean: for an item with k entries, floor(trim k) dropped at each end.
 
     The registry's ``trimmed_mean`` with f = floor(trim k) for each item
-    (Yin et al., ICML 2018, trimming parameter beta = trim < 1/2).
+    (Yin et al., ICML 2018, trimming parameter beta = trim < 1/2): the kept
+    values are summed directly, so a huge value trimmed away cannot swallow
+    them.
     """
     if not 0 <= trim < 0.5:
         raise InvalidParameterError(f"trimmed_mean: trim must be in [0, 0.5); got {trim}.")
-    counts = _counts(item, num_items)
-    sorted_values, _ = _sorted_by_item(values, item, None)
-    cum = torch.cat([sorted_values.new_zeros(1, values.shape[1]), torch.cumsum(sorted_values, 0)])
-    start = _starts(counts)
-    cut = torch.floor(trim * counts.to(torch.float64)).to(torch.int64)
-    kept = (counts - 2 * cut).clamp(min=1)
-    out = (cum[start + counts - cut] - cum[start + cut]) / kept[:, None].to(values.dtype)
-    return _nan_empty(out, counts)
+    trimmed_mean = aggregators.get("trimmed_mean").impl
+    return _per_item(
+        values, item, num_items, lambda x, _: trimmed_mean(x, math.floor(trim * x.shape[0]))
+    )
 
 
 def item_weighted_median(
@@ -114,39 +129,18 @@ def item_weighted_median(
 ) -> torch.Tensor:
     """(num_items, c) weighted median of every item's entries, entry weights ``weights`` (N,).
 
-    Same definition as :func:`byzance.aggregators.weighted_median`: the
+    The kernel of :func:`byzance.aggregators.weighted_median`
+    (:func:`~byzance.aggregators.weighted.weighted_median_of_columns`): the
     midpoint of the first value whose cumulative weight reaches half the
     item's total weight and the first that exceeds it.
     """
-    counts = _counts(item, num_items)
-    sorted_values, w = _sorted_by_item(values, item, weights.to(torch.float64))
-    assert w is not None
-    n, c = values.shape
-    seg_item = _item_of_sorted(counts, n)  # (N,): the item of each sorted position
-    cum = torch.cumsum(w, 0)  # cumulative weight over all positions (N, c)
-    start = _starts(counts)
-    before = torch.where(start[:, None] > 0, cum[(start - 1).clamp(min=0)], 0.0)  # (m, c)
-    within = cum - before[seg_item]  # cumulative weight within each item
-    total = _segment_sum(w, seg_item, num_items)[seg_item]
-    half, slack = total / 2, 1e-12 * total
-    position = torch.arange(n)[:, None].expand(n, c)
-    last = torch.full_like(position, n - 1)
-    index = seg_item[:, None].expand(n, c)
+    c = values.shape[1]
 
-    def first(condition: torch.Tensor) -> torch.Tensor:
-        """(m, c) first position of each item where ``condition`` holds."""
-        hits = torch.where(condition, position, last)
-        out = torch.full((num_items, c), n - 1, dtype=torch.int64)
-        return out.scatter_reduce_(0, index, hits, "amin")
+    def kernel(x: torch.Tensor, entries: torch.Tensor) -> torch.Tensor:
+        w = weights[entries][:, :, None].expand(-1, -1, c).reshape(x.shape)
+        return weighted_median_of_columns(x, w)
 
-    lower, upper = first(within >= half - slack), first(within > half + slack)
-    out = (sorted_values.gather(0, lower) + sorted_values.gather(0, upper)) / 2
-    return _nan_empty(out, counts)
-
-
-def _item_of_sorted(counts: torch.Tensor, n: int) -> torch.Tensor:
-    """(N,) item of each position once entries are sorted by item."""
-    return torch.repeat_interleave(torch.arange(len(counts)), counts, output_size=n)
+    return _per_item(values, item, num_items, kernel)
 
 
 def masked_geometric_median(

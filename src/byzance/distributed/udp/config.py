@@ -21,7 +21,6 @@ error naming the known ones).
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -31,7 +30,7 @@ from byzance.distributed.udp.datagram import LOOPBACK_DATAGRAM, coordinates_per_
 from byzance.distributed.udp.keys import key_for, load_keys
 from byzance.distributed.udp.receiver import DEFAULT_RCVBUF, Address, UdpReceiver
 from byzance.distributed.udp.sender import UdpSender, suggested_window
-from byzance.errors import ByzanceError
+from byzance.errors import ByzanceError, closest
 from byzance.runs.loss_model import LossModel
 
 RMEM_MAX = Path("/proc/sys/net/core/rmem_max")
@@ -62,8 +61,8 @@ class UdpConfig:
         known = {f.name for f in fields(cls)}
         for key in table:
             if key not in known:
-                close = difflib.get_close_matches(key, known, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                match = closest(key, known)
+                hint = f" (did you mean {match!r}?)" if match else ""
                 raise UdpConfigError(
                     f"[udp]: unknown key {key!r}{hint}; known keys: {', '.join(sorted(known))}."
                 )

@@ -1,0 +1,57 @@
+"""A run's ``summary.md`` and ``accuracy.png``, from its config and metric rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from byzance.runs.config import RunConfig
+
+
+def write_report(config: RunConfig, rows: list[dict[str, Any]], out: Path) -> None:
+    """``accuracy.png`` and ``summary.md`` for one run."""
+    from byzance.runs.plots import plot_curves
+
+    evals = [r for r in rows if "test_loss" in r]
+    diverged = bool(rows) and rows[-1].get("diverged", False)
+    metric = "accuracy" if any("accuracy" in r for r in evals) else "test_loss"
+    label = f"{config.rule().name} vs {config.attack}"
+    plot_curves(
+        {label: [(r["step"], r[metric]) for r in evals]}, out / "accuracy.png", ylabel=metric
+    )
+    final = evals[-1] if evals else {}
+    lines = [
+        f"# Run: {label}",
+        "",
+        f"{config.dataset}, {config.model}, n={config.workers} workers, "
+        f"{config.byzantine} Byzantine ({config.attack}), rule tolerates f={config.tolerated}, "
+        f"{config.partition} partition, {config.steps} steps, seed {config.seed}.",
+        "",
+        "| metric | value |",
+        "| --- | --- |",
+    ]
+    if diverged:
+        lines.insert(
+            4,
+            f"**Diverged at step {rows[-1]['step']}**: the model's parameters stopped being finite.\n",
+        )
+    for key in ("accuracy", "test_loss", "optimum_distance"):
+        if key in final:
+            lines.append(f"| final {key} | {final[key]:.4f} |")
+    if metric == "accuracy" and evals:
+        lines.append(f"| best accuracy | {max(r['accuracy'] for r in evals):.4f} |")
+    steps = [r for r in rows if "aggregation_ms" in r]
+    if steps:
+        mean_ms = sum(r["aggregation_ms"] for r in steps) / len(steps)
+        lines.append(f"| mean aggregation time | {mean_ms:.2f} ms |")
+        if "deviation" in steps[-1]:
+            lines.append(f"| last deviation from honest mean | {steps[-1]['deviation']:.4g} |")
+        if "honest_rejection_rate" in steps[-1]:
+            rate = steps[-1]["honest_rejection_rate"]
+            lines.append(f"| honest gradients rejected by the filter | {rate:.3f} |")
+            lines.append(f"| simulated time | {steps[-1]['sim_time']:.1f} |")
+        if "server_spread" in steps[-1]:
+            lines.append(
+                f"| last spread between honest servers | {steps[-1]['server_spread']:.4g} |"
+            )
+    (out / "summary.md").write_text("\n".join(lines) + "\n")

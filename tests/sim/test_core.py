@@ -1,0 +1,111 @@
+"""The training core: each part owns its state; modes compose the parts, never copy them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from byzance import aggregators, attacks, models
+from byzance.sim import CheckpointMismatchError, SyncSimulator, seeded
+from byzance.sim.core import STREAMS, Aggregation, stream_seed
+from byzance.sim.servers import MultiServerSimulator
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "byzance"
+
+
+def _data(n: int = 6, per: int = 20):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n * per, 1, 8, 8, generator=g)
+    y = torch.randint(0, 3, (n * per,), generator=g)
+    shards = [torch.arange(i * per, (i + 1) * per) for i in range(n)]
+    return x, y, shards
+
+
+def _model():
+    torch.manual_seed(0)
+    return models.build("mlp", (1, 8, 8), 3, hidden=[4])
+
+
+def test_every_stream_has_its_own_seed_and_the_formula_lives_once():
+    assert len({stream_seed(5, s) for s in STREAMS}) == len(STREAMS)
+    a, b = seeded(5, "batches"), seeded(5, "batches")
+    assert torch.equal(torch.rand(3, generator=a), torch.rand(3, generator=b))
+    copies = [p for p in SRC.rglob("*.py") if "1_000_003" in p.read_text()]
+    assert copies == [SRC / "sim" / "core.py"]
+
+
+def test_each_server_carries_its_own_center_across_steps():
+    x, y, shards = _data()
+    model = _model()
+    sim = MultiServerSimulator(
+        model,
+        x,
+        y,
+        shards,
+        rule=aggregators.get("centered_clipping"),
+        f=1,
+        byzantine=1,
+        attack=attacks.get("sign_flip"),
+        servers=3,
+        byzantine_servers=1,
+        server_rule=aggregators.get("median"),
+        server_attack="per_worker",
+        num_classes=3,
+        batch_size=4,
+    )
+    sim.step()
+    first = [c.clone() for c in sim.aggregation.centers]
+    assert len(first) == 2 and all(c is not None for c in first)
+    calls = []
+    rule = sim.aggregation.rule
+
+    class Spy:
+        carries_center = True
+
+        def __call__(self, inputs, f, **params):
+            calls.append(params.get("center"))
+            return rule(inputs, f, **params)
+
+    sim.aggregation.rule = Spy()
+    sim.step()
+    assert [torch.equal(c, d) for c, d in zip(calls, first, strict=True)] == [True, True]
+
+
+def test_a_checkpoint_of_another_mode_is_refused_by_name():
+    x, y, shards = _data()
+    common = dict(f=1, byzantine=1, attack=attacks.get("sign_flip"), num_classes=3, batch_size=4)
+    model = _model()
+    sync = SyncSimulator(
+        model,
+        x,
+        y,
+        shards,
+        rule=aggregators.get("median"),
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        **common,
+    )
+    other = MultiServerSimulator(
+        _model(),
+        x,
+        y,
+        shards,
+        rule=aggregators.get("median"),
+        server_rule=aggregators.get("median"),
+        **common,
+    )
+    with pytest.raises(CheckpointMismatchError, match="parts"):
+        sync.load_state_dict(other.state_dict())
+
+
+def test_the_rule_draws_from_the_run_generator_unless_seeded():
+    rule = aggregators.compose("bucketing", "median")
+    x = torch.randn(8, 5)
+    one = Aggregation(rule, 1, seeded(3, "rule"))
+    two = Aggregation(rule, 1, seeded(3, "rule"))
+    assert torch.equal(one(x), two(x))
+    state = one.state_dict()
+    after_one = one(x)
+    two.load_state_dict(state)
+    assert torch.equal(two(x), after_one)
