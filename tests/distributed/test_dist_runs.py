@@ -159,21 +159,6 @@ def test_outside_torchrun_the_error_says_how_to_start(tmp_path: Path) -> None:
     json.dumps(done.stderr)
 
 
-def test_a_resumed_run_reaches_the_uninterrupted_parameters(tmp_path: Path) -> None:
-    whole, halves = tmp_path / "whole", tmp_path / "halves"
-    whole.mkdir()
-    halves.mkdir()
-    keys = {"steps": 6, "checkpoint_every": 3, "eval_every": 3, "workers": 4}
-    assert _launch(4, _write_config(whole, **keys)).returncode == 0
-    assert _launch(4, _write_config(halves, **{**keys, "steps": 3})).returncode == 0
-    done = _launch(4, halves / "run" / "config.toml", "--resume", "--steps", "6")
-    assert done.returncode == 0, _why(done)
-    assert [r["step"] for r in _rows(halves)] == list(range(1, 7))
-    a, b = _model(whole / "run"), _model(halves / "run")
-    for name in a:
-        assert torch.equal(a[name], b[name]), name
-
-
 def test_over_lossy_udp_the_median_still_learns(tmp_path: Path) -> None:
     from byzance.distributed.udp import generate_key_file
 

@@ -38,6 +38,7 @@ SCRIPT = textwrap.dedent(
     after = torch.nn.utils.parameters_to_vector(model.parameters()).detach()
     torch.save({"mine": mine, "aggregate": aggregate, "before": before, "after": after},
                f"{sys.argv[1]}/rank{rank}.pt")
+    dist.destroy_process_group()  # no gloo thread left to abort at exit
     """
 )
 

@@ -4,8 +4,21 @@
   launch --nproc 5 --config run.toml`` on one machine: the simulator's config,
   with real processes (see :mod:`byzance.distributed.run`).
 - :func:`robust_step`: a drop-in for an existing training loop.
+
+``robust_step`` is loaded on first use, so that each rank's supervisor process
+(``python -m byzance.distributed`` under torchrun) starts without importing torch.
 """
 
-from byzance.distributed.step import robust_step
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["robust_step"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "robust_step":
+        from byzance.distributed.step import robust_step
+
+        return robust_step
+    raise AttributeError(f"module 'byzance.distributed' has no attribute {name!r}")

@@ -189,10 +189,12 @@ class Channel:
         for peer in waiting:
             items.extend(self.early[peer])
             self.early[peer].clear()
+        stopped = False  # the server ended the run: nobody sends for this step any more
         while True:
             for item in items:
                 if isinstance(item, _PeerLost):
                     continue
+                stopped = stopped or item.kind == Kind.STOP
                 if item.step > step and item.kind != Kind.STOP:
                     self.early[item.src].append(item)  # a peer ahead of us: keep it for later
                 elif (item.src in waiting and item.step == step) or item.kind == Kind.STOP:
@@ -208,11 +210,11 @@ class Channel:
                     problems[peer] = f"{self.status[peer]}: {self.reason[peer]}"
                     waiting.discard(peer)
             remaining = deadline - time.monotonic()
-            if not waiting or remaining <= 0:
+            if not waiting or remaining <= 0 or stopped:
                 break
             items = self._next(remaining)
         for peer in waiting:
-            problems[peer] = "timeout"
+            problems[peer] = "stopped" if stopped else "timeout"
         return got, problems
 
     def _check(self, frame: Frame, kind: Kind) -> str:

@@ -191,14 +191,15 @@ def _let_forgers_hear(
             channel.send(rank, step, Kind.GRADIENT, vector, loss)
 
 
-def _byzantine_vector(node: Node, channel: Channel, step: int) -> torch.Tensor | None:
+def _byzantine_vector(node: Node, channel: Channel, step: int) -> torch.Tensor:
     """An omniscient Byzantine rank's vector: the attack on the honest vectors that arrived."""
     honest_peers = {r for r in node.honest if r != node.rank}
     frames, _ = channel.collect(step, Kind.GRADIENT, honest_peers, node.config.step_timeout)
     rows = [frames[r].payload for r in node.honest if r in frames]
-    rows = [v for v in rows if bool(torch.isfinite(v).all())]  # a diverged run: nothing to attack
-    if not rows:
-        return None
+    rows = [v for v in rows if bool(torch.isfinite(v).all())]
+    if not rows:  # a diverged run (or no honest vector in time): nothing to attack, but
+        # answer at once, so that the aggregator does not wait for this rank's timeout
+        return torch.full((node.d,), float("nan"))
     return node.byzantine_vector(torch.stack(rows))
 
 
@@ -303,8 +304,6 @@ def run_worker(node: Node, start: int) -> None:
         if forger:
             node.batch(step)  # keep the batch generator in step with the others
             vector = _byzantine_vector(node, channel, step)
-            if vector is None:
-                continue
             loss = float("nan")
         else:
             vector, loss = _own_vector(node, step)
@@ -330,8 +329,7 @@ def run_decentralized(node: Node, start: int, report: Report) -> Membership:
         if forger:
             node.batch(step)
             vector = _byzantine_vector(node, channel, step)
-            if vector is not None:
-                send_vector(node, channel, link, step, vector, float("nan"), live)
+            send_vector(node, channel, link, step, vector, float("nan"), live)
             continue
         t0 = time.perf_counter()
         own = _own_vector(node, step)
