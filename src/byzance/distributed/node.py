@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from byzance import attacks
+from byzance.aggregators import Rule
 from byzance.runs.build import build_training, make_scheduler, with_optimum_distance
 from byzance.runs.config import ConfigError, RunConfig
 from byzance.runs.injected_faults import EXTRA_COORDINATES, Fault, parse_fault
@@ -104,7 +105,7 @@ class Node(Composition):
         self.fault: Fault | None = parse_fault(spec) if spec else None
 
     @property
-    def rule(self):
+    def rule(self) -> Rule:
         return self.aggregation.rule
 
     # -- one worker's work ------------------------------------------------------------------

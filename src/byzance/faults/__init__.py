@@ -16,7 +16,8 @@ constant, the weights, the layer widths and the number of failures per layer.
 
 Modules: ``network`` (a Sequential as layers of neurons), ``injection``
 (failure patterns, hooks), ``bound`` (the bounds), ``measure`` (measured
-errors, random and worst-case), ``experiment`` (``byzance faults``).
+errors, random and worst-case), ``experiment`` (``byzance faults``; its config
+in ``faults_config``, on the runs layer's config system).
 """
 
 from byzance.faults.bound import fep_bound, output_bounds, path_bound, path_gains

@@ -9,5 +9,8 @@
   robustly aggregated per-user gradients.
 - :mod:`~byzance.voting.strategy`: the skewed geometric median's best
   responses and strategic gain (El Mhamdi et al., AISTATS 2023).
-- :mod:`~byzance.voting.experiment`: the config-driven runs of ``byzance votes``.
+- :mod:`~byzance.voting.experiment`: the config-driven runs of ``byzance votes``
+  (config in :mod:`~byzance.voting.votes_config`, on the runs layer's config
+  system; the poisoning/reputation and strategy runs in ``votes_poisoning`` and
+  ``votes_strategy``).
 """
