@@ -415,8 +415,9 @@ def launch(
     from byzance.runs.rundir import RunDirectory
 
     with _clear_errors():
-        if resume is not None:
-            config, extra = resume / "config.toml", ["--resume", *ctx.args]
+        if resume is not None:  # the run where it is, whatever out_dir its config says
+            config = resume / "config.toml"
+            extra = ["--resume", "--out-dir", str(resume), *ctx.args]
         elif config is None:
             raise run_config.ConfigError("give --config run.toml (or --resume a run's directory).")
         else:

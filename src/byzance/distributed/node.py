@@ -10,7 +10,9 @@ its own row, so a distributed run and a simulated one see the same batches.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,6 +22,7 @@ from byzance.aggregators import Rule
 from byzance.runs.build import build_training, make_scheduler, with_optimum_distance
 from byzance.runs.config import ConfigError, RunConfig
 from byzance.runs.injected_faults import EXTRA_COORDINATES, Fault, parse_fault
+from byzance.runs.rundir import load_checkpoint_part, save_atomically
 from byzance.sim import (
     Aggregation,
     Composition,
@@ -31,6 +34,9 @@ from byzance.sim import (
     seeded,
 )
 from byzance.sim.core import workers_and_adversary
+
+#: What a forging rank keeps of its own: the attack's and the rule's random streams.
+FORGER_PARTS = ("adversary", "aggregation")
 
 
 def byzantine_ranks(config: RunConfig, world: int) -> list[int]:
@@ -127,6 +133,37 @@ class Node(Composition):
         """The vector this worker sends for its batch: gradient (or momentum) (d,), and loss."""
         grads, losses = self.workers.gradients(idx[None], torch.tensor([self.slot]))
         return self.momentum(grads)[0], float(losses[0])
+
+    def forged(self, step: int) -> None:
+        """After a forger's ``step``: at the run's checkpoint steps, save its own streams.
+
+        The reporter's checkpoint holds the reporter's state, and the reporter
+        never forges: each forging rank keeps its attack (and rule) streams in
+        ``forger-rank{r}-step{s}.pt`` beside it, so a resumed attack draws what an
+        uninterrupted one would. Every checkpoint step's file is kept (a few KB):
+        the reporter's checkpoint may be older than the forger's latest.
+        """
+        cfg = self.config
+        if step % cfg.checkpoint_every and step != cfg.steps:
+            return
+        out = Path(cfg.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        state = {"step": step, "parts": {k: self.parts[k].state_dict() for k in FORGER_PARTS}}
+        save_atomically(state, out / f"forger-rank{self.rank}-step{step}.pt")
+
+    def restore_forger(self, out: Path) -> None:
+        """A forging rank takes back its own streams at the checkpoint's step (if saved)."""
+        path = out / f"forger-rank{self.rank}-step{self.step_count}.pt"
+        if not path.exists():
+            print(
+                f"[byzance dist] rank {self.rank}: no {path.name}: this forger's attack "
+                "restarts from the reporter's streams.",
+                file=sys.stderr,
+            )
+            return
+        state = load_checkpoint_part(path)
+        for name in FORGER_PARTS:
+            self.parts[name].load_state_dict(state["parts"][name])
 
     def byzantine_vector(self, honest: torch.Tensor) -> torch.Tensor:
         """This Byzantine rank's vector (d,), from the omniscient attack on ``honest`` (h, d).

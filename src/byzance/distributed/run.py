@@ -142,6 +142,8 @@ def restore(node: Node, out: Path, *, reporter: bool) -> tuple[int, float]:
         raise CheckpointError(
             f"checkpoint {str(directory.checkpoint_path)!r} does not fit this run ({err})."
         ) from None
+    if node.is_byzantine and node.gradient_attack:
+        node.restore_forger(out)
     if reporter:
         from byzance.runs.rundir import drop_metrics_after
 
@@ -156,6 +158,11 @@ def claim_output(config: RunConfig, *, resume: bool, overwrite: bool) -> None:
     if resume:
         if not directory.config_path.is_file():
             raise ConfigError(f"{config.out_dir!r} holds no run to resume: config.toml is missing.")
+        if not directory.saved_config_matches(config):
+            raise ConfigError(
+                f"{config.out_dir!r} holds a run of another config than the one given to "
+                "--resume: resume it with its own config.toml, or start over with --overwrite."
+            )
     elif directory.holds_a_run() and not overwrite:
         raise ConfigError(
             f"{config.out_dir!r} already holds a run. Continue it with --resume, replace it "
@@ -180,6 +187,7 @@ def run(config: RunConfig, *, resume: bool = False, overwrite: bool = False) -> 
     out = Path(config.out_dir)
     is_reporter = rank == node.reporter
     start, elapsed = restore(node, out, reporter=is_reporter) if resume else (0, 0.0)
+    dist.barrier()  # every rank has read the checkpoint before the reporter writes the next
     if is_reporter and start == 0:
         RunDirectory(out).claim(config, overwrite=True)  # checked above, by every rank
     elif is_reporter:

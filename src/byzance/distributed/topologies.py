@@ -199,8 +199,11 @@ def _byzantine_vector(node: Node, channel: Channel, step: int) -> torch.Tensor:
     rows = [v for v in rows if bool(torch.isfinite(v).all())]
     if not rows:  # a diverged run (or no honest vector in time): nothing to attack, but
         # answer at once, so that the aggregator does not wait for this rank's timeout
-        return torch.full((node.d,), float("nan"))
-    return node.byzantine_vector(torch.stack(rows))
+        vector = torch.full((node.d,), float("nan"))
+    else:
+        vector = node.byzantine_vector(torch.stack(rows))
+    node.forged(step)
+    return vector
 
 
 # -- parameter server ----------------------------------------------------------------------------

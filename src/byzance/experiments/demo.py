@@ -50,7 +50,7 @@ def demo_configs(out_dir: Path, *, steps: int = 200, seed: int = 0) -> list[RunC
 def _run_one(config: RunConfig) -> tuple[str, str, dict[str, Any]]:
     from byzance.runs.runner import run_or_resume
 
-    rows = run_or_resume(config, threads=1)  # one process per core
+    rows = run_or_resume(config, threads=1, replace=True)  # one process per core
     return config.rule().name, config.attack, rows[-1]
 
 

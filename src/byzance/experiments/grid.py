@@ -40,6 +40,7 @@ from byzance.errors import ToleranceError
 from byzance.experiments.grid_cells import cell_name, cell_state, hashed_name, run_cell, values_hash
 from byzance.experiments.grid_pool import grid_lock, run_in_pool
 from byzance.runs.config import ConfigError, RunConfig, load
+from byzance.runs.rundir import RunDirectory
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,12 @@ def load_grid(path: str | Path, out_dir: str | Path | None = None) -> Grid:
             f"grid file {str(path)!r}: unknown top-level keys {sorted(unknown)}; "
             "a grid has name, out_dir, [base] and [axes]."
         )
+    for section in ("base", "axes"):
+        if not isinstance(raw.get(section, {}), dict):
+            raise ConfigError(
+                f"grid file {str(path)!r}: {section} must be a table ([{section}] with keys); "
+                f"got {raw[section]!r}."
+            )
     base = dict(raw.get("base", {}))
     axes = dict(raw.get("axes", {}))
     for key, values in axes.items():
@@ -116,6 +123,7 @@ def load_grid(path: str | Path, out_dir: str | Path | None = None) -> Grid:
                 f"grid axis {key!r} must be a non-empty list of values; got {values!r}."
             )
     out = Path(out_dir or raw.get("out_dir") or Path("runs") / path.stem)
+    RunDirectory(out).check_usable()  # a file where the grid's directory should be
     grid = Grid(name=str(raw.get("name", path.stem)), out_dir=out, axes=axes, source=path)
     names: set[str] = set()
     hashes: set[str] = set()

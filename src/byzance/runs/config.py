@@ -141,7 +141,7 @@ class RunConfig:
         20, "participants", "workers (byzance launch: processes), Byzantine ones included", ge=1
     )
     byzantine: int = key(4, "participants", "Byzantine workers among them", ge=0)
-    batch_size: int = key(32, "participants", "samples per worker per step", ge=1)
+    batch_size: int = key(32, "participants", "samples per worker per step", ge=1, le=1_000_000)
     worker_momentum: float = key(
         0.0, "participants", "momentum each worker applies before sending", ge=0, lt=1
     )
@@ -178,12 +178,16 @@ class RunConfig:
     )
     attack_params: dict[str, Any] = key({}, "adversary", "the attack's parameters, e.g. {z = 1.5}")
     # -- optimizer
-    lr: float = key(0.1, "optimizer", "the server's learning rate", gt=0)
+    lr: float = key(0.1, "optimizer", "the server's learning rate", gt=0, le=1e30)
     momentum: float = key(0.0, "optimizer", "the server optimizer's momentum", ge=0, lt=1)
-    weight_decay: float = key(0.0, "optimizer", "the server optimizer's weight decay", ge=0)
+    weight_decay: float = key(
+        0.0, "optimizer", "the server optimizer's weight decay", ge=0, le=1e30
+    )
     lr_schedule: str = key("constant", "optimizer", "learning-rate schedule", choices=SCHEDULES)
     lr_step_size: int = key(100, "optimizer", "lr_schedule = step: steps between decays", ge=1)
-    lr_gamma: float = key(0.5, "optimizer", "lr_schedule = step: factor of each decay", gt=0)
+    lr_gamma: float = key(
+        0.5, "optimizer", "lr_schedule = step: factor of each decay", gt=0, le=1e30
+    )
     # -- asynchronous (mode = "async", Kardam)
     slow_workers: int = key(0, "asynchronous", "the last honest workers are slow", ge=0)
     slow_rate: float = key(
@@ -224,9 +228,11 @@ class RunConfig:
     byzantine_ranks: list[int] = key(
         [], "processes", "the Byzantine ranks ([]: the last byzantine ones)", ge=0
     )
-    step_timeout: float = key(30.0, "processes", "seconds a step waits for the gradients", gt=0)
+    step_timeout: float = key(
+        30.0, "processes", "seconds a step waits for the gradients", gt=0, le=1e7
+    )
     worker_timeout: float = key(
-        300.0, "processes", "seconds a worker waits for the server's parameters", gt=0
+        300.0, "processes", "seconds a worker waits for the server's parameters", gt=0, le=1e7
     )
     faults: dict[str, str] = key(
         {}, "processes", "injected failures by rank: {2 = 'crash@5', 3 = 'slow:0.1'}"

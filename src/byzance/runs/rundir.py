@@ -41,6 +41,8 @@ RUN_FILES = (
     "checkpoint.pt",
     "checkpoint.tmp",
 )
+#: Files of a distributed run: each decentralized node's parameters, each forger's streams.
+RUN_FILE_PATTERNS = ("params-rank*.pt", "forger-rank*-step*.pt")
 
 
 class CheckpointError(ByzanceError):
@@ -73,26 +75,39 @@ def save_atomically(state: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint_file(path: Path) -> dict[str, Any]:
-    """The contents of a checkpoint file, read with ``weights_only=True``; one clear error if bad."""
-    how = "delete it to restart the run from step 0, or start over with --overwrite"
+HOW = "delete it to restart the run from step 0, or start over with --overwrite"
+
+
+def load_checkpoint_part(path: Path) -> dict[str, Any]:
+    """A file of tensors and plain values, read with ``weights_only=True``; one clear error if bad."""
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist.")
     if path.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint {str(path)!r} is empty (a kill while writing?): {how}.")
+        raise CheckpointError(f"checkpoint {str(path)!r} is empty (a kill while writing?): {HOW}.")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, OSError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        why = type(err).__name__  # not torch's text: it suggests turning the safe load off
         raise CheckpointError(
             f"checkpoint {str(path)!r} is truncated, corrupt or holds more than tensors and "
-            f"plain values ({first[:200]}): {how}."
+            f"plain values ({why}); byzance never opens it otherwise: {HOW}."
         ) from None
-    if not isinstance(state, Mapping) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} is not a byzance checkpoint of this version: {how}."
-        )
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a byzance checkpoint: {HOW}.")
     return dict(state)
+
+
+def load_checkpoint_file(path: Path) -> dict[str, Any]:
+    """A run's checkpoint, read with ``weights_only=True`` and checked; one clear error if bad."""
+    state = load_checkpoint_part(path)
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is not a byzance checkpoint of this version: {HOW}."
+        )
+    elapsed = state.get("elapsed_s")
+    if not isinstance(state.get("state"), Mapping) or not isinstance(elapsed, int | float):
+        raise CheckpointError(f"checkpoint {str(path)!r} lacks its state or its time: {HOW}.")
+    return state
 
 
 def drop_metrics_after(path: Path, step: int) -> None:
@@ -149,7 +164,11 @@ class RunDirectory:
 
     def holds_a_run(self) -> bool:
         """Whether any file of a run is here."""
-        return self.out.is_dir() and any((self.out / name).exists() for name in RUN_FILES)
+        if not self.out.is_dir():
+            return False
+        return any((self.out / name).exists() for name in RUN_FILES) or any(
+            any(self.out.glob(pattern)) for pattern in RUN_FILE_PATTERNS
+        )
 
     def check_usable(self) -> None:
         """Refuse an output path that is a file (or under one)."""
@@ -178,6 +197,9 @@ class RunDirectory:
                 self.claim_check()
             for name in RUN_FILES:
                 (self.out / name).unlink(missing_ok=True)
+            for pattern in RUN_FILE_PATTERNS:
+                for path in self.out.glob(pattern):
+                    path.unlink(missing_ok=True)
         self.out.mkdir(parents=True, exist_ok=True)
         write_config(config, self.config_path)
         self.metrics_path.write_text("")

@@ -113,6 +113,7 @@ class Run:
             self.dir.check_usable()
             if self.dir.checkpoint_path.exists():
                 start_step, before = self.restore()
+                write_config(self.config, self.dir.config_path)  # perhaps for more steps
             else:  # killed before its first checkpoint: start again, in the same directory
                 self.dir.claim(self.config, overwrite=True)
         else:
@@ -183,25 +184,37 @@ def is_finished(config: RunConfig) -> bool:
     return rows[-1]["step"] == config.steps or bool(rows[-1].get("diverged", False))
 
 
-def run_or_resume(config: RunConfig, *, threads: int | None = None) -> list[dict[str, Any]]:
+def run_or_resume(
+    config: RunConfig, *, threads: int | None = None, replace: bool = False
+) -> list[dict[str, Any]]:
     """Make sure the run is complete: skip it if finished, resume it if interrupted, else train.
 
     Idempotent, for sweeps; returns the run's metric rows. A directory holding
-    a run of another config is refused (the caller decides what to do with
-    it). ``threads`` sets torch's threads (1 when runs go one per core).
+    a run of another config, or a longer one, is refused, or with ``replace``
+    trained over from scratch. ``threads`` sets torch's threads (1 when runs go
+    one per core).
     """
     import torch
 
     if threads is not None:
         torch.set_num_threads(threads)
     directory = RunDirectory(config.out_dir)
-    if directory.holds_a_run() and not directory.saved_config_matches(config):
-        raise ConfigError(
-            f"{str(directory.out)!r} holds a run of another config; remove it to run this one."
-        )
-    if not is_finished(config):
+    if directory.holds_a_run() and not _same_run(directory, config):
+        if not replace:
+            raise ConfigError(
+                f"{str(directory.out)!r} holds a run of another config; remove it to run this one."
+            )
+        train(config, overwrite=True)
+    elif not is_finished(config):
         train(config, resume=directory.holds_a_run())
     return read_metrics(directory.metrics_path)
+
+
+def _same_run(directory: RunDirectory, config: RunConfig) -> bool:
+    """The directory holds ``config``'s run, no further than ``config.steps``."""
+    rows = read_metrics(directory.metrics_path)
+    longer = bool(rows) and rows[-1]["step"] > config.steps
+    return directory.saved_config_matches(config) and not longer
 
 
 def resume(out_dir: str | Path, *, progress: Progress | None = None) -> RunResult:

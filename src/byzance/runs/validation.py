@@ -47,8 +47,8 @@ def validate(config: RunConfig) -> RunConfig:
     _one_of("aggregator", config.aggregator, aggregators.names("aggregator"))
     for p in config.preaggregators:
         _one_of("preaggregators", p, aggregators.names("preaggregator"))
+    _validate_distributed(config)  # first: byzantine_ranks alone sets byzantine
     _check_counts(config)
-    _validate_distributed(config)
     with torch.random.fork_rng(devices=[]):  # dry runs leave the global random state alone
         torch.manual_seed(config.seed)
         _check_rule(config)
@@ -190,6 +190,8 @@ def _check_rule(config: RunConfig) -> None:
         rule.check(config.workers, config.tolerated)
     except ToleranceError as err:
         raise ConfigToleranceError(str(err)) from None
+    except Exception as err:  # e.g. a stage's parameter its requirement cannot work with
+        raise config_failure(keys[-1], "checking the rule's requirement", err) from None
     stages = getattr(rule, "stages", None) or (rule,)
     x, f = _random_rows(config.workers), config.tolerated
     for stage, key_name in zip(stages, keys, strict=True):
