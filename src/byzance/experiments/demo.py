@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import multiprocessing
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -47,11 +46,10 @@ def demo_configs(out_dir: Path, *, steps: int = 200, seed: int = 0) -> list[RunC
     return configs
 
 
-def _run_one(config: RunConfig) -> tuple[str, str, dict[str, Any]]:
+def _run_one(config: RunConfig) -> None:
     from byzance.runs.runner import run_or_resume
 
-    rows = run_or_resume(config, threads=1, replace=True)  # one process per core
-    return config.rule().name, config.attack, rows[-1]
+    run_or_resume(config, threads=1, replace=True)  # one process per core
 
 
 def run_demo(
@@ -62,18 +60,31 @@ def run_demo(
     seed: int = 0,
     on_done: Callable[[str, str, dict[str, Any]], None] | None = None,
 ) -> dict[tuple[str, str], dict[str, Any]]:
-    """Run (or reuse) every demo run; returns the final metrics row per (rule, attack)."""
+    """Run (or reuse) every demo run; returns the final metrics row per (rule, attack).
+
+    The runs go through the grid's pool: the directory is locked against a
+    second demo, the workers die with this process, and Ctrl-C stops them.
+    """
+    from byzance.experiments.grid_pool import grid_lock, run_in_pool
+    from byzance.runs.runner import read_metrics
+
     configs = demo_configs(out_dir, steps=steps, seed=seed)
-    jobs = jobs or multiprocessing.cpu_count()
     results: dict[tuple[str, str], dict[str, Any]] = {}
-    context = multiprocessing.get_context("spawn")  # no fork after torch threads exist
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = [pool.submit(_run_one, c) for c in configs]
-        for future in as_completed(futures):
-            rule, attack, final = future.result()
-            results[(rule, attack)] = final
-            if on_done is not None:
-                on_done(rule, attack, final)
+
+    def done(config: RunConfig) -> None:
+        final = read_metrics(Path(config.out_dir) / "metrics.jsonl")[-1]
+        results[(config.rule().name, config.attack)] = final
+        if on_done is not None:
+            on_done(config.rule().name, config.attack, final)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with grid_lock(out_dir):
+        run_in_pool(
+            _run_one,
+            [(c, c) for c in configs],
+            jobs=jobs or multiprocessing.cpu_count(),
+            on_done=done,
+        )
     write_demo_plot(out_dir, configs)
     return results
 
