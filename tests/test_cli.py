@@ -94,8 +94,8 @@ def _one_line_error(result, key: str) -> str:
     ("flags", "key", "says"),
     [
         (["--kardam", "maybe"], "kardam", "is not true or false"),
-        (["--lr", "nan"], "lr", "is not a finite number > 0"),
-        (["--lr", "inf"], "lr", "is not a finite number > 0"),
+        (["--lr", "nan"], "lr", "is not a finite number in (0, 1e+30]"),
+        (["--lr", "inf"], "lr", "is not a finite number in (0, 1e+30]"),
         (["--seed", "-1"], "seed", "is not an integer >= 0"),
         (["--workers", "-3"], "workers", "is not an integer >= 1"),
         (["--steps", "2.5"], "steps", "is not an integer"),

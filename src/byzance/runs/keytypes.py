@@ -100,7 +100,10 @@ class Spec:
 
 
 def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else repr(x)
+    """A bound as people write it: 3, 0.5, 1e+07 (no 31-digit integers)."""
+    if float(x).is_integer() and abs(x) < 1e6:
+        return str(int(x))
+    return f"{x:g}" if abs(x) >= 1e6 else repr(x)
 
 
 def key(
