@@ -428,7 +428,7 @@ def launch(
         }
         out = run_config.load(config, overrides).out_dir  # fail here, before starting processes
         if resume is None and not overwrite:
-            RunDirectory(out).claim_check()
+            RunDirectory(out).claim_check("byzance launch --nproc N --resume")
     if overwrite:
         extra = ["--overwrite", *extra]
     code = start(nproc, str(config), ["--workers", str(nproc), *extra])

@@ -39,13 +39,12 @@ from byzance.distributed.topologies import (
 from byzance.runs.config import ConfigError, RunConfig, validate
 from byzance.runs.report import write_report
 from byzance.runs.rundir import (
-    CheckpointError,
     RunDirectory,
     read_metrics,
     write_config,
     write_csv,
 )
-from byzance.sim import CheckpointMismatchError, flatten_params
+from byzance.sim import flatten_params
 
 
 def init_process_group(timeout_s: float = 1800.0) -> tuple[int, int]:
@@ -129,26 +128,17 @@ class Reporter:
 def restore(node: Node, out: Path, *, reporter: bool) -> tuple[int, float]:
     """Load ``out/checkpoint.pt`` into ``node`` (every rank reads it); (its step, its time).
 
-    The reporter drops the metric rows written after the checkpoint. No
-    checkpoint (a run killed before its first one): start again from step 0.
+    The reporter drops the metric rows written after the checkpoint; a forging
+    rank takes back its own streams. No checkpoint (a run killed before its
+    first one): start again from step 0.
     """
     directory = RunDirectory(out)
     if not directory.checkpoint_path.exists():
         return 0, 0.0
-    checkpoint = directory.load_checkpoint(node.config)
-    try:
-        node.load_state_dict(checkpoint["state"])
-    except (CheckpointMismatchError, KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise CheckpointError(
-            f"checkpoint {str(directory.checkpoint_path)!r} does not fit this run ({err})."
-        ) from None
+    elapsed = directory.restore(node.config, node, drop_metrics=reporter)
     if node.is_byzantine and node.gradient_attack:
         node.restore_forger(out)
-    if reporter:
-        from byzance.runs.rundir import drop_metrics_after
-
-        drop_metrics_after(directory.metrics_path, node.step_count)
-    return node.step_count, float(checkpoint["elapsed_s"])
+    return node.step_count, elapsed
 
 
 def claim_output(config: RunConfig, *, resume: bool, overwrite: bool) -> None:
@@ -163,11 +153,8 @@ def claim_output(config: RunConfig, *, resume: bool, overwrite: bool) -> None:
                 f"{config.out_dir!r} holds a run of another config than the one given to "
                 "--resume: resume it with its own config.toml, or start over with --overwrite."
             )
-    elif directory.holds_a_run() and not overwrite:
-        raise ConfigError(
-            f"{config.out_dir!r} already holds a run. Continue it with --resume, replace it "
-            "with --overwrite, or choose another out_dir."
-        )
+    elif not overwrite:
+        directory.claim_check("byzance launch --resume")
 
 
 def run(config: RunConfig, *, resume: bool = False, overwrite: bool = False) -> Membership | None:

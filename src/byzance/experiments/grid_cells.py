@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from byzance.runs.config import RunConfig, load
+from byzance.runs.rundir import fingerprint as run_fingerprint
 
 MAX_NAME = 120  # characters (ASCII) in a cell's directory name; the limit is 255 bytes
 FINGERPRINT = "fingerprint"  # the file, in a cell's directory, holding its config's hash
@@ -71,10 +72,13 @@ def cell_name(values: dict[str, Any]) -> str:
 
 
 def fingerprint(config: RunConfig) -> str:
-    """sha256 of the canonical JSON of the config, ``out_dir`` left out (the cell moves with it)."""
-    data = {k: v for k, v in config.to_dict().items() if k != "out_dir"}
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    """The cell's identity: the run's fingerprint over its whole config but ``out_dir``.
+
+    Unlike a run's own fingerprint, ``steps``, the evaluation and checkpoint
+    intervals and the faults count: a cell whose config changed in any way
+    is rerun.
+    """
+    return run_fingerprint(config, ignore=("out_dir",))
 
 
 def _stored_fingerprint(out: Path) -> str | None:

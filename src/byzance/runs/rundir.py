@@ -29,6 +29,7 @@ import torch
 
 from byzance.errors import ByzanceError
 from byzance.runs.config import ConfigError, RunConfig, dumps
+from byzance.sim import CheckpointMismatchError, Composition
 
 CHECKPOINT_FORMAT = 2
 #: The files a run writes; --overwrite removes these and nothing else.
@@ -55,13 +56,14 @@ class CheckpointError(ByzanceError):
 NOT_IDENTITY = ("out_dir", "eval_every", "checkpoint_every", "steps", "faults")
 
 
-def fingerprint(config: RunConfig) -> str:
+def fingerprint(config: RunConfig, *, ignore: tuple[str, ...] = NOT_IDENTITY) -> str:
     """A hash of everything in ``config`` that shapes the run's numbers.
 
     Two configs with the same fingerprint describe the same run, possibly
-    continued for more steps: a checkpoint of one resumes the other.
+    continued for more steps: a checkpoint of one resumes the other. ``ignore``
+    names the keys left out (a grid cell's identity leaves out only ``out_dir``).
     """
-    values = {k: v for k, v in config.to_dict().items() if k not in NOT_IDENTITY}
+    values = {k: v for k, v in config.to_dict().items() if k not in ignore}
     if config.lr_schedule == "cosine":
         values["steps"] = config.steps
     canonical = json.dumps(values, sort_keys=True, default=str)
@@ -179,13 +181,13 @@ class RunDirectory:
                     "choose another --out-dir."
                 )
 
-    def claim_check(self) -> None:
+    def claim_check(self, resume_command: str = "byzance train --resume") -> None:
         """Raise unless a new run may start here: a directory (or nothing) holding no run."""
         self.check_usable()
         if self.holds_a_run():
             raise ConfigError(
                 f"{str(self.out)!r} already holds a run. Continue it with "
-                f"`byzance train --resume {self.out}`, replace it with --overwrite, "
+                f"`{resume_command} {self.out}`, replace it with --overwrite, "
                 "or choose another --out-dir."
             )
 
@@ -236,3 +238,21 @@ class RunDirectory:
                 "Start the run again with --overwrite."
             )
         return checkpoint
+
+    def restore(self, config: RunConfig, training: Composition, *, drop_metrics: bool) -> float:
+        """Load the checkpoint into ``training``; its time so far.
+
+        ``drop_metrics``: the writer of metrics.jsonl drops the rows written after
+        the checkpoint (a resumed run writes them again).
+        """
+        checkpoint = self.load_checkpoint(config)
+        try:
+            training.load_state_dict(checkpoint["state"])
+        except (CheckpointMismatchError, KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise CheckpointError(
+                f"checkpoint {str(self.checkpoint_path)!r} does not fit this run ({err}); "
+                "start the run again with --overwrite."
+            ) from None
+        if drop_metrics:
+            drop_metrics_after(self.metrics_path, training.step_count)
+        return float(checkpoint["elapsed_s"])

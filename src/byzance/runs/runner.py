@@ -29,7 +29,7 @@ from byzance.runs.rundir import (
     write_config,
     write_csv,
 )
-from byzance.sim import CheckpointMismatchError, TrainingDivergedError
+from byzance.sim import TrainingDivergedError
 
 TIME_KEYS = ("aggregation_ms", "elapsed_s")
 Progress = Callable[[int, dict[str, Any]], None]
@@ -79,17 +79,8 @@ class Run:
 
     def restore(self) -> tuple[int, float]:
         """Load the checkpoint and drop metric rows written after it; (its step, its time)."""
-        checkpoint = self.dir.load_checkpoint(self.config)
-        try:
-            self.sim.load_state_dict(checkpoint["state"])
-        except (CheckpointMismatchError, KeyError, TypeError, ValueError, RuntimeError) as err:
-            raise CheckpointError(
-                f"checkpoint {str(self.dir.checkpoint_path)!r} does not fit this run ({err}); "
-                "start the run again with --overwrite."
-            ) from None
-        step = self.sim.step_count
-        drop_metrics_after(self.dir.metrics_path, step)
-        return step, float(checkpoint["elapsed_s"])
+        elapsed = self.dir.restore(self.config, self.sim, drop_metrics=True)
+        return self.sim.step_count, elapsed
 
     # -- training ------------------------------------------------------------------------
     def _lr(self) -> float:
