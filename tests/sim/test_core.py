@@ -109,3 +109,25 @@ def test_the_rule_draws_from_the_run_generator_unless_seeded():
     after_one = one(x)
     two.load_state_dict(state)
     assert torch.equal(two(x), after_one)
+
+
+def test_momentum_forms_agree_with_the_config_keys():
+    from byzance.runs import config
+    from byzance.sim import core
+
+    assert config.MOMENTUM_FORMS == core.MOMENTUM_FORMS
+
+
+def test_worker_momentum_ema_keeps_the_gradient_scale_heavy_ball_does_not():
+    from byzance.sim.core import WorkerMomentum
+
+    g = torch.ones(2, 3)
+    ema, heavy = WorkerMomentum(0.9, "ema"), WorkerMomentum(0.9, "heavy_ball")
+    for _ in range(200):
+        m_ema, m_heavy = ema(g), heavy(g)
+    assert torch.allclose(m_ema, g)
+    assert torch.allclose(m_heavy, 10 * g, rtol=1e-4)
+    # the first step is the gradient itself (torch's SGD buffer), then m <- beta m + (1 - beta) g
+    fresh = WorkerMomentum(0.5, "ema")
+    assert torch.equal(fresh(g), g)
+    assert torch.allclose(fresh(torch.zeros(2, 3)), 0.5 * g)

@@ -94,7 +94,7 @@ class Node(Composition):
         )
         self.gradient_attack = self.adversary is not None
         self.computes = self.slot < self.workers.count
-        self.momentum = WorkerMomentum(config.worker_momentum)
+        self.momentum = WorkerMomentum(config.worker_momentum, config.worker_momentum_form)
         self.aggregation = Aggregation(config.rule(), self.f, seeded(config.seed, "rule"))
         self.server = ServerOptimizer(
             self.model, self.optimizer, make_scheduler(config, self.optimizer)

@@ -95,6 +95,7 @@ def build_simulator(
             kardam=config.kardam,
             window=config.kardam_window,
             max_rejections=config.kardam_max_rejections,
+            frequency_filter=config.kardam_frequency_filter,
             staleness=config.staleness,
             staleness_beta=config.staleness_beta,
         )
@@ -110,6 +111,7 @@ def build_simulator(
             exchange_every=config.exchange_every,
             lr=config.lr,
             worker_momentum=config.worker_momentum,
+            worker_momentum_form=config.worker_momentum_form,
         )
     return SyncSimulator(
         *training,
@@ -119,6 +121,7 @@ def build_simulator(
         optimizer=optimizer,
         scheduler=make_scheduler(config, optimizer),
         worker_momentum=config.worker_momentum,
+        worker_momentum_form=config.worker_momentum_form,
     )
 
 

@@ -54,6 +54,7 @@ class ConfigToleranceError(ConfigError, ToleranceError):
 
 
 PARTITIONS = ("iid", "dirichlet", "extreme")
+MOMENTUM_FORMS = ("ema", "heavy_ball")  # byzance.sim.core.MOMENTUM_FORMS, without torch
 SCHEDULES = ("constant", "cosine", "step")
 TOPOLOGIES = ("parameter_server", "decentralized")
 MODES = ("sync", "async")
@@ -145,6 +146,12 @@ class RunConfig:
     worker_momentum: float = key(
         0.0, "participants", "momentum each worker applies before sending", ge=0, lt=1
     )
+    worker_momentum_form: str = key(
+        "ema",
+        "participants",
+        "ema: m <- beta m + (1 - beta) g (torch's dampening = beta); heavy_ball: m <- beta m + g",
+        choices=MOMENTUM_FORMS,
+    )
     l2: float = key(
         -1.0,
         "participants",
@@ -200,8 +207,15 @@ class RunConfig:
     kardam_window: int = key(
         50, "asynchronous", "Kardam: recent Lipschitz coefficients compared", ge=1
     )
+    kardam_frequency_filter: bool = key(
+        True, "asynchronous", "Kardam: a worker is the source of at most 1 of 2f + 1 accepted"
+    )
     kardam_max_rejections: int = key(
-        5, "asynchronous", "Kardam: a worker's free pass after this many rejections", ge=0
+        5,
+        "asynchronous",
+        "Kardam (our addition): a worker's clipped pass after this many rejections",
+        ge=0,
+        special={-1: "never, the paper's filter"},
     )
     staleness: str = key(
         "exponential", "asynchronous", "dampening of stale gradients", choices=STALENESS

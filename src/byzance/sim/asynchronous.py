@@ -142,6 +142,7 @@ class AsyncSimulator(Composition):
         kardam: bool = True,
         window: int = 50,
         max_rejections: int = 5,
+        frequency_filter: bool = True,
         staleness: Staleness = "exponential",
         staleness_beta: float = 0.1,
         task: str = "classification",
@@ -181,7 +182,13 @@ class AsyncSimulator(Composition):
         all_rates = torch.tensor(rates + [byzantine_rate] * byzantine, dtype=torch.float64)
         self.clock = Clock(all_rates, seeded(seed, "delays"))
         self.filter = (
-            KardamFilter(self.n, f, window=window, max_rejections=max_rejections)
+            KardamFilter(
+                self.n,
+                f,
+                window=window,
+                max_rejections=max_rejections,
+                frequency_filter=frequency_filter,
+            )
             if kardam
             else None
         )

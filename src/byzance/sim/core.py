@@ -34,7 +34,7 @@ from torch import nn
 
 from byzance import aggregators
 from byzance.attacks import DataAttack, GradientAttack
-from byzance.errors import ByzanceError
+from byzance.errors import ByzanceError, InvalidParameterError
 from byzance.sim.gradients import LossFn, set_flat_grad, worker_gradients
 from byzance.sim.sampler import BatchSampler, exponential_delays
 
@@ -174,18 +174,41 @@ class Workers:
         self.generator.set_state(state["generator"])
 
 
-class WorkerMomentum:
-    """What workers with momentum send: m <- beta m + g, per worker (beta = 0: g itself)."""
+MOMENTUM_FORMS = ("ema", "heavy_ball")
 
-    def __init__(self, beta: float) -> None:
-        self.beta = beta
+
+class WorkerMomentum:
+    """What workers with momentum send, per worker (beta = 0: the gradient itself).
+
+    ``form="ema"`` (default): the exponential moving average
+    m <- beta m + (1 - beta) g, torch's SGD with ``dampening = beta``, the form
+    of Karimireddy, He, Jaggi (ICML 2021) and Allouah et al. (AISTATS 2023);
+    its scale is the gradient's, whatever beta. ``form="heavy_ball"``:
+    m <- beta m + g, torch's default (``dampening = 0``), as in El Mhamdi,
+    Guerraoui, Rouault (ICLR 2021); about 1 / (1 - beta) times the gradient's
+    scale, so the same learning rate takes larger steps. Both start at m = g
+    (torch's first step), not at m = 0, which would shrink the first steps of
+    the moving average by (1 - beta).
+    """
+
+    def __init__(self, beta: float, form: str = "ema") -> None:
+        if form not in MOMENTUM_FORMS:
+            raise InvalidParameterError(
+                f"worker momentum form must be one of {', '.join(MOMENTUM_FORMS)}; got {form!r}."
+            )
+        self.beta, self.form = beta, form
         self.momentum: torch.Tensor | None = None
 
     def __call__(self, grads: torch.Tensor) -> torch.Tensor:
         """The vectors sent for the gradients ``grads`` (k, d), shape (k, d)."""
         if not self.beta:
             return grads
-        self.momentum = grads if self.momentum is None else self.beta * self.momentum + grads
+        if self.momentum is None:
+            self.momentum = grads
+        elif self.form == "ema":
+            self.momentum = torch.lerp(grads, self.momentum, self.beta)
+        else:
+            self.momentum = self.beta * self.momentum + grads
         return self.momentum
 
     def state_dict(self) -> dict[str, Any]:

@@ -24,7 +24,15 @@ class KardamFilter:
     the server. Lipschitz: see the module docstring. Kardam tolerates f < n/3.
     """
 
-    def __init__(self, n: int, f: int, *, window: int = 50, max_rejections: int = 5) -> None:
+    def __init__(
+        self,
+        n: int,
+        f: int,
+        *,
+        window: int = 50,
+        max_rejections: int = 5,
+        frequency_filter: bool = True,
+    ) -> None:
         if f < 0 or n < 3 * f + 1:
             raise ToleranceError(
                 f"kardam requires n >= 3f + 1 workers to tolerate f Byzantine ones: f={f} needs "
@@ -32,7 +40,7 @@ class KardamFilter:
             )
         self.quantile = (n - f) / n
         self.warm = n - f  # workers with a coefficient before any gradient is applied
-        self.last_sources: deque[int] = deque(maxlen=2 * f)
+        self.last_sources: deque[int] = deque(maxlen=2 * f if frequency_filter else 0)
         self.recent: deque[tuple[int, float]] = deque(maxlen=window)
         self.max_rejections = max_rejections
         self.previous: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -75,7 +83,8 @@ class KardamFilter:
         if k <= threshold:
             return self._accepted(worker, (grad, at)), grad
         self.rejections[worker] = self.rejections.get(worker, 0) + 1
-        if self.rejections[worker] <= self.max_rejections or self.last_accepted is None:
+        starving = 0 <= self.max_rejections < self.rejections[worker]
+        if not starving or self.last_accepted is None:
             return False, grad
         # Forced through: clipped around the last accepted gradient (a trusted reference,
         # unlike the worker's own history), to the filter's bound.

@@ -138,6 +138,7 @@ class MultiServerSimulator(Composition):
         lr: float = 0.1,
         batch_size: int = 32,
         worker_momentum: float = 0.0,
+        worker_momentum_form: str = "ema",
         l2: float = 0.0,
         task: str = "classification",
         num_classes: int = 0,
@@ -180,7 +181,7 @@ class MultiServerSimulator(Composition):
             attack_generator=attack_gen,
         )
         self.computing = self.workers.count
-        self.momentum = WorkerMomentum(worker_momentum)
+        self.momentum = WorkerMomentum(worker_momentum, worker_momentum_form)
         honest_servers = servers - byzantine_servers
         self.aggregation = Aggregation(rule, f, seeded(seed, "rule"), replicas=honest_servers)
         self.replicas = ServerReplicas(

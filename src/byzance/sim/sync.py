@@ -54,7 +54,9 @@ class SyncSimulator(Composition):
         optimizer: the server's optimizer over ``model.parameters()``.
         scheduler: its learning-rate schedule, stepped once per step, or None.
         batch_size: samples per worker per step.
-        worker_momentum: beta of the workers' momentum m <- beta m + g (0: none).
+        worker_momentum: beta of the workers' momentum (0: none).
+        worker_momentum_form: ``"ema"`` (m <- beta m + (1 - beta) g) or ``"heavy_ball"``
+            (m <- beta m + g); see :class:`~byzance.sim.core.WorkerMomentum`.
         l2: the workers' objective adds (l2 / 2) |theta|^2.
         task: "classification" or "regression".
         seed: seeds the batch, attack, rule and delay generators.
@@ -78,6 +80,7 @@ class SyncSimulator(Composition):
         scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
         batch_size: int = 32,
         worker_momentum: float = 0.0,
+        worker_momentum_form: str = "ema",
         l2: float = 0.0,
         task: str = "classification",
         num_classes: int = 0,
@@ -101,7 +104,7 @@ class SyncSimulator(Composition):
             num_classes=num_classes,
             seed=seed,
         )
-        self.momentum = WorkerMomentum(worker_momentum)
+        self.momentum = WorkerMomentum(worker_momentum, worker_momentum_form)
         self.aggregation = Aggregation(rule, f, seeded(seed, "rule"))
         self.server = ServerOptimizer(model, optimizer, scheduler)
         self.optimizer = optimizer
