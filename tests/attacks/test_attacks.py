@@ -49,10 +49,12 @@ def test_shape_dtype_and_determinism(name, dtype):
     assert call(name, x, 0).shape == (0, 30)
 
 
-@pytest.mark.parametrize("name", ["gaussian", "large_norm"])
-def test_randomized_attacks_follow_their_generator(name):
+@pytest.mark.parametrize(
+    ("name", "params"), [("gaussian", {}), ("large_norm", {"direction": "random"})]
+)
+def test_randomized_attacks_follow_their_generator(name, params):
     x = honest_vectors(8, 30)
-    assert not torch.equal(call(name, x, 2, seed=0), call(name, x, 2, seed=1))
+    assert not torch.equal(call(name, x, 2, seed=0, **params), call(name, x, 2, seed=1, **params))
 
 
 @pytest.mark.parametrize("name", GRADIENT)

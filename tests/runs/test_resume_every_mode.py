@@ -162,7 +162,8 @@ def test_a_killed_grid_cell_resumes_to_the_uninterrupted_numbers(tmp_path: Path)
 
 DIST = {
     **BASE,
-    "attack": "large_norm",  # a new random direction each step: the forger's stream must resume
+    "attack": "large_norm",
+    "attack_params": {"direction": "random"},  # a new direction each step: the stream must resume
     "aggregator": "median",
     "worker_momentum": 0.9,
     "step_timeout": 30.0,

@@ -17,6 +17,7 @@ Each rule carries its metadata: ``rule.requirement`` (``n >= 2f + 3`` for
 Krum), ``rule.min_n(f)``, ``rule.paper``, ``rule.doc``.
 """
 
+from byzance.aggregators._input import finite_rows
 from byzance.aggregators._order import compile_mode, set_compile_mode
 from byzance.aggregators._pairwise import sq_distances
 from byzance.aggregators._registry import (
@@ -60,6 +61,7 @@ __all__ = [
     "compose",
     "crashed_workers",
     "fill_with_median",
+    "finite_rows",
     "geometric_median",
     "get",
     "krum",

@@ -125,7 +125,7 @@ class Rule:
         x = as_matrix(grads, who)
         params = self._merge(params)
         n = x.shape[0]
-        x, f, kept = drop_nonfinite(x, f, who)
+        x, f, kept = self._drop_nonfinite(x, f)
         if kept is not None:
             params = _keep_rows(params, self.row_params, kept, n, who)
         self.check(x.shape[0], f, dropped=n - x.shape[0], params=params)
@@ -145,11 +145,24 @@ class Rule:
         x = as_matrix(grads, self.name)
         params = self._merge(params)
         n = x.shape[0]
-        x, f, kept = drop_nonfinite(x, f, self.name)
+        x, f, kept = self._drop_nonfinite(x, f)
         self.check(x.shape[0], f, dropped=n - x.shape[0])
         with torch.no_grad():
             idx = self.selector(x, f, **params)
         return idx if kept is None else kept.nonzero().flatten()[idx.to(kept.device)]
+
+    def _drop_nonfinite(
+        self, x: torch.Tensor, f: int
+    ) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+        """The NaN policy: a robust rule drops non-finite rows as faulty (counted among f).
+
+        A rule that is not robust (the average, the baseline) is computed as
+        defined: a NaN in, a NaN out. Dropping the NaN row would make the
+        baseline robust to the crash faults it is meant to show breaking it.
+        """
+        if not self.robust:
+            return x, f, None
+        return drop_nonfinite(x, f, self.name)
 
     @property
     def doc(self) -> str:
@@ -258,7 +271,7 @@ class Pipeline(Rule):
         f = check_f(f, self.name)
         x = as_matrix(grads, self.name)
         n = x.shape[0]
-        x, f, kept = drop_nonfinite(x, f, self.name)
+        x, f, kept = self._drop_nonfinite(x, f)
         self.check(x.shape[0], f, dropped=n - x.shape[0])
         with torch.no_grad():
             for stage in self.stages:

@@ -35,8 +35,9 @@ says, rule by rule, what "treat as faulty" means:
   runs: the naive baseline (averaging with zero-filled losses biases the
   aggregate towards 0 by the loss rate).
 
-Non-finite values that did arrive are faulty input, as everywhere in byzance:
-the worker is dropped and counted as one of the f faulty ones.
+Non-finite values that did arrive are faulty input, as for every robust rule:
+the worker is dropped and counted as one of the f faulty ones. The average
+(not robust) keeps them: a NaN in, a NaN out.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def aggregate_with_missing(
         raise InvalidParameterError(
             f"{who}: fill must be 'auto', 'median' or 'zero'; got {fill!r}."
         )
-    x, mask, f, crashed, nonfinite = _live_rows(x, mask, f, who)
+    x, mask, f, crashed, nonfinite = _live_rows(x, mask, f, who, drop=r.robust)
     try:
         r.check(x.shape[0], f, dropped=nonfinite)
     except ToleranceError as err:
@@ -215,15 +216,19 @@ def _check_present(present: Any, x: torch.Tensor, who: str) -> torch.Tensor:
 
 
 def _live_rows(
-    x: torch.Tensor, mask: torch.Tensor, f: int, who: str
+    x: torch.Tensor, mask: torch.Tensor, f: int, who: str, *, drop: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor, int, int, int]:
     """Drop crashed rows (nothing present) and rows with a present non-finite value.
 
     Returns ``(x, mask, f_left, crashed, nonfinite)``; each non-finite row counts
-    as one of the f faulty inputs, as in every rule.
+    as one of the f faulty inputs, as in every robust rule. With ``drop=False``
+    (a rule that is not robust: the average) non-finite rows are kept: a NaN in,
+    a NaN out.
     """
     alive = mask.any(dim=1)
     crashed = int(x.shape[0] - int(alive.sum()))
+    if not drop:
+        return (x, mask, f, crashed, 0) if crashed == 0 else (x[alive], mask[alive], f, crashed, 0)
     finite = finite_rows(torch.where(mask, x, 0.0))
     bad = int((alive & ~finite).sum())
     if bad > f:

@@ -7,20 +7,47 @@ import torch
 from byzance.attacks._registry import GradientAttack, register
 from byzance.errors import InvalidParameterError
 
+DIRECTIONS = ("against_mean", "fixed", "random")
+
 
 def _unit_direction(
-    direction: torch.Tensor | None, d: int, like: torch.Tensor, generator: torch.Generator | None
+    direction: str | torch.Tensor,
+    honest: torch.Tensor,
+    generator: torch.Generator | None,
+    seed: int,
 ) -> torch.Tensor:
-    if direction is None:
-        u = torch.randn(d, generator=generator, dtype=torch.float64).to(like)
+    """The unit vector (d,) the large vector points along, in ``honest``'s dtype and device."""
+    d = honest.shape[1]
+    if isinstance(direction, str):
+        if direction not in DIRECTIONS:
+            raise InvalidParameterError(
+                f"large_norm: direction must be one of {', '.join(DIRECTIONS)} or a vector of "
+                f"shape ({d},); got {direction!r}."
+            )
+        if direction == "against_mean":
+            u = -honest.mean(dim=0, dtype=torch.float64)
+            if float(u.norm()) > 0:
+                return (u / u.norm()).to(honest.dtype)
+            direction = "fixed"  # no mean to push against: a fixed direction instead
+        if direction == "fixed":
+            generator = torch.Generator().manual_seed(_seed(seed))
+        u = torch.randn(d, generator=generator, dtype=torch.float64).to(honest.device)
     else:
-        u = torch.as_tensor(direction).to(like)
+        u = torch.as_tensor(direction).to(device=honest.device, dtype=torch.float64)
         if u.shape != (d,) or not bool(torch.isfinite(u).all()) or float(u.norm()) == 0:
             raise InvalidParameterError(
                 f"large_norm: direction must be a finite non-zero vector of shape ({d},); "
                 f"got shape {tuple(u.shape)}."
             )
-    return u / u.norm()
+    return (u / u.norm()).to(honest.dtype)
+
+
+def _seed(seed: object) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise InvalidParameterError(
+            f"large_norm: seed must be a non-negative integer; got {seed!r}."
+        )
+    return seed
 
 
 def _large_norm(
@@ -30,18 +57,28 @@ def _large_norm(
     rule=None,
     generator: torch.Generator | None = None,
     scale: float = 1e9,
-    direction: torch.Tensor | None = None,
+    direction: str | torch.Tensor = "against_mean",
+    seed: int = 0,
 ) -> torch.Tensor:
     """All f send one vector of norm ``scale``: the "billionaire in the room".
 
     Blanchard, El Mhamdi, Guerraoui, Stainer, NeurIPS 2017 (Lemma 1: a single
-    Byzantine vector moves the average anywhere). The direction is
-    ``direction`` normalized, or a random unit vector drawn from ``generator``.
+    Byzantine vector moves the average anywhere). Their omniscient Byzantine
+    worker sends the honest gradients' sum times a large negative factor: the
+    default ``direction="against_mean"`` pushes against the honest mean, the
+    same way every step, so the average climbs the loss. Other directions:
+    ``"fixed"``, one seeded random unit vector (``seed``), the same at every
+    step; ``"random"``, a new random unit vector each call drawn from
+    ``generator`` (over many steps this is zero-mean noise, which the average
+    partly survives); or an explicit vector of shape (d,). When the honest
+    mean is zero, ``"against_mean"`` uses the ``"fixed"`` direction.
 
     Returns:
         Shape (f, d).
     """
-    u = _unit_direction(direction, honest.shape[1], honest, generator)
+    if not isinstance(scale, int | float) or isinstance(scale, bool) or not scale >= 0:
+        raise InvalidParameterError(f"large_norm: scale must be a number >= 0; got {scale!r}.")
+    u = _unit_direction(direction, honest, generator, seed)
     return (scale * u).expand(f, -1).clone()
 
 
@@ -145,7 +182,7 @@ large_norm = register(
         impl=_large_norm,
         paper="Blanchard et al., Machine Learning with Adversaries: Byzantine Tolerant "
         "Gradient Descent, NeurIPS 2017",
-        summary="one vector of huge norm, in a chosen or random direction",
+        summary="one vector of huge norm, against the honest mean (or fixed, random, given)",
         strength="scale",
     )
 )

@@ -81,7 +81,7 @@ class Reporter:
     def __call__(self, step: int, row: dict[str, Any]) -> None:
         if row.get("diverged"):
             row.update(self.node.evaluate())
-            print(f"[byzance dist] step {step}: diverged (the honest gradients are not finite)")
+            print(f"[byzance dist] step {step}: diverged ({row.get('reason', 'not finite')})")
             self.log.write(json.dumps(row) + "\n")
             self.log.flush()
             return

@@ -222,8 +222,8 @@ def _record(
     members.note(problems)
     try:
         row = _aggregate_step(node, step, arrivals, problems, after_apply)
-    except TrainingDivergedError:
-        report(step, {"step": step, "diverged": True})
+    except TrainingDivergedError as err:
+        report(step, {"step": step, "diverged": True, "reason": str(err)})
         return False
     row["crashed"] = sorted(members.crashed)
     report(step, {**row, **extra})

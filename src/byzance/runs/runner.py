@@ -115,8 +115,8 @@ class Run:
             for step in range(start_step + 1, cfg.steps + 1):
                 try:
                     stats = self.sim.step()
-                except TrainingDivergedError:
-                    row = {"step": step, "diverged": True, **self.evaluate()}
+                except TrainingDivergedError as err:
+                    row = {"step": step, "diverged": True, "reason": str(err), **self.evaluate()}
                     log.write(json.dumps(row) + "\n")
                     if progress is not None:
                         progress(cfg.steps, row)

@@ -34,8 +34,9 @@ from torch import nn
 
 from byzance import aggregators
 from byzance.attacks import DataAttack, GradientAttack
-from byzance.errors import ByzanceError, InvalidParameterError
+from byzance.errors import ByzanceError, InvalidParameterError, NonFiniteInputError
 from byzance.sim.gradients import LossFn, set_flat_grad, worker_gradients
+from byzance.sim.metrics import TrainingDivergedError
 from byzance.sim.sampler import BatchSampler, exponential_delays
 
 #: The random streams of a run, each its own generator seeded from the run's seed
@@ -265,16 +266,29 @@ class Aggregation:
         fill: str = "auto",
         replica: int = 0,
     ) -> torch.Tensor:
-        """The rule's output (d,) on ``inputs`` (m, d); ``present`` (m, d) marks arrived values."""
+        """The rule's output (d,) on ``inputs`` (m, d); ``present`` (m, d) marks arrived values.
+
+        Raises:
+            TrainingDivergedError: the aggregate is not finite, or more inputs than
+                f hold NaN/inf: the run is recorded as diverged, not crashed.
+        """
         params = {"center": self.centers[replica]} if self.rule.carries_center else {}
         start = time.perf_counter()
-        if present is None:
-            result = self.rule(inputs, self.f, **params)
-        else:
-            result = aggregators.aggregate_with_missing(
-                self.rule, inputs, present, self.f, fill=fill, **params
-            )
+        try:
+            if present is None:
+                result = self.rule(inputs, self.f, **params)
+            else:
+                result = aggregators.aggregate_with_missing(
+                    self.rule, inputs, present, self.f, fill=fill, **params
+                )
+        except NonFiniteInputError as err:
+            raise TrainingDivergedError(f"the aggregation failed: {err}") from None
         self.seconds = time.perf_counter() - start
+        if not bool(torch.isfinite(result).all()):
+            raise TrainingDivergedError(
+                f"the aggregate of {self.rule.name} is not finite (a rule that is not robust "
+                "passes a NaN or inf input on, and a huge one can overflow it)."
+            )
         if self.rule.carries_center:
             self.centers[replica] = result
         return result

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from byzance.aggregators import Rule
+from byzance.aggregators import Rule, finite_rows
 from byzance.sim.gradients import LossFn
 
 
@@ -49,7 +49,9 @@ class StepStats:
 
     ``deviation``: distance from the aggregate to the honest mean;
     ``byzantine_selected``: for selection rules, the fraction of the inputs
-    the rule used that were Byzantine (None for other rules).
+    the rule used that were Byzantine (None for other rules);
+    ``nonfinite_dropped``: inputs holding NaN or inf that a robust rule
+    dropped as faulty (a rule that is not robust drops none: it diverges).
     """
 
     loss: float
@@ -60,6 +62,7 @@ class StepStats:
     byzantine_selected: float | None
     aggregation_seconds: float
     sim_time: float | None = None
+    nonfinite_dropped: int = 0
 
 
 def step_stats(
@@ -88,8 +91,9 @@ def step_stats(
         honest_mean = honest.mean(dim=0)
     selected = None
     if rule.selector is not None and bool(byzantine_rows.any()):
-        used = rule.selector(inputs, f)
+        used = rule.selected(inputs, f)
         selected = float(byzantine_rows[used].float().mean()) if len(used) else 0.0
+    dropped = int((~finite_rows(inputs)).sum()) if rule.robust else 0
     return StepStats(
         loss=float(honest_losses.mean()),
         honest_norm=float(honest_mean.norm()),
@@ -98,4 +102,5 @@ def step_stats(
         aggregate_norm=float(aggregate.norm()),
         byzantine_selected=selected,
         aggregation_seconds=seconds,
+        nonfinite_dropped=dropped,
     )
