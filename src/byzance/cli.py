@@ -314,7 +314,9 @@ def bench(
         list[int] | None, typer.Option(help="Numbers of inputs/workers [10, 20, 50].")
     ] = None,
     d: Annotated[list[int] | None, typer.Option(help="Dimensions, for rules [1e4, 1e6].")] = None,
-    repeat: Annotated[int, typer.Option(help="Timed repetitions (the minimum is kept).")] = 5,
+    repeat: Annotated[
+        int, typer.Option(help="Timed repetitions (rules: their median is shown, and the min).")
+    ] = 5,
     rule: Annotated[list[str] | None, typer.Option(help="Only these rules (default: all).")] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads (sim: 1 by default).")] = None,
     attack: Annotated[str, typer.Option(help="lossy: the last rank's attack.")] = "none",

@@ -30,6 +30,18 @@ Schemes:
   ``num_workers * classes_per_worker >= num_classes``; when that product is not
   a multiple of the number of classes, some classes have one slot more than
   others, and the workers holding the latter get more samples.
+* ``"shards"``: label-sorted shards, as in the papers (McMahan et al. 2017;
+  Karimireddy, He, Jaggi, "Byzantine-robust learning on heterogeneous
+  datasets via bucketing", ICLR 2022): the indices sorted by label (stable:
+  within a class, in index order) are cut into ``num_workers *
+  shards_per_worker`` contiguous shards of equal size (differing by at most
+  one), and the shards are dealt to the workers at random, ``shards_per_worker``
+  each. A shard may straddle a class boundary: a worker holds at most
+  ``shards_per_worker`` classes when every class size is a multiple of the
+  shard size (60000 MNIST samples, 6000 a class, 100 workers of 2 shards:
+  shards of 300, each worker 1 or 2 classes), at most twice that when every
+  class is at least as large as a shard. With fewer samples than shards, a
+  worker dealt only empty shards is given one sample, as for ``"dirichlet"``.
 
 Each shard is an int64 tensor of training-set indices, sorted ascending; the
 shards are disjoint and cover every index. Deterministic given ``seed``
@@ -48,7 +60,7 @@ from byzance.errors import InvalidParameterError, ShapeError
 
 __all__ = ["SCHEMES", "partition"]
 
-SCHEMES = ("iid", "dirichlet", "extreme")
+SCHEMES = ("iid", "dirichlet", "extreme", "shards")
 
 
 def partition(
@@ -58,6 +70,7 @@ def partition(
     *,
     alpha: float = 1.0,
     classes_per_worker: int = 2,
+    shards_per_worker: int = 2,
     seed: int = 0,
 ) -> list[torch.Tensor]:
     """Split the indices of ``labels`` (N,) among ``num_workers`` workers.
@@ -65,7 +78,8 @@ def partition(
     Returns ``num_workers`` non-empty int64 index tensors (each sorted) that
     are disjoint and together cover ``range(N)``. ``alpha`` is the Dirichlet
     concentration (``"dirichlet"`` only); ``classes_per_worker`` the number of
-    classes each worker holds (``"extreme"`` only). Label-skewed schemes need
+    classes each worker holds (``"extreme"`` only); ``shards_per_worker`` the
+    number of label-sorted shards each worker is dealt (``"shards"`` only). Label-skewed schemes need
     integer class labels; regression targets (floating point) only allow ``"iid"``.
     """
     labels = torch.as_tensor(labels)
@@ -96,6 +110,8 @@ def partition(
             f"labels; these are {labels.dtype} (a regression task?): use scheme='iid'."
         )
     y = labels.detach().cpu().numpy()
+    if scheme == "shards":
+        return _label_sorted_shards(y, k, shards_per_worker, rng)
     _, y_class = np.unique(y, return_inverse=True)
     num_classes = int(y_class.max()) + 1
     # Every class's indices, each class in random order: by_class[start[c]:start[c + 1]].
@@ -139,6 +155,23 @@ def partition(
             chunk = np.arange(n_c) * len(slots) // n_c  # equal parts, in order
             owner[by_class[start[c] : start[c + 1]]] = slots[chunk] // per
 
+    _fill_empty(owner, k, rng)
+    return _shards(owner, k)
+
+
+def _label_sorted_shards(
+    y: np.ndarray, k: int, per: int, rng: np.random.Generator
+) -> list[torch.Tensor]:
+    """Scheme ``"shards"``: k * per contiguous shards of the label-sorted indices, dealt at random."""
+    if isinstance(per, bool) or not isinstance(per, numbers.Integral) or per < 1:
+        raise InvalidParameterError(f"shards_per_worker must be a positive integer, got {per!r}.")
+    n, count = len(y), k * int(per)
+    order = np.argsort(y, kind="stable")  # by label; within a class, by index
+    bounds = np.arange(count + 1) * n // count  # shard j is order[bounds[j]:bounds[j + 1]]
+    dealt = rng.permutation(count)  # worker w gets shards dealt[w * per : (w + 1) * per]
+    owner = np.empty(n, dtype=np.int64)
+    for slot, shard in enumerate(dealt):
+        owner[order[bounds[shard] : bounds[shard + 1]]] = slot // per
     _fill_empty(owner, k, rng)
     return _shards(owner, k)
 

@@ -16,7 +16,9 @@ that rule's computation).
 Each case is called once as a warm-up (reported as "first call": it includes
 compiling the coordinate-wise kernels the first time a rule meets an n and
 a large input), then ``repeat`` times, in rounds over all the cases of a size
-(so a rule and its floor see the same load); the minimum is kept. Rules are called
+(so a rule and its floor see the same load); the median of the repetitions is
+reported, and their minimum beside it (the median says what a call costs on
+this machine as it is, the minimum what it costs undisturbed). Rules are called
 through the registry (``get(name)(x, f)``), so their time includes the input
 checks every user call pays. Bulyan is also timed by phase: its selection
 (``bulyan_selection``) and its second phase on theta = n - 2f rows.
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import math
+import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -39,8 +42,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
+from byzance.experiments.bench_render import render_bench
+
 if TYPE_CHECKING:
     from byzance.aggregators._registry import Floor
+
+__all__ = ["BenchRow", "Case", "bench_cases", "bench_f", "render_bench", "run_bench"]
 
 Kind = Literal["floor", "aggregator", "preaggregator", "phase"]
 
@@ -60,9 +67,10 @@ CC_ITERATED = f"centered_clipping, iterations={CENTERED_CLIPPING_ITERATIONS}"
 class BenchRow:
     """One timed case: a floor, a rule or a phase, at one (n, d).
 
-    Times in milliseconds; ``ms`` is the minimum over the timed repetitions,
-    ``first_ms`` the warm-up call. ``ms`` is None when the case was skipped
-    (``note`` says why).
+    Times in milliseconds; ``ms`` is the median of the timed repetitions,
+    ``min_ms`` their minimum, ``first_ms`` the warm-up call. ``ms`` is None
+    when the case was skipped (``note`` says why). Ratios to the floor
+    compare medians.
     """
 
     rule: str
@@ -79,6 +87,7 @@ class BenchRow:
     ms_per_iteration: float | None = None
     note: str = ""
     threads: int | None = None  # torch's intra-op threads when timed
+    min_ms: float | None = None  # the fastest of the timed repetitions
 
     @property
     def ratio(self) -> float | None:
@@ -253,8 +262,8 @@ def run_bench(
 
     Returns the rows in order: for each (n, d), the two floors, then the rules.
     At each size every case is called once (the warm-up, "first call"), then
-    ``repeat`` rounds call every case in turn and each keeps its best time:
-    the repetitions of a rule and of its floor are spread over the same span,
+    ``repeat`` rounds call every case in turn; each reports the median of its
+    times (``ms``) and their minimum (``min_ms``): the repetitions of a rule and of its floor are spread over the same span,
     so that a burst of load on the machine does not favour one of them. An
     unknown rule name raises :class:`~byzance.errors.UnknownNameError` before
     anything is timed. ``threads`` sets torch's intra-op threads for the run
@@ -296,12 +305,14 @@ def _bench_size(cases: list[Case], n: int, d: int, repeat: int, seed: int) -> li
         elif case.name == "geometric_median":
             out["iterations"], extra = _weiszfeld_jobs(x)
             jobs.update({(case.name, key): fn for key, fn in extra.items()})
-    best: dict[tuple[str, str], float] = dict.fromkeys(jobs, math.inf)
+    times: dict[tuple[str, str], list[float]] = {key: [] for key in jobs}
     for _ in range(repeat):
         for key, job in jobs.items():
-            best[key] = min(best[key], _elapsed_ms(job))
-    for (name, key), ms in best.items():
-        measured[name][key] = ms
+            times[key].append(_elapsed_ms(job))
+    for (name, key), values in times.items():
+        measured[name][key] = statistics.median(values)
+        if key == "ms":
+            measured[name]["min_ms"] = min(values)
     for case in cases:
         out = measured[case.name]
         if case.iterations and "ms" in out:
@@ -343,7 +354,7 @@ def _row(
 ) -> BenchRow:
     times = {
         key: measured.get(key)
-        for key in ("ms", "first_ms", "iterations", "ms_per_iteration", "note")
+        for key in ("ms", "min_ms", "first_ms", "iterations", "ms_per_iteration", "note")
     }
     times["threads"] = torch.get_num_threads()
     if case.kind == "floor":
@@ -359,100 +370,3 @@ def _row(
         target=case.target if (n, d) == (TARGET_N, TARGET_D) else None,
         **times,
     )
-
-
-# -- rendering -----------------------------------------------------------------------
-def _ms(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value >= 1000:
-        return f"{value / 1000:.2f} s"
-    if value >= 100:
-        return f"{value:.0f}"
-    if value >= 1:
-        return f"{value:.1f}"
-    return f"{value:.3f}"
-
-
-def _ratio(value: float | None) -> str:
-    if value is None:
-        return ""
-    return f"{value:.0f}x" if value >= 100 else f"{value:.1f}x" if value >= 10 else f"{value:.2f}x"
-
-
-def _d(d: int) -> str:
-    exp = round(math.log10(d)) if d > 0 else 0
-    return f"1e{exp}" if 10**exp == d and d >= 1000 else str(d)
-
-
-def render_bench(rows: Sequence[BenchRow], console: Any) -> None:
-    """A rich table of ``rows`` (times in ms, ratios to the floor, targets), notes and a summary."""
-    from rich.table import Table
-
-    threads = sorted({r.threads for r in rows if r.threads is not None})
-    threads_text = f"{'/'.join(map(str, threads))} torch thread{'s' * (threads != [1])}, "
-    table = Table(
-        title=(
-            "Aggregation rules against their floors "
-            f"(CPU, {threads_text if threads else ''}float32 randn(n, d))"
-        ),
-        caption=(
-            "ms: best of the timed calls. first call: the warm-up, which includes compiling "
-            "a coordinate-wise kernel when a rule is the first to need it (one per statistic, "
-            "n and parameters, shared: geometric_median starts from the median, bulyan's "
-            "second phase is bulyan's; cached on disk, so later processes start "
-            "faster). vs floor: time over pass = x.sum(0) or "
-            "gram = x @ x.T, timed in the same run. iters: iterations (geometric_median: to "
-            f"converge). Targets at n={TARGET_N}, d={_d(TARGET_D)}: distance-based rules within "
-            "2x gram, coordinate-wise within 5x pass."
-        ),
-    )
-    for col in (
-        "rule",
-        "n",
-        "d",
-        "f",
-        "ms",
-        "first call",
-        "vs floor",
-        "target",
-        "iters",
-        "ms/iter",
-    ):
-        table.add_column(col, justify="left" if col in ("rule", "target") else "right")
-    notes: dict[tuple[str, str], list[str]] = {}
-    previous: tuple[int, int] | None = None
-    for r in rows:
-        if previous is not None and (r.n, r.d) != previous:
-            table.add_section()
-        previous = (r.n, r.d)
-        if r.note:
-            notes.setdefault((r.rule, r.note), []).append(f"n={r.n}, d={_d(r.d)}")
-        target = ""
-        if r.target is not None:
-            met = r.met
-            mark = "" if met is None else " [green]ok" if met else " [red]missed"
-            target = f"<={r.target:g}x{mark}"
-        table.add_row(
-            r.rule + ("*" if r.note else ""),
-            str(r.n),
-            _d(r.d),
-            "" if r.f is None else str(r.f),
-            _ms(r.ms),
-            _ms(r.first_ms),
-            f"{_ratio(r.ratio)} {r.floor}" if r.ratio is not None else "",
-            target,
-            "" if r.iterations is None else str(r.iterations),
-            "" if r.ms_per_iteration is None else _ms(r.ms_per_iteration),
-            style="dim" if r.kind == "floor" else None,
-        )
-    console.print(table)
-    for (rule, note), where in notes.items():
-        console.print(f"* {rule} ({'; '.join(where)}): {note}", highlight=False)
-    checked = [r for r in rows if r.met is not None]
-    if checked:
-        missed = [r for r in checked if not r.met]
-        summary = f"Targets: {len(checked) - len(missed)} of {len(checked)} met"
-        if missed:
-            summary += "; missed: " + ", ".join(f"{r.rule} ({_ratio(r.ratio)})" for r in missed)
-        console.print(summary + ".", highlight=False)

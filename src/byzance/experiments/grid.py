@@ -10,9 +10,13 @@ A grid file (TOML)::
     aggregator = ["average", "krum", "median"]
     # a table sets several keys together:
     attack = ["none", "alie", {attack = "ipm", attack_params = {epsilon = 100.0}}]
-    attack = ["none", "alie"]
     byzantine = [2, 4]
     seed = [0, 1]
+    # one parameter of the rule or the attack (the table's other entries are kept):
+    "aggregator_params.tau" = [1.0, 10.0]
+    "preaggregator_params.bucketing.s" = [2, 4]
+
+(see :mod:`~byzance.experiments.grid_axes`: parameter axes, results columns).
 
 The product of the axes is expanded and every cell validated before any runs:
 a cell whose rule cannot tolerate its f is infeasible (recorded, not run); any
@@ -37,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from byzance.errors import ToleranceError
+from byzance.experiments.grid_axes import cell_spec, read_axes
 from byzance.experiments.grid_cells import cell_name, cell_state, hashed_name, run_cell, values_hash
 from byzance.experiments.grid_pool import grid_lock, run_in_pool
 from byzance.runs.config import ConfigError, RunConfig, load
@@ -54,7 +59,7 @@ class Cell:
     spec: dict[str, Any] = field(default_factory=dict)  # base + values, unvalidated
 
     @property
-    def rule(self) -> str:
+    def rule_name(self) -> str:
         """The rule's name, pre-aggregators first (``nnm>trimmed_mean``)."""
         if self.config is not None:
             return self.config.rule().name
@@ -62,13 +67,27 @@ class Cell:
         return ">".join([*self.spec.get("preaggregators", []), aggregator])
 
     @property
+    def rule(self) -> str:
+        """The rule's name with each stage's parameters: ``bucketing(s=2)>centered_clipping``."""
+        if self.config is not None:
+            pre, params = self.config.preaggregator_params, self.config.aggregator_params
+        else:
+            pre = self.spec.get("preaggregator_params") or {}
+            params = self.spec.get("aggregator_params")
+        *stages, final = self.rule_name.split(">")
+        labels = [_label(s, pre.get(s) if isinstance(pre, dict) else None) for s in stages]
+        return ">".join([*labels, _label(final, params)])
+
+    @property
+    def attack_name(self) -> str:
+        """The attack's name alone."""
+        return self.config.attack if self.config else str(self.spec.get("attack", "none"))
+
+    @property
     def attack(self) -> str:
         """The attack's name, with its parameters when any: ``ipm(epsilon=100.0)``."""
-        name = self.config.attack if self.config else str(self.spec.get("attack", "none"))
         params = self.config.attack_params if self.config else self.spec.get("attack_params", {})
-        if not params:
-            return name
-        return f"{name}({', '.join(f'{k}={v}' for k, v in sorted(params.items()))})"
+        return _label(self.attack_name, params)
 
     @property
     def f(self) -> int:
@@ -77,6 +96,13 @@ class Cell:
             return self.config.tolerated
         f = int(self.spec.get("f", -1))
         return int(self.spec.get("byzantine", 4)) if f < 0 else f
+
+
+def _label(name: str, params: Any) -> str:
+    """``name(k=v, ...)``, parameters sorted; ``name`` alone without parameters."""
+    if not params or not isinstance(params, dict):
+        return name
+    return f"{name}({', '.join(f'{k}={v}' for k, v in sorted(params.items()))})"
 
 
 @dataclass
@@ -116,12 +142,7 @@ def load_grid(path: str | Path, out_dir: str | Path | None = None) -> Grid:
                 f"got {raw[section]!r}."
             )
     base = dict(raw.get("base", {}))
-    axes = dict(raw.get("axes", {}))
-    for key, values in axes.items():
-        if not isinstance(values, list) or not values:
-            raise ConfigError(
-                f"grid axis {key!r} must be a non-empty list of values; got {values!r}."
-            )
+    axes = read_axes(raw.get("axes", {}))
     out = Path(out_dir or raw.get("out_dir") or Path("runs") / path.stem)
     RunDirectory(out).check_usable()  # a file where the grid's directory should be
     grid = Grid(name=str(raw.get("name", path.stem)), out_dir=out, axes=axes, source=path)
@@ -139,10 +160,10 @@ def load_grid(path: str | Path, out_dir: str | Path | None = None) -> Grid:
         if name in names:  # values that differ only in characters a file name cannot hold
             name = hashed_name(values)
         names.add(name)
-        spec = dict(base)
-        for key, value in values.items():
-            # A table sets several keys together: {attack = "ipm", attack_params = {epsilon = 100}}.
-            spec.update(value if isinstance(value, dict) else {key: value})
+        try:
+            spec = cell_spec(base, values)
+        except ConfigError as err:
+            raise ConfigError(f"grid cell {name}: {err}") from None
         overrides = {**spec, "out_dir": str(out / "cells" / name)}
         try:
             config = load(None, overrides)

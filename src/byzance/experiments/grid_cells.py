@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Literal
 
+from byzance.experiments.grid_axes import column, is_params_value
 from byzance.runs.config import RunConfig, load
 from byzance.runs.rundir import fingerprint as run_fingerprint
 
@@ -41,9 +42,16 @@ def values_hash(values: dict[str, Any]) -> str:
 
 
 def readable_name(values: dict[str, Any]) -> str:
-    """``aggregator=krum__attack=alie__byzantine=2``: the axis values, file-name safe."""
+    """``aggregator=krum__attack=alie__byzantine=2``: the axis values, file-name safe.
+
+    A parameter axis is named by its column: ``attack.sigma=1000.0``, ``bucketing.s=2``.
+    """
     parts = []
     for key, value in values.items():
+        if is_params_value(key, value):  # attack_params = [{sigma = 1.0}]: attack.sigma=1.0
+            value = {f"{column(key)}.{k}": v for k, v in value.items()}
+        elif "." in key:
+            key = column(key)
         if isinstance(value, dict):  # a table setting several keys: its keys name it
             inner = [f"{k}={v}" for k, v in value.items() if not isinstance(v, dict)]
             nested = [

@@ -1,4 +1,12 @@
-"""Tables and heatmaps of a grid, from its cells' metrics (finished or partial)."""
+"""Tables and heatmaps of a grid, from its cells' metrics (finished or partial).
+
+``results.csv`` has one row per cell: its name, ``rule`` and ``attack`` (names),
+``f``, one column per parameter of the rule and the attack (``aggregator.tau``,
+``bucketing.s``, ``attack.sigma``) and per swept parameter, one per axis (a
+table axis: one per key it sets), then the status and the numbers.
+``results.md`` has one table per value of the axes that are not rows (rules,
+with their parameters), columns (attacks, with theirs) or seeds.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from byzance.experiments.grid import Cell, Grid, load_grid
+from byzance.experiments.grid_axes import PRE, axis_columns, describe, param_columns
 from byzance.experiments.grid_cells import cell_state
 from byzance.runs.runner import is_finished, read_metrics
 
 # Axes that are the table's rows, columns, or averaged over: the rest split tables.
 _LAYOUT_AXES = {"aggregator", "preaggregators", "attack", "seed", "out_dir"}
+# Tables whose parameters are in the rows' and columns' labels (``krum(m=2)``).
+_LABELLED = ("aggregator_params", "attack_params", PRE)
 
 
 def run_seconds(rows: list[dict[str, Any]]) -> float:
@@ -42,10 +53,15 @@ def cell_result(cell: Cell) -> dict[str, Any]:
     A cell whose directory holds a run of another config (the grid was
     edited since) is ``stale``: its numbers are not this cell's.
     """
-    row: dict[str, Any] = {"cell": cell.name, "rule": cell.rule, "attack": cell.attack, "f": cell.f}
-    row.update(
-        {k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in cell.values.items()}
-    )
+    row: dict[str, Any] = {
+        "cell": cell.name,
+        "rule": cell.rule_name,
+        "attack": cell.attack_name,
+        "f": cell.f,
+    }
+    config = cell.config.to_dict() if cell.config is not None else cell.spec
+    row.update(param_columns(config, cell.values))
+    row.update(axis_columns(cell.values))
     if cell.config is None:
         return {**row, "status": "infeasible", "note": cell.infeasible}
     if cell_state(cell.config) == "changed":
@@ -71,7 +87,16 @@ def _split_key(
 ) -> tuple[tuple[str, Any], ...]:
     """The values of the axes that split tables (all but rows, columns, seeds and ``also``)."""
     skip = _LAYOUT_AXES | also
-    return tuple((k, json.dumps(cell.values[k])) for k in grid.axes if k not in skip)
+    return tuple(
+        (k, json.dumps(cell.values[k]))
+        for k in grid.axes
+        if k not in skip and k.split(".")[0] not in _LABELLED
+    )
+
+
+def _title(split: tuple[tuple[str, Any], ...], sep: str = ", ") -> str:
+    """A table split's axis values, as people read them: ``byzantine = 2, attack.sigma = 1.0``."""
+    return sep.join(describe(k, json.loads(v)) for k, v in split)
 
 
 _F_AXES = frozenset({"f", "byzantine"})  # the heatmaps' columns
@@ -105,7 +130,7 @@ def write_grid_report(grid: Grid) -> list[dict[str, Any]]:
         f"Final test accuracy, mean ± std over seeds; {len(grid.cells)} cells.",
     ]
     for split, cells in groups.items():
-        title = ", ".join(f"{k} = {json.loads(v)}" for k, v in split) or "all cells"
+        title = _title(split) or "all cells"
         rules = list(dict.fromkeys(c.rule for c in cells))
         attacks = list(dict.fromkeys(c.attack for c in cells))
         lines += ["", f"## {title}", "", "| rule | " + " | ".join(attacks) + " |"]
@@ -156,6 +181,23 @@ def _accuracy_table(
     return rules, fs, table
 
 
+_CHAR_IN = 0.075  # inches per character of a 10-point tick label
+
+
+def _heatmap_size(rules: list[str], fs: list[int], title: str) -> tuple[float, float]:
+    """A heatmap's (width, height) in inches: room for its cells, rule labels, title, colorbar.
+
+    A figure sized for the cells alone leaves no room for long labels (a
+    rule with parameters), and matplotlib's layout then gives up with a warning.
+    """
+    labels = _CHAR_IN * max((len(r) for r in rules), default=0)
+    cells = 1.1 * len(fs)
+    title_width = 0.07 * max((len(line) for line in title.splitlines()), default=0)
+    width = max(0.6 + labels + cells + 0.9, title_width + 0.4)
+    height = 1.0 + 0.45 * len(rules) + 0.2 * title.count("\n")
+    return width, height
+
+
 def write_heatmaps(grid: Grid, results: list[dict[str, Any]]) -> list[Path]:
     """Heatmaps (rules x f): worst case over attacks, and one per attack, per table split."""
     import matplotlib
@@ -169,11 +211,15 @@ def write_heatmaps(grid: Grid, results: list[dict[str, Any]]) -> list[Path]:
     paths = []
     for index, (split, cells) in enumerate(groups.items()):
         suffix = "" if len(groups) == 1 else f"_{index}"
-        subtitle = ", ".join(f"{k}={json.loads(v)}" for k, v in split)
+        subtitle = _title(split)
         attacks = list(dict.fromkeys(c.attack for c in cells))
         for attack in [None, *attacks]:
             rules, fs, table = _accuracy_table(grid, results, cells, attack)
-            fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(fs), 1.0 + 0.45 * len(rules)), dpi=110)
+            what = "worst case over attacks" if attack is None else f"attack: {attack}"
+            title = what + (f"\n{subtitle}" if subtitle else "")
+            fig, ax = plt.subplots(
+                figsize=_heatmap_size(rules, fs, title), dpi=110, layout="constrained"
+            )
             image = ax.imshow(table, vmin=0.0, vmax=1.0, cmap="RdYlGn", aspect="auto")
             ax.set_xticks(range(len(fs)), [str(f) for f in fs])
             ax.set_yticks(range(len(rules)), rules)
@@ -182,10 +228,8 @@ def write_heatmaps(grid: Grid, results: list[dict[str, Any]]) -> list[Path]:
                 for j, value in enumerate(row):
                     text = "n/a" if math.isnan(value) else f"{value:.2f}"
                     ax.text(j, i, text, ha="center", va="center", fontsize=8)
-            what = "worst case over attacks" if attack is None else f"attack: {attack}"
-            ax.set_title(f"{what}" + (f"\n{subtitle}" if subtitle else ""), fontsize=9)
+            fig.suptitle(title, fontsize=9)  # centred on the figure, which is sized for it
             fig.colorbar(image, ax=ax, fraction=0.05)
-            fig.tight_layout()
             name = "heatmap_worst_case" if attack is None else f"heatmap_{attack}"
             path = grid.out_dir / f"{name}{suffix}.png"
             fig.savefig(path)

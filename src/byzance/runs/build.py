@@ -50,6 +50,7 @@ def build_training(
         config.partition if data.task == "classification" else "iid",
         alpha=config.alpha,
         classes_per_worker=config.classes_per_worker,
+        shards_per_worker=config.shards_per_worker,
         seed=config.seed,
     )
     torch.manual_seed(config.seed)

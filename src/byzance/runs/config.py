@@ -53,7 +53,7 @@ class ConfigToleranceError(ConfigError, ToleranceError):
     """The configured rule cannot tolerate the configured f among the workers (a grid cell: infeasible)."""
 
 
-PARTITIONS = ("iid", "dirichlet", "extreme")
+PARTITIONS = ("iid", "dirichlet", "extreme", "shards")
 MOMENTUM_FORMS = ("ema", "heavy_ball")  # byzance.sim.core.MOMENTUM_FORMS, without torch
 SCHEDULES = ("constant", "cosine", "step")
 TOPOLOGIES = ("parameter_server", "decentralized")
@@ -131,6 +131,9 @@ class RunConfig:
     )
     classes_per_worker: int = key(
         2, "data", "classes each worker holds (partition = extreme)", ge=1
+    )
+    shards_per_worker: int = key(
+        2, "data", "label-sorted shards dealt to each worker (partition = shards)", ge=1
     )
     # -- architecture
     model: str = key("mlp", "architecture", "the model (byzance.models)", choices=_models)
@@ -211,9 +214,10 @@ class RunConfig:
         True, "asynchronous", "Kardam: a worker is the source of at most 1 of 2f + 1 accepted"
     )
     kardam_max_rejections: int = key(
-        5,
+        -1,
         "asynchronous",
-        "Kardam (our addition): a worker's clipped pass after this many rejections",
+        "Kardam (our addition, off by default): a worker's norm-clipped pass after this "
+        "many Lipschitz rejections in a row",
         ge=0,
         special={-1: "never, the paper's filter"},
     )

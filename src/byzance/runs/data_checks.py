@@ -125,6 +125,7 @@ def check_data(config: RunConfig) -> DataFacts:
             scheme,
             alpha=config.alpha,
             classes_per_worker=config.classes_per_worker,
+            shards_per_worker=config.shards_per_worker,
             seed=config.seed,
         )
     except Exception as err:
