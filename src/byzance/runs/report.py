@@ -33,7 +33,8 @@ def write_report(config: RunConfig, rows: list[dict[str, Any]], out: Path) -> No
     if diverged:
         lines.insert(
             4,
-            f"**Diverged at step {rows[-1]['step']}**: the model's parameters stopped being finite.\n",
+            f"**Diverged at step {rows[-1]['step']}**: "
+            f"{rows[-1].get('reason', 'the model stopped being finite')}\n",
         )
     for key in ("accuracy", "test_loss", "optimum_distance"):
         if key in final:
@@ -44,11 +45,18 @@ def write_report(config: RunConfig, rows: list[dict[str, Any]], out: Path) -> No
     if steps:
         mean_ms = sum(r["aggregation_ms"] for r in steps) / len(steps)
         lines.append(f"| mean aggregation time | {mean_ms:.2f} ms |")
+        dropped = sum(r.get("nonfinite_dropped", 0) for r in steps)
+        if dropped:
+            lines.append(f"| non-finite inputs dropped (all steps) | {dropped} |")
         if "deviation" in steps[-1]:
             lines.append(f"| last deviation from honest mean | {steps[-1]['deviation']:.4g} |")
         if "honest_rejection_rate" in steps[-1]:
             rate = steps[-1]["honest_rejection_rate"]
             lines.append(f"| honest gradients rejected by the filter | {rate:.3f} |")
+            lines.append(f"| honest gradients accepted by the filter | {1.0 - rate:.3f} |")
+            if config.byzantine and "byzantine_acceptance_rate" in steps[-1]:
+                byz = steps[-1]["byzantine_acceptance_rate"]
+                lines.append(f"| Byzantine gradients accepted by the filter | {byz:.3f} |")
             lines.append(f"| simulated time | {steps[-1]['sim_time']:.1f} |")
         if "server_spread" in steps[-1]:
             lines.append(
