@@ -10,14 +10,19 @@ gradients as they arrive, so a gradient is tau = (version at arrival - v)
 updates stale. Computing the gradient when the worker starts (rather than
 keeping a copy of the model until it arrives) gives the same numbers.
 
-The Kardam filter: with each gradient g_t from worker w, computed at model
-x_t, the worker's empirical Lipschitz coefficient
-k = |g_t - g_prev| / |x_t - x_prev| (against the previous gradient w sent
-and the model it was computed at) is compared with the recent coefficients of
-all workers (a window); the gradient is accepted only if k is within their
-(n - f)/n quantile, or if w's last ``max_rejections`` gradients were all
-rejected (no honest worker starves). Accepted gradients are scaled by the
-staleness function Lambda(tau): exp(-beta tau) or 1 / (1 + beta tau).
+The Kardam filter (:mod:`byzance.sim.kardam`): each arriving gradient's
+empirical Lipschitz coefficient k = |g_t - g_prev| / |x_t - x_prev| (against
+the previous gradient the same worker sent and the model it was computed at)
+must be within the (n - f)/n quantile of the workers' latest coefficients,
+and (frequency filter, can be switched off) its worker must not be the source
+of one of the last 2f accepted gradients. Our optional no-starvation rule
+(``max_rejections``, -1 = never, the paper's filter) lets a worker's gradient
+through, clipped, after that many rejections in a row. Accepted gradients are
+scaled by the staleness function Lambda(tau): exp(-beta tau) or
+1 / (1 + beta tau).
+
+Each arrival reports the honest rejection rate and the Byzantine acceptance
+rate so far (counted in :class:`Arrivals`, so that a resumed run counts on).
 """
 
 from __future__ import annotations
@@ -72,6 +77,7 @@ class AsyncStepStats:
     honest_rejection_rate: float
     aggregate_norm: float
     aggregation_seconds: float = 0.0
+    byzantine_acceptance_rate: float = 0.0  # accepted / arrived, Byzantine gradients so far
 
 
 class Arrivals:
@@ -88,6 +94,8 @@ class Arrivals:
         self.latest_honest: torch.Tensor | None = None  # (h, d): each honest worker's latest
         self.honest_arrivals = 0
         self.honest_rejected = 0
+        self.byzantine_arrivals = 0
+        self.byzantine_accepted = 0
 
     def push(self, at_time: float, worker: int, grad: torch.Tensor, at: torch.Tensor, loss: float):
         self.seq += 1
@@ -99,7 +107,14 @@ class Arrivals:
     def state_dict(self) -> dict[str, Any]:
         return {
             "events": [list(event) for event in self.events],
-            "counters": [self.seq, self.version, self.honest_arrivals, self.honest_rejected],
+            "counters": [
+                self.seq,
+                self.version,
+                self.honest_arrivals,
+                self.honest_rejected,
+                self.byzantine_arrivals,
+                self.byzantine_accepted,
+            ],
             "latest_honest": self.latest_honest,
         }
 
@@ -109,9 +124,15 @@ class Arrivals:
             for t, s, w, g, x, v, loss in state["events"]
         ]
         heapq.heapify(self.events)
-        self.seq, self.version, self.honest_arrivals, self.honest_rejected = (
-            int(c) for c in state["counters"]
-        )
+        counters = [int(c) for c in state["counters"]] + [0, 0]  # older: no Byzantine counts
+        (
+            self.seq,
+            self.version,
+            self.honest_arrivals,
+            self.honest_rejected,
+            self.byzantine_arrivals,
+            self.byzantine_accepted,
+        ) = counters[:6]
         self.latest_honest = state["latest_honest"]
 
 
@@ -141,7 +162,7 @@ class AsyncSimulator(Composition):
         byzantine_rate: float = 4.0,
         kardam: bool = True,
         window: int = 50,
-        max_rejections: int = 5,
+        max_rejections: int = -1,
         frequency_filter: bool = True,
         staleness: Staleness = "exponential",
         staleness_beta: float = 0.1,
@@ -225,6 +246,10 @@ class AsyncSimulator(Composition):
         self.clock.now = arrival
         is_byzantine = worker >= self.honest
         if is_byzantine and self.adversary is not None:
+            if not bool(torch.isfinite(queue.latest_honest).all()):
+                raise TrainingDivergedError(
+                    f"arrival {self.step_count + 1}: an honest gradient is not finite."
+                )
             grad = self.adversary.forge(queue.latest_honest)[0]
         finite = bool(torch.isfinite(grad).all())
         if not finite and not is_byzantine:
@@ -236,7 +261,10 @@ class AsyncSimulator(Composition):
         if finite and self.filter is not None:
             accepted, grad = self.filter(worker, grad, at)
         weight = staleness_weight(tau, self.staleness, self.beta)
-        if not is_byzantine:
+        if is_byzantine:
+            queue.byzantine_arrivals += 1
+            queue.byzantine_accepted += accepted
+        else:
             queue.honest_arrivals += 1
             queue.honest_rejected += not accepted
         applied = grad * weight
@@ -255,6 +283,7 @@ class AsyncSimulator(Composition):
             weight=weight,
             honest_rejection_rate=queue.honest_rejected / max(queue.honest_arrivals, 1),
             aggregate_norm=float(applied.norm()) if finite else math.inf,
+            byzantine_acceptance_rate=queue.byzantine_accepted / max(queue.byzantine_arrivals, 1),
         )
 
     @torch.no_grad()

@@ -3,10 +3,47 @@
 Damaskinos, El Mhamdi, Guerraoui, Patra, Taziki, "Asynchronous Byzantine
 Machine Learning (the case of SGD)", ICML 2018 (Kardam). See
 :mod:`byzance.sim.asynchronous` for how the simulator uses it.
+
+As published, two filters in a row:
+
+- Lipschitz filter: with each gradient g from worker w, computed at model x,
+  the empirical Lipschitz coefficient k = |g - g'| / |x - x'| against the
+  previous gradient g' that w sent (computed at x') joins the latest
+  coefficient of every worker; g passes if k is within their (n - f)/n
+  quantile. With no Byzantine worker the coefficients are exchangeable, so an
+  honest gradient passes with probability (n - f)/n: the paper's slowdown
+  bound f/n.
+- Frequency filter: a worker may be the source of at most one of any
+  2f + 1 consecutive accepted gradients, so fast (Byzantine) workers cannot
+  flood the server; it runs on the gradients that passed the Lipschitz filter.
+
+Where byzance differs from the paper:
+
+- The reference g' is w's last gradient that passed the filter, not merely
+  its last one: otherwise a Byzantine worker repeating a rejected vector
+  (large_norm) shows k = 0 and passes.
+- The quantile is an order statistic of rank min(ceil(q m), m - f) among the
+  m workers measured in the window (m = n once every worker is), never an
+  interpolation: with f Byzantine values on top it stays at or below an honest
+  value even while some honest workers have no coefficient in the window.
+- Warm-up (fewer than n - f workers measured, which the paper leaves open):
+  a gradient is applied if its norm is at most the median of the workers'
+  latest norms (at least n - f of them), which f < n/2 Byzantine workers
+  cannot raise. After the warm-up a gradient whose coefficient is undefined
+  (the worker's first, or the model did not move since its previous one) is
+  rejected.
+- The no-starvation rule (``max_rejections``, our addition, off with -1):
+  after that many Lipschitz rejections in a row a worker's gradient is let
+  through, its norm clipped to the median of the workers' latest norms.
+- The frequency filter can be switched off (``frequency_filter``): with the
+  simulator's exponential delays the arrival order is random, so an honest
+  worker is among the last 2f accepted sources about 2f/n of the time, far
+  more often than with the near round-robin arrivals of equally fast workers.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
@@ -17,12 +54,7 @@ from byzance.errors import ToleranceError
 
 
 class KardamFilter:
-    """Kardam's filters: frequency (no worker monopolizes updates), then Lipschitz.
-
-    Frequency: a worker may be the source of at most one of any 2f + 1
-    consecutive accepted gradients, so fast (Byzantine) workers cannot flood
-    the server. Lipschitz: see the module docstring. Kardam tolerates f < n/3.
-    """
+    """Kardam's filters: Lipschitz, then frequency (see the module docstring)."""
 
     def __init__(
         self,
@@ -30,7 +62,7 @@ class KardamFilter:
         f: int,
         *,
         window: int = 50,
-        max_rejections: int = 5,
+        max_rejections: int = -1,
         frequency_filter: bool = True,
     ) -> None:
         if f < 0 or n < 3 * f + 1:
@@ -38,14 +70,13 @@ class KardamFilter:
                 f"kardam requires n >= 3f + 1 workers to tolerate f Byzantine ones: f={f} needs "
                 f"at least n={3 * f + 1}, got n={n}. Use more workers or lower f."
             )
+        self.n, self.f = n, f
         self.quantile = (n - f) / n
-        self.warm = n - f  # workers with a coefficient before any gradient is applied
+        self.warm = n - f  # workers with a coefficient before the quantile means anything
         self.last_sources: deque[int] = deque(maxlen=2 * f if frequency_filter else 0)
         self.recent: deque[tuple[int, float]] = deque(maxlen=window)
         self.max_rejections = max_rejections
         self.previous: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.last_received: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.last_accepted: tuple[torch.Tensor, torch.Tensor] | None = None
         self.norms: dict[int, float] = {}
         self.rejections: dict[int, int] = {}
 
@@ -55,66 +86,91 @@ class KardamFilter:
         """Whether to apply ``grad`` (d,), computed by ``worker`` at model ``at`` (d,), and what.
 
         What is applied is ``grad`` itself, except for a gradient let through by
-        the no-starvation rule: its jump from the reference gradient is clipped
-        to the filter's bound (our addition: otherwise a Byzantine worker gets a
-        free pass every ``max_rejections + 1`` tries).
+        the no-starvation rule: its norm is clipped to the median of the
+        workers' latest norms (otherwise a Byzantine worker would get a free
+        pass every ``max_rejections + 1`` tries).
         """
-        if self.last_sources.maxlen and worker in self.last_sources:
-            return False, grad  # frequency filter
-        # The worker's previous gradient, or for its first one the last received from anyone.
-        reference = self.previous.get(worker, self.last_received)
-        self.previous[worker] = self.last_received = (grad.clone(), at.clone())
+        k = self._coefficient(worker, grad, at)
         self.norms[worker] = float(grad.norm())
         threshold = self._threshold()
-        moved = 0.0 if reference is None else float((at - reference[1]).norm())
-        if moved <= 1e-12 * (1.0 + float(at.norm())) or threshold is None:
-            # k is undefined (the model has not moved since the reference) or nothing to
-            # compare with yet: apply the gradient clipped to the median of the workers'
-            # latest norms, which f < n/2 Byzantine workers cannot raise.
-            if reference is not None and moved > 1e-12 * (1.0 + float(at.norm())):
-                self.recent.append((worker, float((grad - reference[0]).norm()) / moved))
-            if len(self.norms) < self.warm:
-                return False, grad  # the median of fewer than n - f workers' norms proves nothing
-            bound = float(torch.tensor(list(self.norms.values())).median())
-            clipped = grad * min(1.0, bound / max(self.norms[worker], 1e-30))
-            return self._accepted(worker, (clipped, at)), clipped
-        k = float((grad - reference[0]).norm()) / moved
-        self.recent.append((worker, k))
-        if k <= threshold:
-            return self._accepted(worker, (grad, at)), grad
+        if k is None or threshold is None:
+            # No coefficient (first gradient, or the model has not moved) or warm-up: the
+            # gradient becomes the worker's reference if its norm is within the median of
+            # the workers' latest norms, and is applied only during the warm-up.
+            bound = self._median_norm()
+            if bound is not None and self.norms[worker] <= bound:
+                self.previous[worker] = (grad.clone(), at.clone())
+                if threshold is None:
+                    return self._frequency(worker, grad)
+        elif k <= threshold:
+            self.rejections[worker] = 0
+            self.previous[worker] = (grad.clone(), at.clone())
+            return self._frequency(worker, grad)
+        if threshold is None:
+            return False, grad
         self.rejections[worker] = self.rejections.get(worker, 0) + 1
         starving = 0 <= self.max_rejections < self.rejections[worker]
-        if not starving or self.last_accepted is None:
+        if not starving:
             return False, grad
-        # Forced through: clipped around the last accepted gradient (a trusted reference,
-        # unlike the worker's own history), to the filter's bound.
-        g_acc, x_acc = self.last_accepted
-        moved = max(float((at - x_acc).norm()), 1e-12)
-        jump = float((grad - g_acc).norm())
-        scale = min(1.0, threshold * moved / max(jump, 1e-30))
-        clipped = g_acc + (grad - g_acc) * scale
-        return self._accepted(worker, (clipped, at)), clipped
+        # Forced through, clipped to the median of the workers' latest norms (which f < n/2
+        # Byzantine workers cannot raise): a clip relative to the model's last move would
+        # feed on itself, each forced step allowing a larger next one.
+        bound = self._median_norm() or 0.0
+        clipped = grad * min(1.0, bound / max(self.norms[worker], 1e-30))
+        accepted, clipped = self._frequency(worker, clipped)
+        if accepted:
+            self.rejections[worker] = 0  # one forced pass per max_rejections + 1 tries
+        return accepted, clipped
+
+    def _coefficient(self, worker: int, grad: torch.Tensor, at: torch.Tensor) -> float | None:
+        """k = |g - g'| / |x - x'| against ``worker``'s reference, recorded in the window.
+
+        The reference is the worker's last gradient that passed (see
+        :meth:`__call__`): a rejected gradient never becomes one, or a Byzantine
+        worker repeating a rejected vector would show k = 0. None when undefined:
+        no reference, or a model that has not moved since it (then k is not
+        recorded, so that such infinite values cannot push honest workers out of
+        the quantile).
+        """
+        reference = self.previous.get(worker)
+        if reference is None:
+            return None
+        moved = float((at - reference[1]).norm())
+        if moved <= 1e-12 * (1.0 + float(at.norm())):
+            return None
+        k = float((grad - reference[0]).norm()) / moved
+        self.recent.append((worker, k))
+        return k
 
     def _threshold(self) -> float | None:
-        """(n - f)/n quantile of the latest coefficient of each worker in the window.
+        """The (n - f)/n quantile of the latest coefficient of each worker in the window.
 
-        One value per worker, so that fast workers (Byzantine ones may lie about
-        timing) cannot fill the window; None until n - f workers are measured.
+        One value per worker (the one just computed included), so that fast
+        workers (Byzantine ones may lie about timing) cannot fill the window;
+        None until n - f workers are measured.
         """
         latest = dict(self.recent)  # later entries win
-        if len(latest) < self.warm:
+        m = len(latest)
+        if m < self.warm:
             return None
-        values = torch.tensor(list(latest.values()), dtype=torch.float64)
-        # An order statistic, not an interpolation: with f Byzantine values on top,
-        # interpolating would reach into them.
-        return float(torch.quantile(values, self.quantile, interpolation="lower"))
+        values = sorted(latest.values())
+        rank = min(math.ceil(self.quantile * m - 1e-9), m - self.f)
+        return values[max(rank, 1) - 1]
 
-    def _accepted(self, worker: int, applied: tuple[torch.Tensor, torch.Tensor]) -> bool:
-        self.rejections[worker] = 0
-        self.last_accepted = applied  # fresh tensors, never modified in place
+    def _median_norm(self) -> float | None:
+        """The (lower) median of the workers' latest norms, once n - f workers have one."""
+        if len(self.norms) < self.warm:
+            return None
+        values = sorted(self.norms.values())
+        return values[(len(values) - 1) // 2]
+
+    def _frequency(self, worker: int, grad: torch.Tensor) -> tuple[bool, torch.Tensor]:
+        """The frequency filter on a gradient that passed the Lipschitz filter; accepts it."""
+        if self.last_sources.maxlen and worker in self.last_sources:
+            return False, grad
         if self.last_sources.maxlen:
             self.last_sources.append(worker)
-        return True
+        return True, grad
 
     # -- state (tensors and plain values: checkpoints load with weights_only) ----------------
     def state_dict(self) -> dict[str, Any]:
@@ -123,24 +179,16 @@ class KardamFilter:
             "recent": [list(item) for item in self.recent],
             "last_sources": list(self.last_sources),
             "previous": {int(w): list(pair) for w, pair in self.previous.items()},
-            "last_received": None if self.last_received is None else list(self.last_received),
-            "last_accepted": None if self.last_accepted is None else list(self.last_accepted),
             "norms": dict(self.norms),
             "rejections": dict(self.rejections),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict`."""
-
-        def pair(value: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
-            return None if value is None else (value[0], value[1])
-
         self.recent.clear()
         self.recent.extend((int(w), float(k)) for w, k in state["recent"])
         self.last_sources.clear()
         self.last_sources.extend(int(w) for w in state["last_sources"])
         self.previous = {int(w): (p[0], p[1]) for w, p in state["previous"].items()}
-        self.last_received = pair(state["last_received"])
-        self.last_accepted = pair(state["last_accepted"])
         self.norms = {int(w): float(v) for w, v in state["norms"].items()}
         self.rejections = {int(w): int(v) for w, v in state["rejections"].items()}
