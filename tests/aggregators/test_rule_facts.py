@@ -112,7 +112,7 @@ def test_a_pipeline_derives_its_facts_from_its_stages(name: str) -> None:
     pipeline = agg.get(name)
     stages = pipeline.stages
     assert pipeline.missing == "whole_vectors"
-    assert not pipeline.carries_center  # no stage is handed the previous output
+    assert pipeline.carries_center == stages[-1].carries_center  # the last stage's center
     assert pipeline.takes_generator == any(s.takes_generator for s in stages)
     dearest = "gram" if any(s.speed_floor == "gram" for s in stages) else "pass"
     assert pipeline.speed_floor == dearest

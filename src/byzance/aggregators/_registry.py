@@ -255,18 +255,22 @@ class Pipeline(Rule):
 
     Every stage sees the same f; a stage's requirement is checked at the number
     of rows it receives (bucketing, for instance, leaves ceil(n / s) rows). Its
-    facts come from its stages (see :func:`compose`): it carries no center,
-    needs whole vectors, takes a generator when a stage does, and its speed
+    facts come from its stages (see :func:`compose`): it carries the center of
+    its last stage (``bucketing>centered_clipping`` starts from the previous
+    aggregate, as Karimireddy et al. 2022 do; pass it as ``center=``), needs
+    whole vectors, takes a generator when a stage does, and its speed
     floor is the dearest of its stages'.
     """
 
     stages: tuple[Rule, ...] = ()
 
     def __call__(self, grads: GradsLike, f: int, **params: Any) -> torch.Tensor:
+        center = params.pop("center", None) if self.carries_center else None
         if params:
             raise InvalidParameterError(
                 f"{self.name}: give each stage its parameters with "
-                "get(name, ...) before composing; the pipeline takes none."
+                "get(name, ...) before composing; the pipeline takes none"
+                + (" but center." if self.carries_center else ".")
             )
         f = check_f(f, self.name)
         x = as_matrix(grads, self.name)
@@ -280,6 +284,8 @@ class Pipeline(Rule):
                     # Still one row per kept input (bucketing changes that): per-row
                     # parameters lose the entries of the dropped inputs.
                     stage_params = _keep_rows(stage_params, stage.row_params, kept, n, stage.name)
+                if stage is self.stages[-1] and center is not None:
+                    stage_params = {**stage_params, "center": center}
                 x = stage.impl(x, f, **stage_params)
         return x
 
@@ -381,7 +387,7 @@ def compose(*stages: str | Rule) -> Pipeline:
         missing="whole_vectors",
         speed_floor=max((r.speed_floor for r in rules), key=SPEED_FLOORS.index),
         robust=all(r.robust for r in rules),
-        carries_center=False,  # no stage is handed the previous output
+        carries_center=last.carries_center,  # the last stage gets the previous output
         takes_generator=any(r.takes_generator for r in rules),
         stages=rules,
     )

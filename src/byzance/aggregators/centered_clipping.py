@@ -16,29 +16,46 @@ def _centered_clipping(
     f: int,
     *,
     center: torch.Tensor | None = None,
-    tau: float = 10.0,
+    tau: float | None = None,
     iterations: int = 1,
 ) -> torch.Tensor:
     """Iterate v <- v + (1/n) sum_i clip(x_i - v, tau) from ``center``.
 
     clip(u, tau) = u * min(1, tau / |u|). Karimireddy, He, Jaggi, "Learning
-    from History for Byzantine Robust Optimization", ICML 2021. The state is
-    explicit: the result is the next call's ``center`` (the paper starts from
-    the previous aggregate, of momentum vectors); with no center the
-    iterations start from zero.
+    from History for Byzantine Robust Optimization", ICML 2021: the workers
+    send their momentum m_i (m <- beta m + (1 - beta) g in the paper), the
+    server runs L clipping iterations starting from the previous step's
+    aggregate, and the result is the next step's center. The state is
+    explicit: the result is the next call's ``center``; with no center (the
+    first step) the iterations start from zero, as in the authors' code.
+
+    The radius must be on the scale of the honest vectors' distances to the
+    center: the paper's analysis takes tau of order sqrt(rho^2 + B^2), rho^2
+    the honest variance and B the center's distance to the honest mean, both
+    unknown to the server. A fixed radius far above that scale (the authors'
+    CIFAR-10 code uses tau = 100, L = 1) lets each Byzantine input move the
+    center by tau / n per iteration; far below, honest inputs are cut to tau
+    and the aggregate lags. Where byzance differs: by default (``tau=None``)
+    each iteration uses tau = the median of the distances |x_i - v|, an
+    estimate of sqrt(rho^2 + B^2) that f < n / 2 Byzantine inputs cannot
+    inflate, so the rule is scale-equivariant (the same for gradients, moving
+    averages or heavy-ball momentum, 1 / (1 - beta) times larger) and a
+    Byzantine input moves the center by at most that median / n per
+    iteration. Pass a number to fix tau, as in the paper's experiments.
 
     Args:
         x: inputs, shape (n, d).
         f: Byzantine inputs tolerated; requires n >= 2f + 1.
         center: starting point v_0, shape (d,), usually the previous output.
-        tau: clipping radius, > 0.
+        tau: clipping radius, > 0; None (default): the median distance from
+            the current center to the inputs, recomputed at each iteration.
         iterations: number of clipping iterations L >= 1 (the paper uses 1
             with momentum, more without).
 
     Returns:
         Shape (d,): the new state v_L.
     """
-    if not (tau > 0 and isinstance(iterations, int) and iterations >= 1):
+    if not ((tau is None or tau > 0) and isinstance(iterations, int) and iterations >= 1):
         raise InvalidParameterError(
             f"centered_clipping: need tau > 0 and iterations >= 1; got tau={tau}, "
             f"iterations={iterations}."
@@ -47,7 +64,8 @@ def _centered_clipping(
     v = _check_center(center, x)
     for _ in range(iterations):
         radius = distances_to(x, v)
-        scale = torch.clamp(tau / radius.clamp(min=torch.finfo(x.dtype).tiny), max=1.0)
+        limit = radius.median() if tau is None else tau
+        scale = torch.clamp(limit / radius.clamp(min=torch.finfo(radius.dtype).tiny), max=1.0)
         # v + (sum_i s_i x_i - S v) / n as one product: (1 - S/n) v + (1/n) x^T s.
         v = torch.addmv(v, x.T, scale, beta=1.0 - float(scale.sum()) / n, alpha=1.0 / n)
     return v
@@ -76,7 +94,10 @@ centered_clipping = register(
         requirement=Requirement(2, 1),
         paper="Karimireddy, He, Jaggi, Learning from History for Byzantine Robust "
         "Optimization, ICML 2021",
-        summary="clipped steps from the previous aggregate; stateful, state passed explicitly",
+        summary=(
+            "clipped steps from the previous aggregate (radius: the median distance, or tau); "
+            "stateful, state passed explicitly"
+        ),
         cost="O(nd) per clipping iteration.",
         missing="whole_vectors",
         speed_floor="pass",
