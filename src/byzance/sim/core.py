@@ -7,7 +7,7 @@ none re-implements them:
 - :class:`Workers`: the workers' shards, batches and gradients (one
   vectorized call), the label attack of Byzantine workers that attack through
   their data;
-- :class:`WorkerMomentum`: what a worker with momentum sends, m <- beta m + g
+- :class:`WorkerMomentum`: what a worker with momentum sends (moving average or heavy ball)
   (El Mhamdi, Guerraoui, Rouault, ICLR 2021);
 - :class:`Adversary`: the vectors omniscient Byzantine workers forge from the
   honest ones;
