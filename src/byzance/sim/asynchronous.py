@@ -107,14 +107,7 @@ class Arrivals:
     def state_dict(self) -> dict[str, Any]:
         return {
             "events": [list(event) for event in self.events],
-            "counters": [
-                self.seq,
-                self.version,
-                self.honest_arrivals,
-                self.honest_rejected,
-                self.byzantine_arrivals,
-                self.byzantine_accepted,
-            ],
+            "counters": [getattr(self, name) for name in _COUNTERS],
             "latest_honest": self.latest_honest,
         }
 
@@ -125,15 +118,19 @@ class Arrivals:
         ]
         heapq.heapify(self.events)
         counters = [int(c) for c in state["counters"]] + [0, 0]  # older: no Byzantine counts
-        (
-            self.seq,
-            self.version,
-            self.honest_arrivals,
-            self.honest_rejected,
-            self.byzantine_arrivals,
-            self.byzantine_accepted,
-        ) = counters[:6]
+        for name, value in zip(_COUNTERS, counters, strict=False):
+            setattr(self, name, value)
         self.latest_honest = state["latest_honest"]
+
+
+_COUNTERS = (
+    "seq",
+    "version",
+    "honest_arrivals",
+    "honest_rejected",
+    "byzantine_arrivals",
+    "byzantine_accepted",
+)
 
 
 class AsyncSimulator(Composition):
