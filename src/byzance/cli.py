@@ -394,10 +394,11 @@ def dist_rank(
 ) -> None:
     """One rank of a distributed run, under torchrun: torchrun --no-python ... byzance dist --config run.toml."""
     from byzance.distributed.launch import main
+    from byzance.distributed.run import check_runs_distributed
     from byzance.runs import config as run_config
 
     with _clear_errors():  # a bad config: one line, before this rank joins the others
-        run_config.load(config, run_config.parse_flags(list(ctx.args)))
+        check_runs_distributed(run_config.load(config, run_config.parse_flags(list(ctx.args))))
 
     flags = [*(["--resume"] if resume else []), *(["--overwrite"] if overwrite else [])]
     raise typer.Exit(main(["--config", str(config), *flags, *ctx.args]))
@@ -413,6 +414,7 @@ def launch(
 ) -> None:
     """Start a distributed run on this machine: torchrun with --nproc processes, one per worker."""
     from byzance.distributed.launch import launch as start
+    from byzance.distributed.run import check_runs_distributed
     from byzance.runs import config as run_config
     from byzance.runs.rundir import RunDirectory
 
@@ -428,7 +430,8 @@ def launch(
             "workers": nproc,
             **run_config.parse_flags([a for a in extra if a != "--resume"]),
         }
-        out = run_config.load(config, overrides).out_dir  # fail here, before starting processes
+        # Fail here, before starting processes.
+        out = check_runs_distributed(run_config.load(config, overrides)).out_dir
         if resume is None and not overwrite:
             RunDirectory(out).claim_check("byzance launch --nproc N --resume")
     if overwrite:

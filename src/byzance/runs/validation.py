@@ -88,10 +88,45 @@ def _check_counts(config: RunConfig) -> None:
         )
     if config.mode == "async" and config.servers > 1:
         raise ConfigError("mode 'async' runs with one server; set servers = 1 or mode = 'sync'.")
+    if config.algorithm == "fedavg":
+        _check_federated(config)
     if config.mode == "async" and config.kardam and config.workers < 3 * config.tolerated + 1:
         raise ConfigToleranceError(
             f"kardam requires n >= 3f + 1 workers to tolerate f Byzantine ones: f={config.tolerated} "
             f"needs at least n={3 * config.tolerated + 1}, got n={config.workers}."
+        )
+
+
+def _check_federated(config: RunConfig) -> None:
+    """Federated rounds: who is sampled each round, and what the mode runs with."""
+    if config.mode != "sync" or config.servers > 1:
+        raise ConfigError(
+            "algorithm 'fedavg' runs in the synchronous simulator with one server; set "
+            "mode = 'sync' and servers = 1."
+        )
+    if config.worker_momentum:
+        raise ConfigError(
+            "config key 'worker_momentum' is per step; with algorithm 'fedavg' the clients' "
+            "momentum is local_momentum (within a round)."
+        )
+    if config.clients_per_round > 0 and config.client_fraction > 0:
+        raise ConfigError(
+            "config keys 'clients_per_round' and 'client_fraction' both say how many clients a "
+            "round samples; give one of them."
+        )
+    m, honest = config.round_size, config.workers - config.byzantine
+    if m > config.workers:
+        raise ConfigError(
+            f"config key 'clients_per_round' ({m}) is more than the {config.workers} clients "
+            "(workers); sample at most all of them."
+        )
+    f = config.tolerated
+    fixed = config.byzantine_sampling == "fixed" and config.byzantine
+    if fixed and (f > config.byzantine or m - f > honest):
+        raise ConfigError(
+            f"byzantine_sampling 'fixed' puts exactly f={f} Byzantine clients in each round "
+            f"of {m}: it needs f <= byzantine ({config.byzantine}) and {m} - f <= honest "
+            f"clients ({honest}); change f or use byzantine_sampling = 'random'."
         )
 
 
@@ -187,20 +222,25 @@ def _check_rule(config: RunConfig) -> None:
     except ByzanceError as err:
         raise config_failure(keys[-1], "binding the rule's parameters", err) from None
     try:
-        rule.check(config.workers, config.tolerated)
+        rule.check(config.round_size, config.tolerated)
     except ToleranceError as err:
-        raise ConfigToleranceError(str(err)) from None
+        where = (
+            f" (fedavg: the rule aggregates the {config.round_size} clients of a round)"
+            if config.algorithm == "fedavg"
+            else ""
+        )
+        raise ConfigToleranceError(f"{err}{where}") from None
     except Exception as err:  # e.g. a stage's parameter its requirement cannot work with
         raise config_failure(keys[-1], "checking the rule's requirement", err) from None
     stages = getattr(rule, "stages", None) or (rule,)
-    x, f = _random_rows(config.workers), config.tolerated
+    x, f = _random_rows(config.round_size), config.tolerated
     for stage, key_name in zip(stages, keys, strict=True):
         try:
             with torch.no_grad():
                 x = stage.impl(x, f, **stage.defaults)
         except Exception as err:  # any failure of the dry run is the config's
             raise config_failure(
-                key_name, f"{stage.name} fails on {config.workers} random vectors with f={f}", err
+                key_name, f"{stage.name} fails on {config.round_size} random vectors with f={f}", err
             ) from None
     if config.servers > 1:
         server_rule = aggregators.get(config.server_rule)

@@ -41,7 +41,7 @@ from byzance.sim.sampler import BatchSampler, exponential_delays
 
 #: The random streams of a run, each its own generator seeded from the run's seed
 #: (``udp_loss``: the simulated datagram losses of a distributed run, plus the rank).
-STREAMS = {"batches": 1, "attack": 2, "rule": 3, "delays": 4, "udp_loss": 7}
+STREAMS = {"batches": 1, "attack": 2, "rule": 3, "delays": 4, "udp_loss": 7, "clients": 8}
 
 
 def stream_seed(seed: int, stream: str) -> int:
@@ -144,9 +144,9 @@ class Workers:
         self.sampler = BatchSampler(shards, generator)
         self.count = len(shards)
 
-    def draw(self) -> torch.Tensor:
-        """Every computing worker's batch indices, shape (count, batch_size)."""
-        return self.sampler.sample(self.batch_size)
+    def draw(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Batch indices of every computing worker, or of ``rows`` (k,): shape (k, batch_size)."""
+        return self.sampler.sample(self.batch_size, rows)
 
     def gradients(
         self,
@@ -232,9 +232,18 @@ class Adversary:
         self.attack, self.count, self.params = attack, count, dict(attack_params)
         self.generator = generator
 
-    def forge(self, honest: torch.Tensor, rule: aggregators.Rule | None = None) -> torch.Tensor:
-        """The Byzantine vectors (count, d) for the honest ones ``honest`` (h, d)."""
-        return self.attack(honest, self.count, rule=rule, generator=self.generator, **self.params)
+    def forge(
+        self,
+        honest: torch.Tensor,
+        rule: aggregators.Rule | None = None,
+        count: int | None = None,
+    ) -> torch.Tensor:
+        """The Byzantine vectors (count, d) for the honest ones ``honest`` (h, d).
+
+        ``count`` overrides how many are forged (a federated round samples a varying number).
+        """
+        count = self.count if count is None else count
+        return self.attack(honest, count, rule=rule, generator=self.generator, **self.params)
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}

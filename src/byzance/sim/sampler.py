@@ -23,11 +23,13 @@ class BatchSampler:
             self.table[i, : len(shard)] = shard
         self.generator = generator
 
-    def sample(self, batch_size: int) -> torch.Tensor:
-        """Indices into the training set, shape (k, batch_size)."""
-        u = torch.rand(len(self.sizes), batch_size, generator=self.generator, dtype=torch.float64)
-        positions = (u * self.sizes[:, None]).long().clamp_max(self.sizes[:, None] - 1)
-        return torch.gather(self.table, 1, positions)
+    def sample(self, batch_size: int, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Indices into the training set, shape (k, batch_size): every worker's, or ``rows``' (k,)."""
+        sizes = self.sizes if rows is None else self.sizes[rows]
+        table = self.table if rows is None else self.table[rows]
+        u = torch.rand(len(sizes), batch_size, generator=self.generator, dtype=torch.float64)
+        positions = (u * sizes[:, None]).long().clamp_max(sizes[:, None] - 1)
+        return torch.gather(table, 1, positions)
 
 
 def exponential_delays(rates: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
