@@ -333,9 +333,16 @@ def bench(
         return
     ns = tuple(n or (10, 20, 50))
     if what == "sim":
+        from byzance.experiments.bench_federated import (
+            render_federated_bench,
+            run_federated_bench,
+        )
         from byzance.experiments.bench_sim import render_sim_bench, run_sim_bench
 
         render_sim_bench(run_sim_bench(ns, repeat=repeat, threads=threads or 1), _wide_console())
+        render_federated_bench(
+            run_federated_bench(repeat=repeat, threads=threads or 1), _wide_console()
+        )
         return
     if what != "rules":
         console.print(

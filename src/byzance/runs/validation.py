@@ -240,7 +240,9 @@ def _check_rule(config: RunConfig) -> None:
                 x = stage.impl(x, f, **stage.defaults)
         except Exception as err:  # any failure of the dry run is the config's
             raise config_failure(
-                key_name, f"{stage.name} fails on {config.round_size} random vectors with f={f}", err
+                key_name,
+                f"{stage.name} fails on {config.round_size} random vectors with f={f}",
+                err,
             ) from None
     if config.servers > 1:
         server_rule = aggregators.get(config.server_rule)
