@@ -3,7 +3,7 @@ ends with the parameters and metrics of an uninterrupted run, with no step missi
 
 Modes: synchronous (with worker momentum, centered clipping's carried center and a
 step schedule), asynchronous with the Kardam filter, several servers (each carrying
-its own center), a grid cell, and the distributed parameter server and
+its own center), federated rounds (sampled clients, local steps), a grid cell, and the distributed parameter server and
 decentralized topologies (real torchrun processes, worker momentum included).
 """
 
@@ -60,6 +60,20 @@ MODES: dict[str, dict[str, Any]] = {
         "aggregator": "centered_clipping",
         "attack": "sign_flip",
         "worker_momentum": 0.5,
+    },
+    "fedavg": {
+        "algorithm": "fedavg",
+        "workers": 12,
+        "byzantine": 3,
+        "clients_per_round": 5,
+        "byzantine_sampling": "random",  # the clients stream must resume too
+        "local_steps": 2,
+        "local_momentum": 0.5,
+        "lr": 1.0,
+        "f": 1,
+        "aggregator": "bucketing>centered_clipping",  # the rule's stream and carried center
+        "attack": "large_norm",
+        "attack_params": {"direction": "random"},
     },
 }
 
