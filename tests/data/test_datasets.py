@@ -37,9 +37,12 @@ REAL = {
 
 def test_names() -> None:
     assert data.names() == [
+        "cifar10",
+        "cifar100",
         "digits",
         "fashion_mnist",
         "mnist5k",
+        "npz",
         "synthetic_linear",
         "synthetic_logistic",
     ]

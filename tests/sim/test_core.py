@@ -131,3 +131,32 @@ def test_worker_momentum_ema_keeps_the_gradient_scale_heavy_ball_does_not():
     fresh = WorkerMomentum(0.5, "ema")
     assert torch.equal(fresh(g), g)
     assert torch.allclose(fresh(torch.zeros(2, 3)), 0.5 * g)
+
+
+def test_workers_augment_their_batches_from_their_own_resumable_stream():
+    import torch.nn.functional as F
+
+    from byzance import models
+    from byzance.sim.core import CheckpointMismatchError, Workers, seeded
+
+    torch.manual_seed(0)
+    x, y = torch.randn(40, 3, 8, 8), torch.randint(0, 3, (40,))
+    model = models.build("mlp", (3, 8, 8), 3, hidden=(8,))
+
+    def workers(augment):
+        return Workers(
+            model, x, y, [torch.arange(20), torch.arange(20, 40)], honest=2, batch_size=4,
+            l2=0.0, loss_fn=F.cross_entropy, num_classes=3, data_attack=None, attack_params={},
+            generator=seeded(0, "batches"), augment=augment,
+            augment_generator=seeded(0, "augment") if augment else None,
+        )  # fmt: skip
+
+    plain, augmented = workers(None), workers("crop_flip")
+    idx = plain.draw()
+    assert not torch.equal(plain.gradients(idx)[0], augmented.gradients(idx)[0])
+    state = augmented.state_dict()
+    first = augmented.gradients(idx)[0]
+    augmented.load_state_dict(state)
+    assert torch.equal(augmented.gradients(idx)[0], first)  # the same crops and flips again
+    with pytest.raises(CheckpointMismatchError, match="augment"):
+        augmented.load_state_dict(plain.state_dict())

@@ -20,7 +20,8 @@ random crop (padding 4) and horizontal flip (``augment = false`` turns it off).
 
 The files are untrusted: they are unpickled by an unpickler that builds only
 dicts, lists, bytes, strings, numbers and numpy arrays; any other global
-(``os.system`` ...) stops the load before it is called. A missing folder or
+(``os.system`` ...) stops the load before it is called. Labels may also be
+numpy integers or an integer array (files re-pickled from numpy). A missing folder or
 file, or a file of the wrong format, raises one
 :class:`byzance.errors.DataUnavailableError` naming the file and what was expected.
 
@@ -93,13 +94,15 @@ _KINDS: dict[str, tuple[str, str, str, tuple[str, ...], tuple[str, ...], dict[st
     ),
 }
 
-# The only globals a CIFAR pickle may name: numpy's array (and dtype) reconstruction, under
+# The only globals a CIFAR pickle may name: numpy's array, scalar and dtype reconstruction, under
 # its numpy 1 and numpy 2 module names, and the codec Python 3 uses to pickle bytes.
 _ALLOWED: dict[tuple[str, str], Any] = {
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
     ("numpy.core.multiarray", "_reconstruct"): _multiarray._reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _multiarray._reconstruct,
+    ("numpy.core.multiarray", "scalar"): _multiarray.scalar,  # labels as numpy integers
+    ("numpy._core.multiarray", "scalar"): _multiarray.scalar,
     ("numpy.core.numeric", "_frombuffer"): _numeric._frombuffer,
     ("numpy._core.numeric", "_frombuffer"): _numeric._frombuffer,
     ("_codecs", "encode"): codecs.encode,

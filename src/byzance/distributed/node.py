@@ -91,6 +91,7 @@ class Node(Composition):
             loss_fn=self.loss_fn,
             num_classes=self.data.num_classes,
             seed=config.seed,
+            augment=self.data.augment,
         )
         self.gradient_attack = self.adversary is not None
         self.computes = self.slot < self.workers.count

@@ -81,6 +81,7 @@ def build_simulator(
         task=data.task,
         num_classes=data.num_classes,
         seed=config.seed,
+        augment=data.augment,
     )
     training = (model, data.x_train, data.y_train, shards)
     # Honest workers' delay rates: the last slow_workers ones are slow.

@@ -166,6 +166,7 @@ class AsyncSimulator(Composition):
         task: str = "classification",
         num_classes: int = 0,
         seed: int = 0,
+        augment: str | None = None,
     ) -> None:
         self.model, self.loss_fn, self.num_classes = model, loss_for(task), num_classes
         self.n, self.byzantine, self.f = len(shards), byzantine, f
@@ -192,6 +193,7 @@ class AsyncSimulator(Composition):
             loss_fn=self.loss_fn,
             num_classes=num_classes,
             seed=seed,
+            augment=augment,
             forgers_compute=True,
             forged_rows=1,
         )

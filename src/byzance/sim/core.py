@@ -34,6 +34,7 @@ from torch import nn
 
 from byzance import aggregators
 from byzance.attacks import DataAttack, GradientAttack
+from byzance.data import augment as augmentations
 from byzance.errors import ByzanceError, InvalidParameterError, NonFiniteInputError
 from byzance.sim.gradients import LossFn, set_flat_grad, worker_gradients
 from byzance.sim.metrics import TrainingDivergedError
@@ -41,7 +42,15 @@ from byzance.sim.sampler import BatchSampler, exponential_delays
 
 #: The random streams of a run, each its own generator seeded from the run's seed
 #: (``udp_loss``: the simulated datagram losses of a distributed run, plus the rank).
-STREAMS = {"batches": 1, "attack": 2, "rule": 3, "delays": 4, "udp_loss": 7, "clients": 8}
+STREAMS = {
+    "batches": 1,
+    "attack": 2,
+    "rule": 3,
+    "delays": 4,
+    "udp_loss": 7,
+    "clients": 8,
+    "augment": 9,
+}
 
 
 def stream_seed(seed: int, stream: str) -> int:
@@ -118,6 +127,9 @@ class Workers:
         data_attack: the Byzantine rows' label attack (or None).
         attack_params: its parameters.
         generator: the ``batches`` stream.
+        augment: the data set's training augmentation (:mod:`byzance.data.augment`,
+            e.g. ``"crop_flip"``), applied to every batch drawn; None: none.
+        augment_generator: its random stream (the ``augment`` stream).
     """
 
     def __init__(
@@ -135,8 +147,12 @@ class Workers:
         data_attack: DataAttack | None,
         attack_params: Mapping[str, Any],
         generator: torch.Generator,
+        augment: str | None = None,
+        augment_generator: torch.Generator | None = None,
     ) -> None:
         self.model, self.x, self.y = model, x, y
+        self.augment = None if augment is None else augmentations.get(augment)
+        self.augment_generator = augment_generator if augment is not None else None
         self.honest, self.batch_size, self.l2 = honest, batch_size, l2
         self.loss_fn, self.num_classes = loss_fn, num_classes
         self.data_attack, self.attack_params = data_attack, dict(attack_params)
@@ -161,6 +177,8 @@ class Workers:
         if rows is None:
             rows = torch.arange(len(idx))
         xb, yb = self.x[idx], self.y[idx].clone()
+        if self.augment is not None:
+            xb = self.augment(xb, self.augment_generator)
         poisoned = rows >= self.honest
         if self.data_attack is not None and bool(poisoned.any()):
             yb[poisoned] = self.data_attack(
@@ -169,10 +187,19 @@ class Workers:
         return worker_gradients(self.model, self.loss_fn, xb, yb, self.l2, params=params)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state()}
+        state = {"generator": self.generator.get_state()}
+        if self.augment_generator is not None:
+            state["augment"] = self.augment_generator.get_state()
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.generator.set_state(state["generator"])
+        if self.augment_generator is not None:
+            if "augment" not in state:
+                raise CheckpointMismatchError(
+                    "the checkpoint's workers did not augment their batches; this training does."
+                )
+            self.augment_generator.set_state(state["augment"])
 
 
 MOMENTUM_FORMS = ("ema", "heavy_ball")
@@ -401,6 +428,7 @@ def workers_and_adversary(
     forgers_compute: bool = False,
     forged_rows: int | None = None,
     attack_generator: torch.Generator | None = None,
+    augment: str | None = None,
 ) -> tuple[Workers, Adversary | None]:
     """The workers that compute gradients, and the adversary when the attack forges vectors.
 
@@ -427,6 +455,8 @@ def workers_and_adversary(
         data_attack=poisoner,
         attack_params=params,
         generator=seeded(seed, "batches"),
+        augment=augment,
+        augment_generator=seeded(seed, "augment", x.device) if augment else None,
     )
     adversary = None
     if forger is not None:

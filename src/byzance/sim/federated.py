@@ -163,6 +163,7 @@ class FederatedSimulator(Composition):
         task: str = "classification",
         num_classes: int = 0,
         seed: int = 0,
+        augment: str | None = None,
     ) -> None:
         if byzantine_sampling not in ("fixed", "random"):
             raise InvalidParameterError(
@@ -184,6 +185,7 @@ class FederatedSimulator(Composition):
             loss_fn=self.loss_fn,
             num_classes=num_classes,
             seed=seed,
+            augment=augment,
         )
         self.sampler = ClientSampler(
             len(shards),

@@ -143,6 +143,7 @@ class MultiServerSimulator(Composition):
         task: str = "classification",
         num_classes: int = 0,
         seed: int = 0,
+        augment: str | None = None,
     ) -> None:
         if servers < 1 or not 0 <= byzantine_servers < servers:
             raise InvalidParameterError(
@@ -178,6 +179,7 @@ class MultiServerSimulator(Composition):
             loss_fn=self.loss_fn,
             num_classes=num_classes,
             seed=seed,
+            augment=augment,
             attack_generator=attack_gen,
         )
         self.computing = self.workers.count

@@ -86,6 +86,7 @@ class SyncSimulator(Composition):
         num_classes: int = 0,
         seed: int = 0,
         rates: list[float] | None = None,
+        augment: str | None = None,
     ) -> None:
         self.model, self.loss_fn, self.num_classes = model, loss_for(task), num_classes
         self.n, self.byzantine, self.f = len(shards), byzantine, f
@@ -103,6 +104,7 @@ class SyncSimulator(Composition):
             loss_fn=self.loss_fn,
             num_classes=num_classes,
             seed=seed,
+            augment=augment,
         )
         self.momentum = WorkerMomentum(worker_momentum, worker_momentum_form)
         self.aggregation = Aggregation(rule, f, seeded(seed, "rule"))
