@@ -168,11 +168,12 @@ class Workers:
         self,
         idx: torch.Tensor,
         rows: torch.Tensor | None = None,
-        params: torch.Tensor | None = None,
+        params: torch.Tensor | dict[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Gradients (k, d) and losses (k,) of the workers ``rows`` (k,) on batches ``idx`` (k, B).
 
-        ``rows`` defaults to ``0 .. k - 1``; ``params`` (k, d) gives each its own parameters.
+        ``rows`` defaults to ``0 .. k - 1``; ``params`` (k, d) gives each its own parameters
+        (per parameter, ``{name: (k, *shape)}``: the gradients then come the same way).
         """
         if rows is None:
             rows = torch.arange(len(idx))

@@ -215,20 +215,27 @@ class FederatedSimulator(Composition):
 
         The losses are those of each client's first batch, at the server's model.
         """
-        theta = flatten_params(self.model)
-        params = theta.expand(len(clients), -1).clone()
-        velocity: torch.Tensor | None = None
+        k = len(clients)
+        # Per-parameter tensors (k, *shape): stepped in place, concatenated once at the end.
+        params = {
+            name: p.detach().expand(k, *p.shape).clone()
+            for name, p in self.model.named_parameters()
+        }
+        velocity: dict[str, torch.Tensor] = {}
         first_losses: torch.Tensor | None = None
         for _ in range(self.local_steps):
             grads, losses = self.workers.gradients(self.workers.draw(clients), clients, params)
             if first_losses is None:
                 first_losses = losses
-            if self.local_momentum:
-                velocity = grads if velocity is None else velocity.mul_(self.local_momentum) + grads
-                grads = velocity
-            params.sub_(self.local_lr * grads)
+            for name, g in grads.items():
+                if self.local_momentum:
+                    if name in velocity:
+                        g = velocity[name].mul_(self.local_momentum).add_(g)
+                    velocity[name] = g
+                params[name].sub_(g, alpha=self.local_lr)
         assert first_losses is not None  # local_steps >= 1
-        return theta - params, first_losses
+        theta = flatten_params(self.model)
+        return theta - torch.cat([p.reshape(k, -1) for p in params.values()], dim=1), first_losses
 
     def step(self) -> RoundStats:
         honest_ids, byzantine_ids = self.sampler.draw()

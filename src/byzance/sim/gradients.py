@@ -41,7 +41,7 @@ def worker_gradients(
     x: torch.Tensor,
     y: torch.Tensor,
     l2: float = 0.0,
-    params: torch.Tensor | None = None,
+    params: torch.Tensor | dict[str, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients and losses of k workers on their own batches, in one vmap call.
 
@@ -53,13 +53,19 @@ def worker_gradients(
         y: their targets, shape (k, B).
         l2: each worker's objective adds (l2 / 2) |theta|^2 (part of what is
             aggregated, unlike the server optimizer's weight decay).
-        params: each worker's own flat parameters, shape (k, d); None: the model's.
+        params: each worker's own flat parameters, shape (k, d), or per-parameter
+            tensors ``{name: (k, *shape)}``; None: the model's.
 
     Returns:
         Flat gradients (k, d) in ``named_parameters`` order, and losses (k,).
+        With ``params`` given per parameter, the gradients come the same way,
+        ``{name: (k, *shape)}``: a caller stepping them (federated local
+        steps) then never concatenates the (k, d) matrix.
     """
     if params is None:
         shared, in_dims = {name: p.detach() for name, p in model.named_parameters()}, None
+    elif isinstance(params, dict):
+        shared, in_dims = params, 0
     else:
         shared, in_dims = unflatten_params(model, params), 0
 
@@ -70,6 +76,8 @@ def worker_gradients(
         return loss
 
     grads, losses = vmap(grad_and_value(batch_loss), in_dims=(in_dims, 0, 0))(shared, x, y)
+    if isinstance(params, dict):
+        return grads, losses
     k = x.shape[0]
     return torch.cat([g.reshape(k, -1) for g in grads.values()], dim=1), losses
 
