@@ -167,9 +167,23 @@ def test_a_table_axis_sets_several_keys_together(tmp_path):
     assert "attack=ipm" in ipm.name and "epsilon=100.0" in ipm.name
 
 
-def test_shipped_grids_are_valid():
+def test_shipped_grids_are_valid(tmp_path, monkeypatch):
+    import pickle
     from pathlib import Path
 
+    import numpy as np
+
+    # The CIFAR-10 grid reads $BYZANCE_DATA_DIR: a small folder in the real format.
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {
+            b"data": rng.integers(0, 256, (60, 3072), dtype=np.uint8),
+            b"labels": [int(v) for v in rng.integers(0, 10, 60)],
+        }
+        (folder / name).write_bytes(pickle.dumps(batch))
+    monkeypatch.setenv("BYZANCE_DATA_DIR", str(tmp_path))
     grids = sorted((Path(__file__).parents[2] / "examples" / "grids").glob("*.toml"))
     assert len(grids) >= 4
     for path in grids:
