@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "byzance"
 # Lowest first. Packages on one layer must not import each other.
 LAYERS: list[set[str]] = [
     {"errors"},
-    {"registry"},
+    {"registry", "devices"},
     {"data", "models"},
     {"aggregators"},
     {"attacks"},

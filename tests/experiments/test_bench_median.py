@@ -27,7 +27,7 @@ def test_ms_is_the_median_and_min_ms_the_minimum(monkeypatch):
     script = [100.0, 3.0, 1.0, 50.0, 7.0, 2.0]
     calls: dict[int, int] = {}
 
-    def fake_elapsed(fn: Callable[[], Any]) -> float:
+    def fake_elapsed(fn: Callable[[], Any], device: Any = None) -> float:
         fn()
         i = calls[id(fn)] = calls.get(id(fn), -1) + 1
         return script[i]
@@ -46,7 +46,7 @@ def test_an_even_number_of_repeats_averages_the_middle_two(monkeypatch):
     script = [100.0, 4.0, 1.0, 8.0, 2.0]
     calls: dict[int, int] = {}
 
-    def fake_elapsed(fn: Callable[[], Any]) -> float:
+    def fake_elapsed(fn: Callable[[], Any], device: Any = None) -> float:
         fn()
         i = calls[id(fn)] = calls.get(id(fn), -1) + 1
         return script[i]

@@ -243,9 +243,15 @@ def bench_cases(n: int, rules: Iterable[str] | None = None) -> list[Case]:
 
 
 # -- timing --------------------------------------------------------------------------
-def _elapsed_ms(fn: Callable[[], Any]) -> float:
+def _elapsed_ms(fn: Callable[[], Any], device: torch.device | None = None) -> float:
+    """Wall time of ``fn()`` in ms; on CUDA, from a synchronized start to a synchronized end."""
+    cuda = device is not None and device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
     start = time.perf_counter()
     fn()  # the result is dropped at once: no copies pile up
+    if cuda:
+        torch.cuda.synchronize(device)
     return 1e3 * (time.perf_counter() - start)
 
 
@@ -257,6 +263,7 @@ def run_bench(
     *,
     seed: int = 0,
     threads: int | None = None,
+    device: str = "cpu",
 ) -> list[BenchRow]:
     """Time the floors and every rule (or ``rules``) on float32 ``randn(n, d)`` for each n and d.
 
@@ -268,7 +275,11 @@ def run_bench(
     unknown rule name raises :class:`~byzance.errors.UnknownNameError` before
     anything is timed. ``threads`` sets torch's intra-op threads for the run
     (default: as they are); on a loaded machine one thread times more steadily.
+    ``device``: where the inputs live (``"cuda"``: every time is synchronized).
     """
+    from byzance.devices import resolve_device
+
+    where = resolve_device(device)
     cases_by_n = {n: bench_cases(n, rules) for n in ns}  # validates the names first
     previous = torch.get_num_threads()
     if threads is not None:
@@ -277,16 +288,18 @@ def run_bench(
         rows: list[BenchRow] = []
         for n, cases in cases_by_n.items():
             for d in ds:
-                rows += _bench_size(cases, n, d, max(1, repeat), seed)
+                rows += _bench_size(cases, n, d, max(1, repeat), seed, where)
         return rows
     finally:
         torch.set_num_threads(previous)
 
 
-def _bench_size(cases: list[Case], n: int, d: int, repeat: int, seed: int) -> list[BenchRow]:
+def _bench_size(
+    cases: list[Case], n: int, d: int, repeat: int, seed: int, device: torch.device
+) -> list[BenchRow]:
     from byzance.errors import ByzanceError
 
-    x = torch.randn(n, d, generator=torch.Generator().manual_seed(seed))
+    x = torch.randn(n, d, generator=torch.Generator().manual_seed(seed)).to(device)
     measured: dict[str, dict[str, Any]] = {}
     jobs: dict[tuple[str, str], Callable[[], Any]] = {}
     for case in cases:
@@ -295,7 +308,7 @@ def _bench_size(cases: list[Case], n: int, d: int, repeat: int, seed: int) -> li
             continue
         job = functools.partial(case.run, x)
         try:
-            out["first_ms"] = _elapsed_ms(job)
+            out["first_ms"] = _elapsed_ms(job, device)
         except ByzanceError as err:  # e.g. a rule refusing this size: reported, not fatal
             out["note"] = f"{type(err).__name__}: {err}"
             continue
@@ -308,7 +321,7 @@ def _bench_size(cases: list[Case], n: int, d: int, repeat: int, seed: int) -> li
     times: dict[tuple[str, str], list[float]] = {key: [] for key in jobs}
     for _ in range(repeat):
         for key, job in jobs.items():
-            times[key].append(_elapsed_ms(job))
+            times[key].append(_elapsed_ms(job, device))
     for (name, key), values in times.items():
         measured[name][key] = statistics.median(values)
         if key == "ms":

@@ -12,7 +12,6 @@ arithmetic, the way a per-client implementation runs it).
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass
 
 TARGET_SPEEDUP = 3.0  # vectorized round vs the per-client loop, MLP, 10 clients x 5 steps
@@ -35,16 +34,6 @@ class FederatedBenchRow:
         return self.loop_ms / self.vectorized_ms
 
 
-def _median_ms(fn, repeat: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * sorted(times)[len(times) // 2]
-
-
 def run_federated_bench(
     *,
     model: str = "mlp",
@@ -53,19 +42,25 @@ def run_federated_bench(
     batch: int = 32,
     threads: int = 1,
     repeat: int = 5,
+    device: str = "cpu",
 ) -> FederatedBenchRow:
     """Time one round both ways (median of ``repeat``), on random MNIST-shaped data."""
+    import statistics
+
     import torch
     import torch.nn.functional as F
 
     from byzance import aggregators, models
+    from byzance.devices import resolve_device
+    from byzance.experiments.bench_sim import best_ms
     from byzance.sim.federated import FederatedSimulator
 
+    where = resolve_device(device)
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    net = models.build(model, (1, 28, 28), 10)
-    x = torch.randn(clients * 100, 1, 28, 28)
-    y = torch.randint(0, 10, (clients * 100,))
+    net = models.build(model, (1, 28, 28), 10).to(where)
+    x = torch.randn(clients * 100, 1, 28, 28).to(where)
+    y = torch.randint(0, 10, (clients * 100,)).to(where)
     shards = list(torch.arange(len(x)).chunk(clients))
     sim = FederatedSimulator(
         net,
@@ -92,11 +87,13 @@ def run_federated_bench(
             opt = torch.optim.SGD(local.parameters(), lr=0.05, momentum=0.9)
             for idx in batches:
                 opt.zero_grad()
-                F.cross_entropy(local(x[idx[client]]), y[idx[client]]).backward()
+                rows = idx[client].to(where)
+                F.cross_entropy(local(x[rows]), y[rows]).backward()
                 opt.step()
 
-    vectorized = _median_ms(lambda: sim.local_training(ids), repeat)
-    loop = _median_ms(looped, repeat)
+    median = statistics.median
+    vectorized = best_ms(lambda: sim.local_training(ids), repeat, where, median)
+    loop = best_ms(looped, repeat, where, median)
     return FederatedBenchRow(model, clients, local_steps, batch, threads, vectorized, loop)
 
 

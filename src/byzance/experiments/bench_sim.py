@@ -41,34 +41,50 @@ class SimBenchRow:
         return 1e3 / self.vectorized_ms
 
 
-def _best_ms(fn, repeat: int) -> float:
+def best_ms(fn, repeat: int, device=None, reduce=min) -> float:
+    """``reduce`` (min, or a median) of ``repeat`` timed calls of ``fn`` after a warm-up (ms).
+
+    On CUDA every call is timed between two synchronizations.
+    """
+    import torch
+
+    def sync() -> None:
+        if device is not None and device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     fn()  # warm-up
     times = []
     for _ in range(repeat):
+        sync()
         start = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - start)
-    return 1e3 * min(times)
+    return 1e3 * reduce(times)
 
 
-def _measure(args: tuple[str, int, int, int, int]) -> SimBenchRow:
-    model_name, n, batch, threads, repeat = args
+def _measure(args: tuple[str, int, int, int, int, str]) -> SimBenchRow:
+    model_name, n, batch, threads, repeat, device_spec = args
     import torch
     import torch.nn.functional as F
 
     from byzance import models
+    from byzance.devices import peak_memory_mib, resolve_device
     from byzance.sim import loop_gradients, worker_gradients
 
+    device = resolve_device(device_spec)
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = models.build(model_name, (1, 28, 28), 10)
-    x = torch.randn(n, batch, 1, 28, 28)
-    y = torch.randint(0, 10, (n, batch))
+    model = models.build(model_name, (1, 28, 28), 10).to(device)
+    x = torch.randn(n, batch, 1, 28, 28).to(device)
+    y = torch.randint(0, 10, (n, batch)).to(device)
     big_x, big_y = x.reshape(1, n * batch, 1, 28, 28), y.reshape(1, n * batch)
-    vectorized = _best_ms(lambda: worker_gradients(model, F.cross_entropy, x, y), repeat)
-    loop = _best_ms(lambda: loop_gradients(model, F.cross_entropy, x, y), repeat)
-    single = _best_ms(lambda: loop_gradients(model, F.cross_entropy, big_x, big_y), repeat)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    vectorized = best_ms(lambda: worker_gradients(model, F.cross_entropy, x, y), repeat, device)
+    loop = best_ms(lambda: loop_gradients(model, F.cross_entropy, x, y), repeat, device)
+    single = best_ms(lambda: loop_gradients(model, F.cross_entropy, big_x, big_y), repeat, device)
+    peak = peak_memory_mib(device)
+    if peak is None:  # the CPU: the process's resident high-water mark
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return SimBenchRow(model_name, n, batch, threads, vectorized, loop, single, peak)
 
 
@@ -79,13 +95,17 @@ def run_sim_bench(
     batch: int = 32,
     threads: int = 1,
     repeat: int = 5,
+    device: str = "cpu",
 ) -> list[SimBenchRow]:
-    """One row per n, each measured in a fresh process (one at a time, so timings are not shared)."""
+    """One row per n, each measured in a fresh process (one at a time, so timings are not shared).
+
+    ``device``: where the model and batches live; peak memory is the device's on CUDA.
+    """
     context = multiprocessing.get_context("spawn")
     rows = []
     for n in ns:
         with context.Pool(1) as pool:
-            rows.append(pool.apply(_measure, ((model, n, batch, threads, repeat),)))
+            rows.append(pool.apply(_measure, ((model, n, batch, threads, repeat, device),)))
     return rows
 
 

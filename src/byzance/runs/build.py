@@ -34,10 +34,15 @@ def build_training(
 ) -> tuple[Any, list[torch.Tensor], torch.nn.Module, torch.optim.SGD]:
     """The data set, one shard of training indices per worker, the model, the server's SGD.
 
-    The model is initialized from the seed, so every process builds the same one.
+    The model is initialized from the seed (on the CPU, so every process and
+    every device starts from the same one), then the model and the data sets'
+    tensors move to the config's device; the shards (indices) stay on the CPU.
     """
+    import dataclasses
+
     from byzance.data import load as load_dataset
     from byzance.data import partition
+    from byzance.devices import resolve_device
 
     data = load_dataset(
         config.dataset,
@@ -56,6 +61,16 @@ def build_training(
     )
     torch.manual_seed(config.seed)
     model = models.build(config.model, data.input_shape, data.num_classes, **config.model_params)
+    device = resolve_device(config.device)
+    if device.type != "cpu":
+        model = model.to(device)
+        data = dataclasses.replace(
+            data,
+            **{
+                name: getattr(data, name).to(device)
+                for name in ("x_train", "y_train", "x_test", "y_test")
+            },
+        )
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
@@ -82,6 +97,7 @@ def build_simulator(
         num_classes=data.num_classes,
         seed=config.seed,
         augment=data.augment,
+        precision=config.precision,
     )
     training = (model, data.x_train, data.y_train, shards)
     # Honest workers' delay rates: the last slow_workers ones are slow.

@@ -55,6 +55,7 @@ class ConfigToleranceError(ConfigError, ToleranceError):
 
 PARTITIONS = ("iid", "dirichlet", "extreme", "shards")
 MOMENTUM_FORMS = ("ema", "heavy_ball")  # byzance.sim.core.MOMENTUM_FORMS, without torch
+PRECISIONS = ("fp32", "bf16")  # byzance.sim.core.PRECISIONS
 SCHEDULES = ("constant", "cosine", "step")
 TOPOLOGIES = ("parameter_server", "decentralized")
 MODES = ("sync", "async")
@@ -121,6 +122,12 @@ class RunConfig:
         "local steps (a step is a round)",
         choices=ALGORITHMS,
     )
+    device: str = key(
+        "auto",
+        "run",
+        "auto (CUDA when available, else the CPU), cpu, cuda or cuda:N; under torchrun each "
+        "rank of a CUDA run takes its LOCAL_RANK device",
+    )
     eval_every: int = key(50, "run", "evaluate on the test set every this many steps", ge=1)
     checkpoint_every: int = key(100, "run", "save a checkpoint every this many steps", ge=1)
     out_dir: str = key("runs/run", "run", "the run directory (config, metrics, checkpoints, plots)")
@@ -157,6 +164,13 @@ class RunConfig:
     batch_size: int = key(32, "participants", "samples per worker per step", ge=1, le=1_000_000)
     worker_momentum: float = key(
         0.0, "participants", "momentum each worker applies before sending", ge=0, lt=1
+    )
+    precision: str = key(
+        "fp32",
+        "participants",
+        "bf16: the workers' forward and backward under bfloat16 autocast (the aggregation "
+        "stays float32)",
+        choices=PRECISIONS,
     )
     worker_momentum_form: str = key(
         "ema",

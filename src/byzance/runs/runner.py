@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from byzance.devices import peak_memory_mib
 from byzance.runs.build import build_simulator, build_training, with_optimum_distance
 from byzance.runs.config import ConfigError, RunConfig, load, validate
 from byzance.runs.report import write_report
@@ -72,6 +73,7 @@ class Run:
         self.out = self.dir.out
         self.data, shards, self.model, optimizer = build_training(config)
         self.sim = build_simulator(config, self.data, shards, self.model, optimizer)
+        self.device = next(self.model.parameters()).device
 
     # -- checkpoints -----------------------------------------------------------------------
     def save_checkpoint(self, elapsed_s: float) -> None:
@@ -124,6 +126,9 @@ class Run:
                 row: dict[str, Any] = {"step": step, "lr": self._lr(), **_stats_row(stats)}
                 elapsed = before + time.perf_counter() - started
                 row["elapsed_s"] = elapsed
+                peak = peak_memory_mib(self.device)
+                if peak is not None:
+                    row["peak_memory_mib"] = peak
                 if step % cfg.eval_every == 0 or step == cfg.steps:
                     row.update(self.evaluate())
                 log.write(json.dumps(row) + "\n")

@@ -40,6 +40,7 @@ def validate(config: RunConfig) -> RunConfig:
     from byzance import aggregators
 
     SCHEMA.check(config)
+    _check_device(config)
     if ">" in config.aggregator:  # "nnm>trimmed_mean" is shorthand for preaggregators
         *pre, last = [s.strip() for s in config.aggregator.split(">")]
         config.preaggregators = [*config.preaggregators, *pre]
@@ -95,6 +96,15 @@ def _check_counts(config: RunConfig) -> None:
             f"kardam requires n >= 3f + 1 workers to tolerate f Byzantine ones: f={config.tolerated} "
             f"needs at least n={3 * config.tolerated + 1}, got n={config.workers}."
         )
+
+
+def _check_device(config: RunConfig) -> None:
+    from byzance.devices import check_device_spec
+
+    try:
+        check_device_spec(config.device)
+    except ByzanceError as err:
+        raise ConfigError(f"config key 'device': {err}") from None
 
 
 def _check_federated(config: RunConfig) -> None:

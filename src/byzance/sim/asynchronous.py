@@ -167,6 +167,7 @@ class AsyncSimulator(Composition):
         num_classes: int = 0,
         seed: int = 0,
         augment: str | None = None,
+        precision: str = "fp32",
     ) -> None:
         self.model, self.loss_fn, self.num_classes = model, loss_for(task), num_classes
         self.n, self.byzantine, self.f = len(shards), byzantine, f
@@ -194,6 +195,7 @@ class AsyncSimulator(Composition):
             num_classes=num_classes,
             seed=seed,
             augment=augment,
+            precision=precision,
             forgers_compute=True,
             forged_rows=1,
         )
@@ -233,7 +235,7 @@ class AsyncSimulator(Composition):
         for row, w in enumerate(workers):
             queue.push(self.clock.now + self.clock.delay(w), w, grads[row], at, float(losses[row]))
         if queue.latest_honest is None:
-            queue.latest_honest = torch.zeros(self.honest, grads.shape[1], dtype=grads.dtype)
+            queue.latest_honest = grads.new_zeros(self.honest, grads.shape[1])
         for row, w in enumerate(workers):
             if w < self.honest:  # what omniscient attackers see: each honest worker's latest
                 queue.latest_honest[w] = grads[row]

@@ -130,6 +130,9 @@ class Workers:
         augment: the data set's training augmentation (:mod:`byzance.data.augment`,
             e.g. ``"crop_flip"``), applied to every batch drawn; None: none.
         augment_generator: its random stream (the ``augment`` stream).
+        precision: ``"fp32"``, or ``"bf16"``: the workers' forward and backward
+            under ``torch.autocast`` in bfloat16 (parameters, gradients and the
+            aggregation stay float32).
     """
 
     def __init__(
@@ -149,7 +152,13 @@ class Workers:
         generator: torch.Generator,
         augment: str | None = None,
         augment_generator: torch.Generator | None = None,
+        precision: str = "fp32",
     ) -> None:
+        if precision not in PRECISIONS:
+            raise InvalidParameterError(
+                f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}."
+            )
+        self.precision = precision
         self.model, self.x, self.y = model, x, y
         self.augment = None if augment is None else augmentations.get(augment)
         self.augment_generator = augment_generator if augment is not None else None
@@ -177,15 +186,17 @@ class Workers:
         """
         if rows is None:
             rows = torch.arange(len(idx))
+        idx = idx.to(self.x.device)  # drawn on the CPU: the same batches on every device
         xb, yb = self.x[idx], self.y[idx].clone()
         if self.augment is not None:
             xb = self.augment(xb, self.augment_generator)
-        poisoned = rows >= self.honest
+        poisoned = (rows >= self.honest).to(yb.device)
         if self.data_attack is not None and bool(poisoned.any()):
             yb[poisoned] = self.data_attack(
                 yb[poisoned], num_classes=self.num_classes, **self.attack_params
             )
-        return worker_gradients(self.model, self.loss_fn, xb, yb, self.l2, params=params)
+        with torch.autocast(xb.device.type, torch.bfloat16, enabled=self.precision == "bf16"):
+            return worker_gradients(self.model, self.loss_fn, xb, yb, self.l2, params=params)
 
     def state_dict(self) -> dict[str, Any]:
         state = {"generator": self.generator.get_state()}
@@ -204,6 +215,7 @@ class Workers:
 
 
 MOMENTUM_FORMS = ("ema", "heavy_ball")
+PRECISIONS = ("fp32", "bf16")
 
 
 class WorkerMomentum:
@@ -232,6 +244,8 @@ class WorkerMomentum:
         """The vectors sent for the gradients ``grads`` (k, d), shape (k, d)."""
         if not self.beta:
             return grads
+        if self.momentum is not None and self.momentum.device != grads.device:
+            self.momentum = self.momentum.to(grads.device)  # restored from a CPU checkpoint
         if self.momentum is None:
             self.momentum = grads
         elif self.form == "ema":
@@ -430,6 +444,7 @@ def workers_and_adversary(
     forged_rows: int | None = None,
     attack_generator: torch.Generator | None = None,
     augment: str | None = None,
+    precision: str = "fp32",
 ) -> tuple[Workers, Adversary | None]:
     """The workers that compute gradients, and the adversary when the attack forges vectors.
 
@@ -458,6 +473,7 @@ def workers_and_adversary(
         generator=seeded(seed, "batches"),
         augment=augment,
         augment_generator=seeded(seed, "augment", x.device) if augment else None,
+        precision=precision,
     )
     adversary = None
     if forger is not None:

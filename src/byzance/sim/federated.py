@@ -164,6 +164,7 @@ class FederatedSimulator(Composition):
         num_classes: int = 0,
         seed: int = 0,
         augment: str | None = None,
+        precision: str = "fp32",
     ) -> None:
         if byzantine_sampling not in ("fixed", "random"):
             raise InvalidParameterError(
@@ -186,6 +187,7 @@ class FederatedSimulator(Composition):
             num_classes=num_classes,
             seed=seed,
             augment=augment,
+            precision=precision,
         )
         self.sampler = ClientSampler(
             len(shards),
@@ -268,7 +270,7 @@ class FederatedSimulator(Composition):
         else:
             inputs = updates
         aggregate = self.aggregation(inputs)
-        byzantine_rows = torch.arange(len(inputs)) >= h
+        byzantine_rows = torch.arange(len(inputs), device=inputs.device) >= h
         stats = step_stats(
             self.rule,
             self.f,

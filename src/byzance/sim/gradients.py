@@ -21,7 +21,7 @@ def set_flat_grad(model: nn.Module, flat: torch.Tensor) -> None:
     offset = 0
     for p in model.parameters():
         k = p.numel()
-        p.grad = flat[offset : offset + k].view_as(p).to(p.dtype, copy=True)
+        p.grad = flat[offset : offset + k].view_as(p).to(device=p.device, dtype=p.dtype, copy=True)
         offset += k
 
 

@@ -144,6 +144,7 @@ class MultiServerSimulator(Composition):
         num_classes: int = 0,
         seed: int = 0,
         augment: str | None = None,
+        precision: str = "fp32",
     ) -> None:
         if servers < 1 or not 0 <= byzantine_servers < servers:
             raise InvalidParameterError(
@@ -180,6 +181,7 @@ class MultiServerSimulator(Composition):
             num_classes=num_classes,
             seed=seed,
             augment=augment,
+            precision=precision,
             attack_generator=attack_gen,
         )
         self.computing = self.workers.count

@@ -87,6 +87,7 @@ class SyncSimulator(Composition):
         seed: int = 0,
         rates: list[float] | None = None,
         augment: str | None = None,
+        precision: str = "fp32",
     ) -> None:
         self.model, self.loss_fn, self.num_classes = model, loss_for(task), num_classes
         self.n, self.byzantine, self.f = len(shards), byzantine, f
@@ -105,6 +106,7 @@ class SyncSimulator(Composition):
             num_classes=num_classes,
             seed=seed,
             augment=augment,
+            precision=precision,
         )
         self.momentum = WorkerMomentum(worker_momentum, worker_momentum_form)
         self.aggregation = Aggregation(rule, f, seeded(seed, "rule"))
@@ -143,7 +145,7 @@ class SyncSimulator(Composition):
         else:
             inputs = sent
         aggregate = self.aggregation(inputs)
-        byzantine_rows = torch.arange(len(inputs)) >= self.honest
+        byzantine_rows = torch.arange(len(inputs), device=inputs.device) >= self.honest
         stats = step_stats(
             self.rule,
             self.f,
