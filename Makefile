@@ -70,3 +70,9 @@ $(PEERS_STAMP): pyproject.toml constraints.txt
 .PHONY: bench-peers
 bench-peers: $(PEERS_STAMP)
 	$(PEERS_VENV)/bin/python -m benchmarks.peers
+
+# The GPU check (about 5 minutes on one GPU; needs a CUDA build of torch): CUDA tests,
+# rules and the simulated step on CUDA, a short ResNet-20 run, robust_step over NCCL.
+.PHONY: gpu-check
+gpu-check: setup
+	bash benchmarks/gpu_check.sh
