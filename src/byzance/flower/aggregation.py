@@ -149,7 +149,11 @@ class RobustAggregator:
         *,
         rule_params: Mapping[str, Any] | None = None,
         on: On = "updates",
+        device: str = "cpu",
     ) -> None:
+        from byzance.devices import resolve_device
+
+        self.device = resolve_device(device)  # where the (n, d) replies are aggregated
         self.rule = aggregators.get(rule, **dict(rule_params or {}))
         if self.rule.kind != "aggregator":
             raise InvalidParameterError(
@@ -231,10 +235,12 @@ class RobustAggregator:
                 f"{faulty} malformed); {self.rule.name} needs at least {self.rule.min_n(f)}."
             )
         dtype = layout.compute_dtype()
-        x = torch.from_numpy(layout.flatten([a for _, a in usable], dtype))  # (n, d)
+        x = torch.from_numpy(layout.flatten([a for _, a in usable], dtype)).to(
+            self.device
+        )  # (n, d)
         ref = None
         if self.on == "updates":
-            ref = torch.from_numpy(layout.flatten([reference], dtype)[0])  # (d,)
+            ref = torch.from_numpy(layout.flatten([reference], dtype)[0]).to(self.device)  # (d,)
             x -= ref
         finite = torch.isfinite(x).all(dim=1)
         report.aggregated = [
@@ -257,7 +263,7 @@ class RobustAggregator:
             self.center = out
         if ref is not None:
             out = out + ref
-        return layout.unflatten(out.numpy()), report
+        return layout.unflatten(out.cpu().numpy()), report
 
 
 def clients_per_round(

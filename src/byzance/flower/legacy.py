@@ -50,12 +50,13 @@ class LegacyRobustStrategy(FedAvg):
         *,
         rule_params: Mapping[str, Any] | None = None,
         on: On = "updates",
+        device: str = "cpu",
         too_few: Literal["raise", "skip"] = "raise",
         min_fit_clients: int | None = None,
         min_available_clients: int | None = None,
         **fedavg_args: Any,
     ) -> None:
-        self.aggregator = RobustAggregator(rule, f, rule_params=rule_params, on=on)
+        self.aggregator = RobustAggregator(rule, f, rule_params=rule_params, on=on, device=device)
         min_fit_clients = clients_per_round(
             self.aggregator, min_fit_clients, "min_fit_clients", too_few
         )

@@ -50,6 +50,9 @@ class RobustStrategy(FedAvg):
         rule_params: the rule's parameters, e.g. ``{"selection": "krum"}``.
         on: ``"updates"`` (default) or ``"models"``; see
             :class:`byzance.flower.aggregation.RobustAggregator`.
+        device: where the round's replies are aggregated: ``"cpu"`` (default),
+            ``"cuda"``, ``"cuda:N"`` or ``"auto"``; the result comes back as numpy
+            arrays on the host.
         too_few: what a round with fewer usable replies than the rule needs
             (or more faulty replies than f) does: ``"raise"`` (default) a
             :class:`byzance.errors.ToleranceError` (or
@@ -76,12 +79,13 @@ class RobustStrategy(FedAvg):
         *,
         rule_params: Mapping[str, Any] | None = None,
         on: On = "updates",
+        device: str = "cpu",
         too_few: Literal["raise", "skip"] = "raise",
         min_train_nodes: int | None = None,
         min_available_nodes: int | None = None,
         **fedavg_args: Any,
     ) -> None:
-        self.aggregator = RobustAggregator(rule, f, rule_params=rule_params, on=on)
+        self.aggregator = RobustAggregator(rule, f, rule_params=rule_params, on=on, device=device)
         min_train_nodes = clients_per_round(
             self.aggregator, min_train_nodes, "min_train_nodes", too_few
         )
