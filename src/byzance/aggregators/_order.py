@@ -10,8 +10,12 @@ Here each statistic is written once, as a function of the n rows sorted
 coordinate-wise (a list of (d,) tensors, or one sorted (n, d) tensor). Two
 ways to get the sorted rows:
 
-- eager: ``torch.sort(x, dim=0)``; used for small inputs, other devices, or
-  when compilation is off or unavailable.
+- eager: ``torch.sort(x, dim=0)``; used for small inputs, every non-CPU
+  device, or when compilation is off or unavailable. On CUDA this is the
+  path: for the n <= 4096 values of each coordinate, torch sorts every column
+  in one segmented (bitonic, shared-memory) kernel, which reads the input
+  about once, and the statistic is a few elementwise passes over the sorted
+  (n, d) tensor; it runs on the input's device with no host synchronization.
 - compiled: Batcher's odd-even merge sorting network over the n rows
   (``torch.minimum``/``torch.maximum`` of whole rows), followed by the
   statistic, traced by ``torch.compile`` into one fused loop over d. The
@@ -20,7 +24,14 @@ ways to get the sorted rows:
   One kernel is compiled per (statistic, n, parameters, dtype); d is dynamic.
 
 ``BYZANCE_COMPILE=auto|always|never`` (or :func:`set_compile_mode`) chooses:
-``auto`` compiles CPU inputs of at least 2**20 elements.
+``auto`` compiles CPU inputs of at least 2**20 elements, ``always`` every CPU
+input. Only CPU kernels are compiled: a CUDA kernel from ``torch.compile``
+(Triton) is not built or tested by byzance's test suite, so CUDA inputs
+always take the eager path.
+
+float16 and bfloat16 inputs are sorted in their own dtype (the order is
+exact) and the statistic is computed in float32 (sums, midpoints, the
+median window's comparisons), then rounded once to the input dtype.
 """
 
 from __future__ import annotations
@@ -41,6 +52,12 @@ CompileMode = Literal["auto", "always", "never"]
 
 AUTO_MIN_ELEMENTS = 1 << 20
 MAX_NETWORK_ROWS = 128
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype sums are taken in for ``dtype``: float32 for float16/bfloat16, else itself."""
+    return torch.float32 if dtype in _HALF else dtype
 
 
 # -- statistics of coordinate-wise sorted rows ---------------------------------
@@ -124,15 +141,19 @@ def {name}(x):
         lo = torch.minimum(rows[i], rows[j])
         rows[j] = torch.maximum(rows[i], rows[j])
         rows[i] = lo
-    return STATISTIC(rows)
+    rows = [r.to(ACC) for r in rows]
+    return STATISTIC(rows).to(x.dtype)
 """
 
 
-def _network_kernel(statistic: Statistic, n: int, params: tuple[tuple[str, Any], ...]) -> Callable:
+def _network_kernel(
+    statistic: Statistic, n: int, params: tuple[tuple[str, Any], ...], dtype: torch.dtype
+) -> Callable:
     """A fresh Python function (its own code object, so its own compile cache)."""
     name = f"sorted_{statistic.__name__}_{n}"
     namespace: dict[str, Any] = {
         "torch": torch,
+        "ACC": accumulation_dtype(dtype),
         "PAIRS": odd_even_merge_network(n),
         "STATISTIC": functools.partial(statistic, **dict(params)),
     }
@@ -175,13 +196,17 @@ _init_mode_from_env()
 def _use_compiled(x: torch.Tensor) -> bool:
     if _compile_failed or _mode == "never" or not 2 <= x.shape[0] <= MAX_NETWORK_ROWS:
         return False
-    if _mode == "always":
-        return True
-    return x.device.type == "cpu" and x.numel() >= AUTO_MIN_ELEMENTS
+    if x.device.type != "cpu":  # compiled CUDA (Triton) kernels are not built or tested here
+        return False
+    return _mode == "always" or x.numel() >= AUTO_MIN_ELEMENTS
 
 
 def reduce_sorted(x: torch.Tensor, statistic: Statistic, **params: Any) -> torch.Tensor:
-    """Apply ``statistic`` to the rows of ``x`` (n, d) sorted coordinate-wise; shape (d,)."""
+    """Apply ``statistic`` to the rows of ``x`` (n, d) sorted coordinate-wise; shape (d,).
+
+    The result is on ``x``'s device, in ``x``'s dtype (computed in float32 for
+    half precision).
+    """
     global _compile_failed
     if _use_compiled(x):
         key = (
@@ -195,7 +220,7 @@ def reduce_sorted(x: torch.Tensor, statistic: Statistic, **params: Any) -> torch
             with _state_lock:
                 fn = _compiled.get(key)
                 if fn is None:
-                    kernel = _network_kernel(statistic, x.shape[0], key[2])
+                    kernel = _network_kernel(statistic, x.shape[0], key[2], x.dtype)
                     fn = _compiled[key] = torch.compile(kernel, dynamic=True)
             return fn(x.contiguous())
         except Exception as err:  # no C++ compiler, unsupported platform, ...
@@ -207,7 +232,11 @@ def reduce_sorted(x: torch.Tensor, statistic: Statistic, **params: Any) -> torch
                 RuntimeWarning,
                 stacklevel=3,
             )
-    return statistic(torch.sort(x, dim=0).values, **params)
+    rows = torch.sort(x, dim=0).values
+    acc = accumulation_dtype(x.dtype)
+    if acc != x.dtype:
+        rows = rows.to(acc)
+    return statistic(rows, **params).to(x.dtype)
 
 
 def coordinate_median(x: torch.Tensor) -> torch.Tensor:

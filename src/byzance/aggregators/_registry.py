@@ -277,10 +277,11 @@ class Pipeline(Rule):
         n = x.shape[0]
         x, f, kept = self._drop_nonfinite(x, f)
         self.check(x.shape[0], f, dropped=n - x.shape[0])
+        n_kept = x.shape[0]  # rows left after dropping the non-finite ones (no device sync)
         with torch.no_grad():
             for stage in self.stages:
                 stage_params = stage.defaults
-                if kept is not None and x.shape[0] == len(kept.nonzero()):
+                if kept is not None and x.shape[0] == n_kept:
                     # Still one row per kept input (bucketing changes that): per-row
                     # parameters lose the entries of the dropped inputs.
                     stage_params = _keep_rows(stage_params, stage.row_params, kept, n, stage.name)

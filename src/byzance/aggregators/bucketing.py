@@ -24,7 +24,8 @@ def _bucketing(
     Karimireddy, He, Jaggi, "Byzantine-Robust Learning on Heterogeneous
     Datasets via Bucketing", ICLR 2022. The permutation is drawn from
     ``generator`` (or a fresh generator seeded with ``seed``; else torch's
-    global generator), on the CPU so that runs repeat across devices. The
+    global CPU generator), on the CPU so that runs repeat across devices (a
+    CUDA generator draws on its device), and moved to the input's device. The
     next rule keeps the same f (each Byzantine input spoils at most one bucket).
 
     Args:
@@ -44,7 +45,10 @@ def _bucketing(
     n = x.shape[0]
     if generator is None and seed is not None:
         generator = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(n, generator=generator).to(x.device)
+    # Drawn on the generator's device (the CPU, unless a device generator is given), then
+    # moved to x's device: the same seed gives the same buckets on every device.
+    draw_on = generator.device if generator is not None else torch.device("cpu")
+    perm = torch.randperm(n, generator=generator, device=draw_on).to(x.device)
     m = math.ceil(n / s)
     bucket = torch.arange(n, device=x.device) // s
     sizes = torch.bincount(bucket, minlength=m).to(x.dtype)

@@ -34,21 +34,32 @@ def bulyan_selection(x: torch.Tensor, f: int, selection: str | Rule = "krum") ->
             f"bulyan: the selection rule {rule.name} has per-input parameters "
             f"({', '.join(rule.row_params)}), which do not follow the shrinking set of inputs."
         )
-    remaining = list(range(n))
-    chosen: list[int] = []
+    # The remaining inputs' indices stay on x's device, in increasing order: each round
+    # removes one by a device index, so no round synchronizes with the host.
+    remaining = torch.arange(n, device=x.device)
+    chosen: list[torch.Tensor] = []
     if rule.name == "krum" and not rule.defaults:
         dist = sq_distances(x)
         for _ in range(theta):
-            idx = torch.tensor(remaining, device=x.device)
-            best = int(krum_ranking(dist[idx][:, idx], f)[0])
-            chosen.append(remaining.pop(best))
-        return torch.tensor(chosen, device=x.device)
+            sub = dist.index_select(0, remaining).index_select(1, remaining)
+            best = krum_ranking(sub, f)[0]
+            chosen.append(remaining[best])
+            remaining = _without(remaining, best)
+        return torch.stack(chosen)
     for _ in range(theta):
-        rest = x[remaining]
+        rest = x.index_select(0, remaining)
         out = _apply(rule, rest, f)
-        nearest = int(torch.argmin(torch.linalg.vector_norm(rest - out, dim=1)))
-        chosen.append(remaining.pop(nearest))
-    return torch.tensor(chosen, device=x.device)
+        acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+        nearest = torch.argmin(torch.linalg.vector_norm(rest - out, dim=1, dtype=acc))
+        chosen.append(remaining[nearest])
+        remaining = _without(remaining, nearest)
+    return torch.stack(chosen)
+
+
+def _without(indices: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+    """``indices`` (m,) without the entry at ``position`` (a 0-d device tensor); shape (m - 1,)."""
+    keep = torch.arange(indices.shape[0] - 1, device=indices.device)
+    return indices[keep + (keep >= position)]
 
 
 def _apply(rule: Rule, x: torch.Tensor, f: int) -> torch.Tensor:

@@ -61,13 +61,15 @@ def _centered_clipping(
             f"iterations={iterations}."
         )
     n = x.shape[0]
+    acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
     v = _check_center(center, x)
     for _ in range(iterations):
-        radius = distances_to(x, v)
+        radius = distances_to(x, v, out_dtype=acc)  # float32 for half-precision inputs
         limit = radius.median() if tau is None else tau
         scale = torch.clamp(limit / radius.clamp(min=torch.finfo(radius.dtype).tiny), max=1.0)
-        # v + (sum_i s_i x_i - S v) / n as one product: (1 - S/n) v + (1/n) x^T s.
-        v = torch.addmv(v, x.T, scale, beta=1.0 - float(scale.sum()) / n, alpha=1.0 / n)
+        # v + (sum_i s_i x_i - S v) / n as one product: (1 - S/n) v + (1/n) x^T s, with
+        # S kept on the device (a Python beta would synchronize with the host).
+        v = torch.addmv(v * (1.0 - scale.sum() / n), x.T, scale.to(x.dtype), alpha=1.0 / n)
     return v
 
 

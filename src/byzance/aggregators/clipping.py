@@ -19,9 +19,16 @@ def clip_rows(
     pages when large (see :mod:`byzance.aggregators._alloc`).
     """
     if norms is None:
-        norms = torch.linalg.vector_norm(x, dim=1)
-    scale = torch.clamp(threshold / norms.clamp(min=torch.finfo(x.dtype).tiny), max=1.0)
-    return torch.mul(x, scale[:, None], out=empty_rows(x.shape, like=x))
+        norms = row_norms(x)
+    scale = torch.clamp(threshold / norms.clamp(min=torch.finfo(norms.dtype).tiny), max=1.0)
+    return torch.mul(x, scale.to(x.dtype)[:, None], out=empty_rows(x.shape, like=x))
+
+
+def row_norms(x: torch.Tensor) -> torch.Tensor:
+    """Euclidean norms (n,) of the rows of ``x`` (n, d); float32 for float16/bfloat16 inputs
+    (a float16 norm overflows above 65504, which finite rows easily reach)."""
+    acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    return torch.linalg.vector_norm(x, dim=1, dtype=acc)
 
 
 def _clipping(x: torch.Tensor, f: int, *, c: float = 1.0) -> torch.Tensor:
@@ -62,7 +69,7 @@ def _arc(x: torch.Tensor, f: int) -> torch.Tensor:
     k = (2 * f * (n - f)) // n
     if k == 0:
         return empty_rows(x.shape, like=x).copy_(x)
-    norms = torch.linalg.vector_norm(x, dim=1)
+    norms = row_norms(x)
     threshold = torch.sort(norms, descending=True).values[k]
     return clip_rows(x, threshold, norms)
 

@@ -34,35 +34,54 @@ def weiszfeld(
     its value, or after ``max_iter`` iterations. Each iteration reads the
     input twice (distances, then the weighted sum); the last one skips the
     distances of its stopping test.
+
+    Everything stays on ``x``'s device; each iteration synchronizes with the
+    host once (the objective, the weight on inputs at z and the weights' sum
+    together, which the stopping tests need), twice when z lies on an input.
+    float16/bfloat16 inputs are iterated in float32 (the weights 1/|z - x_i|
+    reach 1/nu, beyond float16's range) and the estimate is returned in the
+    input's dtype.
     """
+    dtype = x.dtype
+    if dtype in (torch.float16, torch.bfloat16):
+        x = x.float()
     n = x.shape[0]
     w = _check_weights(weights, n, x)
     z = coordinate_median(x) if init is None else _check_init(init, x)
     dist = distances_to(x, z)
-    objective = float(w @ dist)
+    beta, beta_sum, (objective, eta, total) = _weights_at(dist, w, nu)
     for iteration in range(1, max_iter + 1):
-        on_input = dist < nu
-        beta = torch.where(on_input, 0.0, w / dist.clamp(min=nu))
-        eta = float(w[on_input].sum())
-        if float(beta.sum()) == 0.0:  # every input with weight coincides with z
-            return z, iteration
+        if total == 0.0:  # every input with weight coincides with z
+            return z.to(dtype), iteration
         weighted = beta @ x
-        average = weighted / beta.sum()
+        average = weighted / beta_sum
         if eta > 0.0:
-            r = float(torch.linalg.vector_norm(weighted - beta.sum() * z))
+            r = float(torch.linalg.vector_norm(weighted - beta_sum * z))
             if r <= eta:
-                return z, iteration  # optimal at this input (Vardi-Zhang condition)
+                return z.to(dtype), iteration  # optimal at this input (Vardi-Zhang condition)
             z = (1.0 - eta / r) * average + (eta / r) * z
         else:
             z = average
         if iteration == max_iter:
-            return z, max_iter  # no stopping test left: skip its distance pass
+            return z.to(dtype), max_iter  # no stopping test left: skip its distance pass
         dist = distances_to(x, z)
-        new_objective = float(w @ dist)
+        beta, beta_sum, (new_objective, eta, total) = _weights_at(dist, w, nu)
         if abs(objective - new_objective) <= tol * max(new_objective, 1e-30):
-            return z, iteration
+            return z.to(dtype), iteration
         objective = new_objective
-    return z, max_iter
+    return z.to(dtype), max_iter
+
+
+def _weights_at(
+    dist: torch.Tensor, w: torch.Tensor, nu: float
+) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+    """Weiszfeld's weights beta (n,) and their sum at distances ``dist`` (n,), with
+    ``[objective, eta, sum of beta]`` read back in one host synchronization."""
+    on_input = dist < nu
+    beta = torch.where(on_input, 0.0, w / dist.clamp(min=nu))
+    beta_sum = beta.sum()
+    eta = torch.where(on_input, w, 0.0).sum()
+    return beta, beta_sum, torch.stack([w @ dist, eta, beta_sum]).tolist()
 
 
 def _check_weights(weights: Any, n: int, x: torch.Tensor) -> torch.Tensor:

@@ -72,7 +72,7 @@ def _krum(x: torch.Tensor, f: int) -> torch.Tensor:
         >>> krum(torch.tensor([[0.0], [1.0], [2.0], [3.0], [90.0]]), f=1)
         tensor([1.])
     """
-    return x[int(_select_krum(x, f)[0])].clone()
+    return x.index_select(0, _select_krum(x, f))[0]  # a device index: no host sync
 
 
 def _multi_krum(x: torch.Tensor, f: int, *, m: int | None = None) -> torch.Tensor:

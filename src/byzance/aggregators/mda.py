@@ -31,27 +31,38 @@ def _select_mda(x: torch.Tensor, f: int, *, max_subsets: int = 2_000_000) -> tor
     # subsets) go to the smaller sum of squared distances within the subset, which
     # does not depend on the order of the inputs; only exact ties on both keys go
     # to the first subset in lexicographic order.
-    best: tuple[float, float] | None = None
-    best_removed: tuple[int, ...] = ()
+    # The best subset so far stays on the device (its diameter, spread and kept mask):
+    # the chunks are compared there, with no host synchronization per chunk. Only the
+    # removed inputs of each chunk, enumerated on the host, are copied to the device.
+    best: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
     removals = itertools.combinations(range(n), f)
     while chunk := list(itertools.islice(removals, batch)):
         keep = torch.ones(len(chunk), n, dtype=torch.bool, device=x.device)
         if f:
-            rows = torch.arange(len(chunk)).repeat_interleave(f)
-            keep[rows, torch.tensor(chunk).flatten()] = False
+            rows = torch.arange(len(chunk), device=x.device).repeat_interleave(f)
+            keep[rows, torch.tensor(chunk, device=x.device).flatten()] = False
         pair = keep[:, :, None] & keep[:, None, :]
         inside = torch.where(pair, dist, 0.0)
         diameters = inside.amax(dim=(1, 2))
         spreads = inside.sum(dim=(1, 2))
         smallest = diameters.min()
         spreads = torch.where(diameters == smallest, spreads, math.inf)
-        i = int(torch.argmin(spreads))
-        candidate = (float(diameters[i]), float(spreads[i]))
-        if best is None or candidate < best:
-            best, best_removed = candidate, chunk[i]
-    keep = torch.ones(n, dtype=torch.bool)
-    keep[list(best_removed)] = False
-    return keep.nonzero().flatten().to(x.device)
+        i = torch.argmin(spreads)  # the first of the smallest: lexicographic order
+        candidate = (diameters[i], spreads[i], keep[i])
+        if best is None:
+            best = candidate
+        else:  # strictly better only: an equal later chunk loses, as in lexicographic order
+            better = (candidate[0] < best[0]) | (
+                (candidate[0] == best[0]) & (candidate[1] < best[1])
+            )
+            best = (
+                torch.where(better, candidate[0], best[0]),
+                torch.where(better, candidate[1], best[1]),
+                torch.where(better, candidate[2], best[2]),
+            )
+    assert best is not None  # C(n, f) >= 1
+    # The kept inputs in increasing order, n - f of them, without a nonzero() sync.
+    return torch.argsort((~best[2]).to(torch.uint8), stable=True)[: n - f]
 
 
 def _mda(x: torch.Tensor, f: int, *, max_subsets: int = 2_000_000) -> torch.Tensor:

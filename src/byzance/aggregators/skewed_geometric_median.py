@@ -73,9 +73,12 @@ def _skewed_geometric_median(
     if skew is None:
         z, _ = weiszfeld(x, weights, nu=nu, tol=tol, max_iter=max_iter)
         return z
+    dtype = x.dtype
+    if dtype in (torch.float16, torch.bfloat16):  # no half-precision solve; S x_i may overflow
+        x = x.float()
     s = check_skew(skew, x.shape[1], x)
     y, _ = weiszfeld(x @ s, weights, nu=nu, tol=tol, max_iter=max_iter)  # rows S x_i (S symmetric)
-    return torch.linalg.solve(s, y)
+    return torch.linalg.solve(s, y).to(dtype)
 
 
 skewed_geometric_median = register(

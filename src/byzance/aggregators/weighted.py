@@ -51,6 +51,9 @@ def _weighted_average(x: torch.Tensor, f: int, *, weights: Any = None) -> torch.
         tensor([1.])
     """
     w = check_weights(weights, x.shape[0], x, "weighted_average")
+    if x.dtype in (torch.float16, torch.bfloat16):  # normalized first: w @ x may overflow
+        wf = w.float()
+        return (wf / wf.sum()).to(x.dtype) @ x
     return (w @ x) / w.sum()
 
 

@@ -87,7 +87,10 @@ def _adaptive(
     """
     assert rule is not None  # checked by the wrapper (needs_rule)
     attack = _base_attack(base)
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    # One draw on the generator's device; the seed is read back (the search runs on the
+    # host), and the base attack redraws from a CPU generator: the same on every device.
+    device = generator.device if generator is not None else torch.device("cpu")
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=device))
     best = adaptive_search(honest, f, rule, base=base, seed=seed, span=span)
     gen = torch.Generator().manual_seed(seed)
     return attack.impl(honest, f, rule=None, generator=gen, **{attack.strength: best.scale})

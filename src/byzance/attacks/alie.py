@@ -38,10 +38,12 @@ def _alie(
     h = honest.shape[0]
     if z is None:
         z = alie_z(h + f, f)
-    mean = honest.mean(dim=0)
+    # float16/bfloat16: the squares are summed in float32 (they overflow float16 above 256).
+    acc = torch.float32 if honest.dtype in (torch.float16, torch.bfloat16) else honest.dtype
+    mean = honest.mean(dim=0, dtype=acc)
     # From the centered rows: torch.std(dim=0) reduces along a strided dimension, ~10x slower.
     std = ((honest - mean).square().sum(dim=0) / max(h - 1, 1)).sqrt()
-    return (mean - z * std).expand(f, -1).clone()
+    return (mean - z * std).to(honest.dtype).expand(f, -1).clone()
 
 
 alie = register(

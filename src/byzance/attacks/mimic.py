@@ -21,11 +21,12 @@ def _mimic(honest: torch.Tensor, f: int, *, rule=None, generator=None) -> torch.
         Shape (f, d).
     """
     centered = honest - honest.mean(dim=0)
+    if centered.dtype in (torch.float16, torch.bfloat16):
+        centered = centered.float()  # the Gram's sums overflow float16
     gram = (centered @ centered.T).double()
     _, vectors = torch.linalg.eigh(gram)  # top eigenvector of the Gram = projections on z
-    projections = vectors[:, -1].abs()
-    chosen = int(torch.argmax(projections))
-    return honest[chosen].expand(f, -1).clone()
+    chosen = torch.argmax(vectors[:, -1].abs()).reshape(1)  # a device index: no host sync
+    return honest.index_select(0, chosen).expand(f, -1).clone()
 
 
 mimic = register(

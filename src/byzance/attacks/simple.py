@@ -31,7 +31,10 @@ def _unit_direction(
             direction = "fixed"  # no mean to push against: a fixed direction instead
         if direction == "fixed":
             generator = torch.Generator().manual_seed(_seed(seed))
-        u = torch.randn(d, generator=generator, dtype=torch.float64).to(honest.device)
+        # Drawn on the generator's device (the CPU for "fixed"), then moved to honest's.
+        u = torch.randn(
+            d, generator=generator, dtype=torch.float64, device=_draw_device(generator, honest)
+        ).to(honest.device)
     else:
         u = torch.as_tensor(direction).to(device=honest.device, dtype=torch.float64)
         if u.shape != (d,) or not bool(torch.isfinite(u).all()) or float(u.norm()) == 0:
@@ -40,6 +43,12 @@ def _unit_direction(
                 f"got shape {tuple(u.shape)}."
             )
     return (u / u.norm()).to(honest.dtype)
+
+
+def _draw_device(generator: torch.Generator | None, honest: torch.Tensor) -> torch.device:
+    """Where random draws are made: the generator's device, else (torch's global
+    generator for that device) the honest vectors' device."""
+    return generator.device if generator is not None else honest.device
 
 
 def _seed(seed: object) -> int:
@@ -131,7 +140,13 @@ def _gaussian(
     """
     if sigma < 0:
         raise InvalidParameterError(f"gaussian: sigma must be >= 0; got {sigma}.")
-    noise = torch.randn(f, honest.shape[1], generator=generator, dtype=torch.float64)
+    noise = torch.randn(
+        f,
+        honest.shape[1],
+        generator=generator,
+        dtype=torch.float64,
+        device=_draw_device(generator, honest),
+    )
     return (mu + sigma * noise).to(honest)
 
 
