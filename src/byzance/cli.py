@@ -247,13 +247,21 @@ def grid(
     out: Annotated[
         Path | None, typer.Option(help="Output directory (default: the grid's).")
     ] = None,
-    jobs: Annotated[int, typer.Option(help="Parallel cells (default: number of cores).")] = 0,
+    jobs: Annotated[int, typer.Option(help="Parallel CPU cells (default: number of cores).")] = 0,
+    cells_per_device: Annotated[
+        int,
+        typer.Option(
+            help="CUDA cells at a time on each visible GPU (default: the grid file's, else 1)."
+        ),
+    ] = 0,
 ) -> None:
     """Run every cell of a grid (resumable), then write results.csv, results.md and heatmaps."""
-    from byzance.experiments.grid import load_grid, run_grid
+    from byzance.experiments.grid import check_cells_per_device, load_grid, run_grid
 
     with _clear_errors():
         spec = load_grid(config, out)
+        if cells_per_device:
+            spec.cells_per_device = check_cells_per_device(cells_per_device, "--cells-per-device")
     infeasible = [c for c in spec.cells if c.config is None]
     console.print(
         f"{spec.name}: {len(spec.cells)} cells, {len(infeasible)} infeasible (not run), "
@@ -320,6 +328,9 @@ def bench(
     rule: Annotated[list[str] | None, typer.Option(help="Only these rules (default: all).")] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads (sim: 1 by default).")] = None,
     attack: Annotated[str, typer.Option(help="lossy: the last rank's attack.")] = "none",
+    device: Annotated[
+        str, typer.Option(help="rules, sim: where the inputs live (auto, cpu, cuda, cuda:N).")
+    ] = "cpu",
 ) -> None:
     """Time every rule against its floor, the simulator against a loop, or processes (dist)."""
     if what in ("udp", "lossy"):
@@ -339,9 +350,16 @@ def bench(
         )
         from byzance.experiments.bench_sim import render_sim_bench, run_sim_bench
 
-        render_sim_bench(run_sim_bench(ns, repeat=repeat, threads=threads or 1), _wide_console())
+        with _clear_errors():
+            from byzance.devices import check_device_spec
+
+            check_device_spec(device)
+        render_sim_bench(
+            run_sim_bench(ns, repeat=repeat, threads=threads or 1, device=device), _wide_console()
+        )
         render_federated_bench(
-            run_federated_bench(repeat=repeat, threads=threads or 1), _wide_console()
+            run_federated_bench(repeat=repeat, threads=threads or 1, device=device),
+            _wide_console(),
         )
         return
     if what != "rules":
@@ -358,6 +376,7 @@ def bench(
             repeat=repeat,
             rules=tuple(rule) if rule else None,
             threads=threads,
+            device=device,
         )
     render_bench(rows, _wide_console())
 

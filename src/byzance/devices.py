@@ -57,6 +57,20 @@ def resolve_device(spec: str = "auto") -> torch.device:
     return torch.device(spec)
 
 
+def identity_device(device: str, cuda_available: bool) -> str:
+    """The kind of device a run computes on, as its identity sees it: ``"cpu"`` or ``"cuda"``.
+
+    The GPU's index is left out (``cuda:1`` is ``cuda``): a grid deals cells to
+    whichever GPU is free, and a run may resume on another GPU of the machine.
+    The kind stays: the CPU and CUDA draw different random streams from the same
+    seed, so a run moved from one to the other is another run. ``"auto"`` is
+    what it resolves to here.
+    """
+    if device == "auto":
+        return "cuda" if cuda_available else "cpu"
+    return device.split(":")[0]
+
+
 def available_devices() -> list[str]:
     """``["cpu"]``, plus ``"cuda"`` where CUDA is available: what device tests run over."""
     import torch

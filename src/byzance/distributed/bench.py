@@ -22,6 +22,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from byzance import aggregators, models
+from byzance.distributed.backend import init_distributed
 from byzance.distributed.step import flat_gradient, robust_step
 from byzance.sim.gradients import set_flat_grad
 
@@ -55,16 +56,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--f", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda (LOCAL_RANK's) or cuda:N")
     args = parser.parse_args()
-    dist.init_process_group("gloo")
+    device = init_distributed(args.device)
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(0)
     name, params = MODELS[args.model]
-    model = models.build(name, (1, 28, 28), 10, **params)
+    model = models.build(name, (1, 28, 28), 10, **params).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     gen = torch.Generator().manual_seed(rank)
-    x = torch.randn(args.batch, 1, 28, 28, generator=gen)
-    y = torch.randint(0, 10, (args.batch,), generator=gen)
+    x = torch.randn(args.batch, 1, 28, 28, generator=gen).to(device)
+    y = torch.randint(0, 10, (args.batch,), generator=gen).to(device)
     d = sum(p.numel() for p in model.parameters())
     for mode in args.modes.split(","):
         f = 0 if mode == "average" else tolerated(mode.split(":", 1)[1], world, args.f)
@@ -77,7 +79,8 @@ def main() -> None:
         dist.barrier()
         ms = 1e3 * (time.perf_counter() - start) / args.steps
         if rank == 0:
-            row = {"model": args.model, "d": d, "procs": world, "mode": mode, "f": f, "step_ms": ms}
+            row = {"model": args.model, "d": d, "procs": world, "mode": mode, "f": f}
+            row.update(step_ms=ms, device=str(device))
             print("BENCH " + json.dumps(row), flush=True)
     dist.destroy_process_group()
 

@@ -281,7 +281,8 @@ class Channel:
         try:
             outbox.put((dist.isend(header, dst, self.group, tag=TAG_HEADER), header))
             if payload is not None:
-                data = payload.detach().to(torch.float32).contiguous()
+                # frames are host tensors on gloo: a vector on a GPU is copied here
+                data = payload.detach().to(device="cpu", dtype=torch.float32).contiguous()
                 outbox.put((dist.isend(data, dst, self.group, tag=TAG_PAYLOAD), data))
         except RuntimeError:
             return False  # the peer is gone: a message to a crashed process is simply lost

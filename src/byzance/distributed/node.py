@@ -48,6 +48,18 @@ def byzantine_ranks(config: RunConfig, world: int) -> list[int]:
     return list(range(world - config.byzantine, world))
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where ``model``'s parameters live (the CPU for a model without parameters)."""
+    first = next(iter(model.parameters()), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def to_host(vector: torch.Tensor) -> torch.Tensor:
+    """``vector`` as a float32 host tensor, for a frame on gloo or a datagram (one copy from a
+    GPU; the tensor itself when it is already float32 on the CPU)."""
+    return vector.detach().to(device="cpu", dtype=torch.float32)
+
+
 class Node(Composition):
     """One rank of a distributed run (any topology), made of the simulator's parts.
 
@@ -70,7 +82,11 @@ class Node(Composition):
         self.is_byzantine = rank in self.byzantine
         self.reporter = self.honest[0]
 
+        # build_training puts the model and the data on the config's device (under
+        # torchrun, CUDA is the LOCAL_RANK GPU); the vectors that arrive from other
+        # ranks come through host memory and are moved here (see :meth:`to_device`).
         self.data, shards, self.model, self.optimizer = build_training(config)
+        self.device = model_device(self.model)
         self.loss_fn = loss_for(self.data.task)
         self.d = flatten_params(self.model).numel()
         self.f = config.tolerated
@@ -92,6 +108,7 @@ class Node(Composition):
             num_classes=self.data.num_classes,
             seed=config.seed,
             augment=self.data.augment,
+            precision=config.precision,
         )
         self.gradient_attack = self.adversary is not None
         self.computes = self.slot < self.workers.count
@@ -110,6 +127,10 @@ class Node(Composition):
         self.received: dict[int, torch.Tensor] = {}
         spec = config.faults.get(str(rank))
         self.fault: Fault | None = parse_fault(spec) if spec else None
+
+    def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A received tensor (host memory) on this rank's device (itself on the CPU)."""
+        return tensor.to(self.device, non_blocking=False)
 
     @property
     def rule(self) -> Rule:
@@ -206,7 +227,7 @@ class Node(Composition):
 
     def set_params(self, flat: torch.Tensor) -> None:
         """Overwrite the model's parameters with the flat vector (d,) (a worker receiving them)."""
-        torch.nn.utils.vector_to_parameters(flat, self.model.parameters())
+        torch.nn.utils.vector_to_parameters(self.to_device(flat), self.model.parameters())
 
     def evaluate(self) -> dict[str, float]:
         result = evaluate_model(
@@ -229,7 +250,7 @@ class Node(Composition):
         """
         super().load_state_dict(state)
         mine = state.get("momenta", {}).get(str(self.rank))
-        self.momentum.momentum = None if mine is None else mine[None].clone()
+        self.momentum.momentum = None if mine is None else self.to_device(mine)[None].clone()
 
     def lr(self) -> float:
         return self.server.lr

@@ -18,7 +18,6 @@ its momentum from zero. A new run refuses a directory holding another run
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import sys
@@ -29,6 +28,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from byzance.distributed.backend import init_distributed
 from byzance.distributed.node import Node
 from byzance.distributed.topologies import (
     Membership,
@@ -47,12 +47,14 @@ from byzance.runs.rundir import (
 from byzance.sim import flatten_params
 
 
-def init_process_group(timeout_s: float = 1800.0) -> tuple[int, int]:
+def init_process_group(timeout_s: float = 1800.0, device: str = "cpu") -> tuple[int, int]:
     """Join the process group torchrun described in the environment; returns (rank, world).
 
-    The frames travel with point-to-point operations on gloo (CPU tensors),
-    which torch.distributed supports on every platform; models on a GPU send
-    their flat gradients through host memory.
+    The backend follows the run's device (:func:`~byzance.distributed.backend.backend_for`:
+    gloo on the CPU, NCCL for CUDA tensors beside gloo for host ones). The frames
+    travel with point-to-point operations on gloo (host tensors) whatever the
+    device: models on a GPU send their flat vectors through host memory, and
+    several ranks may share a GPU.
     """
     missing = [
         k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ
@@ -63,8 +65,7 @@ def init_process_group(timeout_s: float = 1800.0) -> tuple[int, int]:
             "`torchrun --nproc-per-node 5 -m byzance.distributed --config run.toml`, or on one machine "
             "`byzance launch --nproc 5 --config run.toml`."
         )
-    if not dist.is_initialized():
-        dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=timeout_s))
+    init_distributed(device, timeout_s=timeout_s, one_rank_per_gpu=False)
     return dist.get_rank(), dist.get_world_size()
 
 
@@ -170,7 +171,7 @@ def check_runs_distributed(config: RunConfig) -> RunConfig:
 def run(config: RunConfig, *, resume: bool = False, overwrite: bool = False) -> Membership | None:
     """Run this process's part of the distributed run described by ``config``."""
     check_runs_distributed(config)
-    rank, world = init_process_group()
+    rank, world = init_process_group(device=config.device)
     if config.workers != world:
         print(
             f"[byzance dist] rank {rank}: workers = {world} (the number of processes), "
@@ -201,7 +202,7 @@ def run(config: RunConfig, *, resume: bool = False, overwrite: bool = False) -> 
         members = run_decentralized(node, start, report or (lambda step, row: None))
         if not (node.is_byzantine and node.gradient_attack):
             out.mkdir(parents=True, exist_ok=True)
-            torch.save(flatten_params(node.model), out / f"params-rank{rank}.pt")
+            torch.save(flatten_params(node.model).cpu(), out / f"params-rank{rank}.pt")
     if report is not None:
         report.close(members or Membership())
     return members

@@ -3,13 +3,17 @@
 Usage, in a script started by torchrun (every rank runs the same loop on its
 own data; no DistributedDataParallel wrapper)::
 
-    dist.init_process_group("gloo")          # or "nccl" on GPUs
+    device = init_distributed("auto")        # gloo; on GPUs NCCL (+ gloo for host tensors)
+    model.to(device)
     for x, y in loader:
+        x, y = x.to(device), y.to(device)
         optimizer.zero_grad()
         loss_fn(model(x), y).backward()
         byzance.distributed.robust_step(model, optimizer, rule="krum", f=1)
 
-Every rank gathers every rank's whole flattened gradient (one all-gather),
+(:func:`~byzance.distributed.backend.init_distributed` joins torchrun's group
+with the device's backend; a group started by hand works too.) Every rank
+gathers every rank's whole flattened gradient (one all-gather, NCCL on GPUs),
 aggregates the (world, d) matrix with the rule, writes the result into the
 parameters' ``.grad`` and steps its optimizer; every honest rank computes the
 same aggregate, so their models stay identical.
@@ -42,6 +46,7 @@ import torch.distributed as dist
 from torch import nn
 
 from byzance import aggregators
+from byzance.distributed.backend import gather_device_type
 from byzance.errors import ToleranceError
 from byzance.sim.gradients import set_flat_grad
 
@@ -57,11 +62,18 @@ def flat_gradient(model: nn.Module) -> torch.Tensor:
 
 
 def gather_gradients(flat: torch.Tensor, group: dist.ProcessGroup | None = None) -> torch.Tensor:
-    """Every rank's vector, stacked in rank order: (world, d)."""
+    """Every rank's vector, stacked in rank order: (world, d), on ``flat``'s device.
+
+    On the vector's own device when the group's backend moves it there (NCCL for
+    CUDA, gloo for the CPU); a CUDA vector in a gloo-only group goes through
+    host memory. A CPU vector in an NCCL-only group is refused with the fix.
+    """
     world = dist.get_world_size(group)
-    out = flat.new_empty(world * flat.numel())  # one flat buffer: gloo copies once
-    dist.all_gather_single(out, flat.contiguous(), group=group)
-    return out.view(world, -1)
+    where = gather_device_type(str(dist.get_backend(group)), flat.device.type)
+    send = flat.contiguous() if where == flat.device.type else flat.to(where)
+    out = send.new_empty(world * send.numel())  # one flat buffer: one copy per rank
+    dist.all_gather_single(out, send, group=group)
+    return out.view(world, -1).to(flat.device)
 
 
 def robust_step(

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from byzance.distributed.channel import Channel, Kind
-from byzance.distributed.node import Node
+from byzance.distributed.node import Node, to_host
 from byzance.distributed.udp_link import UdpLink
 from byzance.errors import ToleranceError
 from byzance.sim import TrainingDivergedError, flatten_params, step_stats
@@ -70,8 +70,11 @@ def send_vector(
     loss: float,
     to: list[int],
 ) -> None:
-    """Send this rank's vector of ``step`` to the ranks ``to``, on the run's transport."""
-    vector = node.wrong_size(vector, step)
+    """Send this rank's vector of ``step`` to the ranks ``to``, on the run's transport.
+
+    The vector leaves the device once (a host copy), whatever the number of peers.
+    """
+    vector = to_host(node.wrong_size(vector, step))
     if link is None:
         for rank in to:
             channel.send(rank, step, Kind.GRADIENT, vector, loss)
@@ -89,10 +92,11 @@ def receive_vectors(
     timeout = node.config.step_timeout
     if link is None:
         frames, problems = channel.collect(step, Kind.GRADIENT, expected, timeout)
-        return {r: Arrival(f.payload, f.value) for r, f in frames.items()}, problems, {}
+        arrivals = {r: Arrival(node.to_device(f.payload), f.value) for r, f in frames.items()}
+        return arrivals, problems, {}
     notes, problems = channel.collect(step, Kind.SENT, expected, timeout)
     sent = sum(float(n.payload[1]) for n in notes.values())
-    got = link.collect(step, sorted(notes), node.config.udp_grace, sent)
+    got = link.collect(step, sorted(notes), node.config.udp_grace, sent, device=node.device)
     arrivals = {}
     for row, rank in enumerate(got.workers):
         present = got.present[row]
@@ -119,11 +123,13 @@ def _gather_inputs(
             [
                 arrivals[r].present
                 if arrivals[r].present is not None
-                else torch.ones(node.d, dtype=torch.bool)
+                else torch.ones(node.d, dtype=torch.bool, device=inputs.device)
                 for r in ranks
             ]
         )
-    mask = torch.tensor([r in node.byzantine for r in ranks], dtype=torch.bool)
+    mask = torch.tensor(
+        [r in node.byzantine for r in ranks], dtype=torch.bool, device=inputs.device
+    )
     losses = [arrivals[r].loss for r in ranks if r not in node.byzantine]
     return inputs, present, mask, ranks, losses
 
@@ -187,19 +193,20 @@ def _let_forgers_hear(
     Byzantine ranks that forge theirs from the honest ones (over gloo, whatever the
     transport of the gradients)."""
     if node.gradient_attack:
+        host = to_host(vector)
         for rank in node.byzantine:
-            channel.send(rank, step, Kind.GRADIENT, vector, loss)
+            channel.send(rank, step, Kind.GRADIENT, host, loss)
 
 
 def _byzantine_vector(node: Node, channel: Channel, step: int) -> torch.Tensor:
     """An omniscient Byzantine rank's vector: the attack on the honest vectors that arrived."""
     honest_peers = {r for r in node.honest if r != node.rank}
     frames, _ = channel.collect(step, Kind.GRADIENT, honest_peers, node.config.step_timeout)
-    rows = [frames[r].payload for r in node.honest if r in frames]
+    rows = [node.to_device(frames[r].payload) for r in node.honest if r in frames]
     rows = [v for v in rows if bool(torch.isfinite(v).all())]
     if not rows:  # a diverged run (or no honest vector in time): nothing to attack, but
         # answer at once, so that the aggregator does not wait for this rank's timeout
-        vector = torch.full((node.d,), float("nan"))
+        vector = torch.full((node.d,), float("nan"), device=node.device)
     else:
         vector = node.byzantine_vector(torch.stack(rows))
     node.forged(step)
@@ -249,7 +256,7 @@ def run_server(node: Node, start: int, report: Report) -> Membership:
     try:
 
         def send_params(step: int) -> None:
-            params = flatten_params(node.model)
+            params = to_host(flatten_params(node.model))  # one host copy for every worker
             for rank in workers:
                 if rank not in members.crashed:
                     channel.send(rank, step, Kind.PARAMS, params)

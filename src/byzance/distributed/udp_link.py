@@ -127,13 +127,22 @@ class UdpLink:
         per_destination = stats.sent / max(len(dests), 1)
         return [per_destination, float(stats.dropped), float(stats.duplicated)]
 
-    def collect(self, step: int, workers: list[int], grace: float, expected: float) -> Received:
+    def collect(
+        self,
+        step: int,
+        workers: list[int],
+        grace: float,
+        expected: float,
+        *,
+        device: torch.device | str = "cpu",
+    ) -> Received:
         """The datagrams of ``step`` from ``workers`` (in this order).
 
         Every worker has said it sent ``expected`` datagrams in all to this rank;
         they may still be in the socket's buffer or on the wire. Wait until the
         receiving thread has read that many, or until it has read nothing new for
-        ``grace`` seconds (the rest was lost), then take the step.
+        ``grace`` seconds (the rest was lost), then take the step. The receiver's
+        buffers are host memory; the step's values and mask are copied to ``device``.
         """
         assert self.receiver is not None
         quiet_since, seen = time.monotonic(), self.receiver.datagrams_seen
@@ -153,7 +162,7 @@ class UdpLink:
             "coordinates_missing": s.coordinates_missing,
             "udp_crashed": list(s.crashed),
         }
-        return Received(got.workers, got.values, got.present, row)
+        return Received(got.workers, got.values.to(device), got.present.to(device), row)
 
     def close(self) -> None:
         self.sender.close()

@@ -3,6 +3,7 @@
 A grid file (TOML)::
 
     name = "ALIE against the rules"
+    cells_per_device = 2        # cells at a time on each GPU (CUDA cells only; default 1)
     [base]                      # any run config key
     dataset = "mnist5k"
     steps = 200
@@ -28,6 +29,12 @@ cell is the same cell only while its whole config is (see
 changes are rerun from scratch. One grid at a time holds a directory, its
 workers die with it, and Ctrl-C stops the queue at once and writes the report
 of what finished (see :mod:`~byzance.experiments.grid_pool`).
+
+Devices: CPU cells run ``jobs`` at a time (default: the cores). Cells whose
+``device`` resolves to CUDA (``"cuda"``, or ``"auto"`` on a machine with a GPU)
+are dealt round-robin to the visible GPUs, ``cells_per_device`` at a time on
+each (so ``K * cells_per_device`` at once on K GPUs); ``"cuda:N"`` keeps its
+cell on GPU N. Which GPU a cell ran on is not part of its identity.
 """
 
 from __future__ import annotations
@@ -43,7 +50,13 @@ from typing import Any
 from byzance.errors import ToleranceError
 from byzance.experiments.grid_axes import cell_spec, read_axes
 from byzance.experiments.grid_cells import cell_name, cell_state, hashed_name, run_cell, values_hash
-from byzance.experiments.grid_pool import grid_lock, run_in_pool
+from byzance.experiments.grid_pool import (
+    cell_gpus,
+    grid_lock,
+    plan_lanes,
+    run_in_lanes,
+    visible_gpus,
+)
 from byzance.runs.config import ConfigError, RunConfig, load
 from byzance.runs.rundir import RunDirectory
 
@@ -114,6 +127,7 @@ class Grid:
     axes: dict[str, list[Any]]
     cells: list[Cell] = field(default_factory=list)
     source: Path | None = None
+    cells_per_device: int = 1  # CUDA cells running at a time on each GPU
 
     @property
     def feasible(self) -> list[Cell]:
@@ -129,12 +143,13 @@ def load_grid(path: str | Path, out_dir: str | Path | None = None) -> Grid:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"grid file {str(path)!r} is not valid TOML: {err}") from None
-    unknown = set(raw) - {"name", "base", "axes", "out_dir"}
+    unknown = set(raw) - {"name", "base", "axes", "out_dir", "cells_per_device"}
     if unknown:
         raise ConfigError(
             f"grid file {str(path)!r}: unknown top-level keys {sorted(unknown)}; "
-            "a grid has name, out_dir, [base] and [axes]."
+            "a grid has name, out_dir, cells_per_device, [base] and [axes]."
         )
+    per_device = check_cells_per_device(raw.get("cells_per_device", 1), f"grid file {str(path)!r}")
     for section in ("base", "axes"):
         if not isinstance(raw.get(section, {}), dict):
             raise ConfigError(
@@ -145,7 +160,13 @@ def load_grid(path: str | Path, out_dir: str | Path | None = None) -> Grid:
     axes = read_axes(raw.get("axes", {}))
     out = Path(out_dir or raw.get("out_dir") or Path("runs") / path.stem)
     RunDirectory(out).check_usable()  # a file where the grid's directory should be
-    grid = Grid(name=str(raw.get("name", path.stem)), out_dir=out, axes=axes, source=path)
+    grid = Grid(
+        name=str(raw.get("name", path.stem)),
+        out_dir=out,
+        axes=axes,
+        source=path,
+        cells_per_device=per_device,
+    )
     names: set[str] = set()
     hashes: set[str] = set()
     for combination in itertools.product(*axes.values()):
@@ -176,6 +197,16 @@ def load_grid(path: str | Path, out_dir: str | Path | None = None) -> Grid:
     return grid
 
 
+def check_cells_per_device(value: Any, where: str = "the grid") -> int:
+    """``value`` if it is a whole number >= 1; else one :class:`ConfigError` line."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(
+            f"{where}: cells_per_device must be a whole number >= 1 (cells at a time on each "
+            f"GPU); got {value!r}."
+        )
+    return value
+
+
 class GridInterrupted(KeyboardInterrupt):
     """Ctrl-C stopped a grid; the report of the cells that finished was written."""
 
@@ -192,13 +223,15 @@ def run_grid(
     grid: Grid,
     *,
     jobs: int | None = None,
+    cells_per_device: int | None = None,
     on_done: Callable[[Cell], None] | None = None,
 ) -> None:
-    """Run every feasible cell not yet finished, ``jobs`` at a time (default: the cores).
+    """Run every feasible cell not yet finished, ``jobs`` CPU cells at a time (default: the
+    cores) and ``cells_per_device`` (default: the grid's) CUDA cells on each GPU.
 
-    ``jobs=1`` runs in this process, one cell after the other. A finished cell
-    whose config is unchanged is skipped; an unfinished one is resumed; one
-    whose config changed is rerun from scratch. Raises :class:`ConfigError`
+    ``jobs=1`` runs in this process, one cell after the other (CUDA cells on the
+    current GPU). A finished cell whose config is unchanged is skipped; an
+    unfinished one is resumed; one whose config changed is rerun from scratch. Raises :class:`ConfigError`
     if another grid holds ``grid.out_dir``, and :class:`GridInterrupted` (a
     ``KeyboardInterrupt``) on Ctrl-C, once the queued cells are cancelled, the
     running ones stopped and the report of the finished ones written.
@@ -225,8 +258,11 @@ def run_grid(
                     if on_done is not None:
                         on_done(cell)
             else:
+                per_device = check_cells_per_device(cells_per_device or grid.cells_per_device)
                 work = [(cell, cell.config) for cell in todo]
-                run_in_pool(run_cell, work, jobs=jobs, on_done=on_done)
+                gpus = cell_gpus([c.config.device for c in todo], visible_gpus() if todo else 0)
+                lanes = plan_lanes(work, gpus, jobs=jobs, cells_per_device=per_device)
+                run_in_lanes(run_cell, lanes, on_done=on_done)
         except KeyboardInterrupt:
             results = write_grid_report(grid)
             finished = sum(r["status"] in ("finished", "diverged") for r in results)

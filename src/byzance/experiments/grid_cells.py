@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Literal
 
+from byzance.devices import identity_device as identity_device
 from byzance.experiments.grid_axes import column, is_params_value
 from byzance.runs.config import RunConfig, load
 from byzance.runs.rundir import fingerprint as run_fingerprint
@@ -84,7 +85,8 @@ def fingerprint(config: RunConfig) -> str:
 
     Unlike a run's own fingerprint, ``steps``, the evaluation and checkpoint
     intervals and the faults count: a cell whose config changed in any way
-    is rerun.
+    is rerun. The device counts by its kind only, as in the run's fingerprint
+    (:func:`byzance.devices.identity_device`).
     """
     return run_fingerprint(config, ignore=("out_dir",))
 

@@ -11,6 +11,14 @@
 - :func:`run_in_pool`: Ctrl-C (or any ``BaseException`` that is not an
   ``Exception``) cancels the queued cells and terminates the running ones at
   once instead of waiting for the whole queue.
+- :func:`cell_gpus` and :func:`plan_lanes`: where cells run. CPU cells share one
+  pool of ``jobs`` workers. Cells whose device resolves to CUDA are dealt
+  round-robin to the visible GPUs (``cuda:0`` .. ``cuda:K-1``; a cell whose
+  config names ``cuda:N`` stays on N), and each GPU gets its own pool of
+  ``cells_per_device`` workers, each bound to that GPU
+  (``torch.cuda.set_device``): at most ``cells_per_device`` cells run on a GPU
+  at a time. The cell's config is not changed (``"cuda"`` means the worker's
+  GPU), so neither is its identity.
 """
 
 from __future__ import annotations
@@ -23,9 +31,11 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
+from byzance.errors import InvalidParameterError
 from byzance.runs.config import ConfigError
 
 A = TypeVar("A")
@@ -90,14 +100,98 @@ def _die_with_parent_linux() -> None:
         pass
 
 
-def init_worker(parent_pid: int) -> None:
-    """Pool initializer: die with the parent ``parent_pid``; leave Ctrl-C to the parent."""
+def bind_gpu(gpu: int | None) -> None:
+    """Make GPU ``gpu`` this process's current CUDA device (where ``"cuda"`` lands); None: no-op."""
+    if gpu is None:
+        return
+    import torch
+
+    torch.cuda.set_device(gpu)
+
+
+def init_worker(parent_pid: int, gpu: int | None = None) -> None:
+    """Pool initializer: die with the parent ``parent_pid``; leave Ctrl-C to the parent.
+
+    ``gpu``: the CUDA device this worker's cells run on (their ``"cuda"`` and ``"auto"``).
+    """
+    bind_gpu(gpu)
     _die_with_parent_linux()
     if os.name == "posix" and os.getppid() != parent_pid:
         os._exit(1)  # the parent died before the request above took effect
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
     # Ctrl-C reaches the whole process group: the parent alone decides what stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def visible_gpus() -> int:
+    """How many CUDA devices this process sees (0 without CUDA)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def cell_gpus(devices: Sequence[str], gpu_count: int) -> list[int | None]:
+    """The GPU each cell runs on (None: the CPU), from its config's ``device``.
+
+    ``"cpu"`` is the CPU; ``"cuda:N"`` is GPU N; ``"cuda"`` and ``"auto"`` are dealt
+    round-robin to GPUs 0 .. ``gpu_count - 1`` in the cells' order (``"auto"`` is
+    the CPU when there is no GPU). A pure function of its arguments.
+    """
+    out: list[int | None] = []
+    dealt = 0
+    for device in devices:
+        if device == "cpu" or (device == "auto" and gpu_count == 0):
+            out.append(None)
+            continue
+        if gpu_count == 0:
+            raise InvalidParameterError(
+                f"a grid cell has device = {device!r}, but no CUDA device is visible here; "
+                "use device = 'cpu', or 'auto' (CUDA where there is one, else the CPU)."
+            )
+        if device.startswith("cuda:"):
+            index = int(device.split(":")[1])
+            if index >= gpu_count:
+                raise InvalidParameterError(
+                    f"a grid cell has device = {device!r}, but {gpu_count} CUDA device(s) are "
+                    f"visible (cuda:0 to cuda:{gpu_count - 1})."
+                )
+            out.append(index)
+            continue
+        out.append(dealt % gpu_count)
+        dealt += 1
+    return out
+
+
+@dataclass(frozen=True)
+class Lane(Generic[K, A]):
+    """Work for one pool: its ``(key, arg)`` pairs, its workers, the GPU they take (or None)."""
+
+    work: list[tuple[K, A]]
+    jobs: int
+    gpu: int | None = None
+
+
+def plan_lanes(
+    work: Sequence[tuple[K, A]],
+    gpus: Sequence[int | None],
+    *,
+    jobs: int,
+    cells_per_device: int,
+) -> list[Lane[K, A]]:
+    """One lane for the CPU cells (``jobs`` workers), one per GPU used (``cells_per_device``).
+
+    ``gpus[i]`` is where ``work[i]`` runs (:func:`cell_gpus`). Lanes with no work
+    are left out; the CPU lane comes first, then the GPUs in index order.
+    """
+    if cells_per_device < 1:
+        raise InvalidParameterError(f"cells_per_device must be >= 1; got {cells_per_device}.")
+    by_gpu: dict[int | None, list[tuple[K, A]]] = {}
+    for item, gpu in zip(work, gpus, strict=True):
+        by_gpu.setdefault(gpu, []).append(item)
+    lanes = [Lane(by_gpu.pop(None), jobs)] if None in by_gpu else []
+    for gpu in sorted(g for g in by_gpu if g is not None):
+        lanes.append(Lane(by_gpu[gpu], cells_per_device, gpu))
+    return lanes
 
 
 def stop_pool(pool: ProcessPoolExecutor, futures: Sequence[Future[Any]]) -> None:
@@ -131,27 +225,44 @@ def run_in_pool(
     queued finish first, then propagates; Ctrl-C (``KeyboardInterrupt``) stops
     everything at once and propagates.
     """
-    if not work:
+    run_in_lanes(fn, [Lane(list(work), jobs)], on_done=on_done)
+
+
+def run_in_lanes(
+    fn: Callable[[A], Any],
+    lanes: Sequence[Lane[K, A]],
+    *,
+    on_done: Callable[[K], None] | None = None,
+) -> None:
+    """:func:`run_in_pool` over several pools at once: one per lane (the CPU, each GPU)."""
+    lanes = [lane for lane in lanes if lane.work]
+    if not lanes:
         return
     context = multiprocessing.get_context("spawn")  # no fork after torch threads exist
-    pool = ProcessPoolExecutor(
-        max_workers=max(1, min(jobs, len(work))),
-        mp_context=context,
-        initializer=init_worker,
-        initargs=(os.getpid(),),
-    )
+    pools: list[tuple[ProcessPoolExecutor, list[Future[Any]]]] = []
     futures: dict[Future[Any], K] = {}
     try:
-        for key, arg in work:
-            futures[pool.submit(fn, arg)] = key
+        for lane in lanes:
+            pool = ProcessPoolExecutor(
+                max_workers=max(1, min(lane.jobs, len(lane.work))),
+                mp_context=context,
+                initializer=init_worker,
+                initargs=(os.getpid(), lane.gpu),
+            )
+            mine = [pool.submit(fn, arg) for _, arg in lane.work]
+            futures.update(zip(mine, (key for key, _ in lane.work), strict=True))
+            pools.append((pool, mine))
         for future in as_completed(futures):
             future.result()
             if on_done is not None:
                 on_done(futures[future])
     except Exception:
-        pool.shutdown(wait=True)
+        for pool, _ in pools:
+            pool.shutdown(wait=True)
         raise
     except BaseException:
-        stop_pool(pool, list(futures))
+        for pool, mine in pools:
+            stop_pool(pool, mine)
         raise
-    pool.shutdown(wait=True)
+    for pool, _ in pools:
+        pool.shutdown(wait=True)

@@ -63,7 +63,16 @@ def fingerprint(config: RunConfig, *, ignore: tuple[str, ...] = NOT_IDENTITY) ->
     continued for more steps: a checkpoint of one resumes the other. ``ignore``
     names the keys left out (a grid cell's identity leaves out only ``out_dir``).
     """
+    import torch
+
+    from byzance.devices import identity_device
+
     values = {k: v for k, v in config.to_dict().items() if k not in ignore}
+    # The device counts by its kind (cuda:0 is cuda:1), and a CPU run's not at all.
+    kind = identity_device(config.device, torch.cuda.is_available())
+    values.pop("device", None)
+    if kind != "cpu":
+        values["device"] = kind
     if config.lr_schedule == "cosine":
         values["steps"] = config.steps
     canonical = json.dumps(values, sort_keys=True, default=str)
