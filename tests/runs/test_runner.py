@@ -114,6 +114,6 @@ def test_train_command_reports_config_errors_without_a_traceback(tmp_path):
 def test_sim_bench_measures_all_three_ways():
     from byzance.experiments.bench_sim import _measure
 
-    row = _measure(("mlp", 3, 4, 1, 1))
+    row = _measure(("mlp", 3, 4, 1, 1, "cpu"))
     assert row.vectorized_ms > 0 and row.loop_ms > 0 and row.single_ms > 0 and row.peak_mib > 0
     assert row.ratio > 0 and row.steps_per_second > 0
