@@ -474,7 +474,9 @@ def launch(
 @app.command(name="udp-keys")
 def udp_keys(
     workers: Annotated[int, typer.Option(help="Number of workers (ranks 0 .. workers-1).")],
-    out: Annotated[Path, typer.Option(help="The JSON key file to write (mode 600).")],
+    out: Annotated[
+        Path, typer.Option(help="The JSON key file to write (mode 600, also when replacing one).")
+    ],
     overwrite: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
 ) -> None:
     """Write per-worker HMAC keys for the UDP transport (config: udp_keys = "keys.json")."""

@@ -29,6 +29,14 @@ from flwr.server.strategy import FedAvg
 from byzance.aggregators import Rule
 from byzance.errors import NonFiniteInputError, ToleranceError
 from byzance.flower.aggregation import On, RobustAggregator, RoundReport, clients_per_round
+from byzance.flower.metrics import (
+    DEFAULT_MAX_WEIGHT,
+    MetricsHow,
+    check_how,
+    check_max_weight,
+    check_weight,
+    robust_metrics,
+)
 
 
 class LegacyRobustStrategy(FedAvg):
@@ -41,6 +49,13 @@ class LegacyRobustStrategy(FedAvg):
     goes to Flower's legacy ``FedAvg``. The byzance counts are added to the
     fit metrics; ``accept_failures=False`` skips rounds with failures, as in
     FedAvg.
+
+    Fit metrics: a result whose ``num_examples`` is not a finite number in
+    ``(0, max_num_examples]`` is left out of them (and counted in
+    ``byzance-metrics-refused``, with the reasons in :attr:`metrics_refused`);
+    the others' metrics are combined with ``train_metrics`` (``"median"`` by
+    default, or ``"weighted_mean"``), or by ``fit_metrics_aggregation_fn``
+    when one is given (it gets only the accepted results).
     """
 
     def __init__(
@@ -54,8 +69,12 @@ class LegacyRobustStrategy(FedAvg):
         too_few: Literal["raise", "skip"] = "raise",
         min_fit_clients: int | None = None,
         min_available_clients: int | None = None,
+        train_metrics: MetricsHow = "median",
+        max_num_examples: float = DEFAULT_MAX_WEIGHT,
         **fedavg_args: Any,
     ) -> None:
+        self.train_metrics = check_how(train_metrics)
+        self.max_num_examples = check_max_weight(max_num_examples, "max_num_examples")
         self.aggregator = RobustAggregator(rule, f, rule_params=rule_params, on=on, device=device)
         min_fit_clients = clients_per_round(
             self.aggregator, min_fit_clients, "min_fit_clients", too_few
@@ -69,6 +88,7 @@ class LegacyRobustStrategy(FedAvg):
             **fedavg_args,
         )
         self.reports: dict[int, RoundReport] = {}
+        self.metrics_refused: dict[int, dict[Hashable, str]] = {}
         self._sent: tuple[int, list[np.ndarray]] | None = None
 
     def __repr__(self) -> str:
@@ -132,12 +152,38 @@ class LegacyRobustStrategy(FedAvg):
             self.reports[server_round] = RoundReport(failed=failed, malformed=malformed)
             return None, dict(self.reports[server_round].metrics())
         self.reports[server_round] = report
-        metrics: dict[str, Scalar] = {}
-        if self.fit_metrics_aggregation_fn:
-            metrics = dict(
-                self.fit_metrics_aggregation_fn(
-                    [(by_cid[c].num_examples, by_cid[c].metrics) for c in report.aggregated]
-                )
-            )
+        metrics = self._fit_metrics(server_round, [(c, by_cid[c]) for c in report.aggregated])
         metrics.update(report.metrics())
+        refused = self.metrics_refused[server_round]
+        if refused:
+            metrics["byzance-metrics-refused"] = len(refused)
         return ndarrays_to_parameters(new_arrays), metrics
+
+    def _fit_metrics(
+        self, server_round: int, results: list[tuple[Hashable, FitRes]]
+    ) -> dict[str, Scalar]:
+        """The accepted results' fit metrics; refusals go to :attr:`metrics_refused`."""
+        refused: dict[Hashable, str] = {}
+        entries = []
+        for cid, res in results:
+            why = check_weight(res.num_examples, self.max_num_examples, "num_examples")
+            if why is None and not isinstance(res.metrics, Mapping):
+                why = f"metrics are a {type(res.metrics).__name__}, not a dict"
+            if why is not None:
+                refused[cid] = why
+                log(WARNING, "\t> Fit metrics of client %s refused: %s", cid, why)
+                continue
+            entries.append((cid, res.num_examples, res.metrics))
+        self.metrics_refused[server_round] = refused
+        try:
+            if self.fit_metrics_aggregation_fn:
+                if not entries:
+                    return {}
+                return dict(self.fit_metrics_aggregation_fn([(w, m) for _, w, m in entries]))
+            values, _ = robust_metrics(
+                entries, how=self.train_metrics, max_weight=self.max_num_examples, weight_key=""
+            )
+            return {k: v for k, v in values.items() if not isinstance(v, list)}
+        except Exception as err:  # metrics are a report: a bad one must not stop training
+            log(WARNING, "Client fit metrics not aggregated: %s", err)
+            return {}

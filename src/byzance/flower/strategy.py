@@ -9,6 +9,7 @@ and evaluation) with the training aggregation replaced by a byzance rule.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Iterable, Mapping
 from logging import INFO, WARNING
 from typing import Any, Literal
@@ -22,6 +23,14 @@ from flwr.serverapp.strategy import FedAvg
 from byzance.aggregators import Rule
 from byzance.errors import InvalidParameterError, NonFiniteInputError, ToleranceError
 from byzance.flower.aggregation import On, RobustAggregator, RoundReport, clients_per_round
+from byzance.flower.metrics import (
+    DEFAULT_MAX_WEIGHT,
+    MetricsHow,
+    check_how,
+    check_max_weight,
+    check_weight,
+    robust_metrics,
+)
 
 
 class RobustStrategy(FedAvg):
@@ -42,6 +51,15 @@ class RobustStrategy(FedAvg):
     ``byzance-malformed``, ``byzance-nonfinite``) and the node ids are kept in
     :attr:`reports`.
 
+    The clients' reported training metrics and weights (``num-examples``)
+    are untrusted too: a weight that is not a finite number in
+    ``(0, max_num_examples]``, or a reply without exactly one MetricRecord
+    holding it, leaves that client out of the metrics (not out of the model
+    aggregation); the others are combined with the median by default
+    (``train_metrics``). Refused clients are counted in
+    ``byzance-metrics-refused`` (present when > 0), logged, and kept, with
+    the reason, in :attr:`metrics_refused` (round -> node -> why).
+
     Args:
         rule: a byzance rule name (``"trimmed_mean"``, ``"krum"``,
             ``"bulyan"``, a pipeline ``"nnm>trimmed_mean"``; see
@@ -61,6 +79,13 @@ class RobustStrategy(FedAvg):
         min_train_nodes: clients sampled per round at least; defaults to the
             rule's minimum n for this f, and a smaller value is refused.
         min_available_nodes: defaults to ``min_train_nodes``.
+        train_metrics: how the accepted clients' training metrics are
+            combined: ``"median"`` (default; robust to fewer than half lying)
+            or ``"weighted_mean"`` (Flower's average, with validated weights).
+            A ``train_metrics_aggr_fn`` given to FedAvg replaces it and gets
+            only the accepted replies.
+        max_num_examples: the largest weight a client may report (also
+            bounds the evaluation weights).
         **fedavg_args: any other argument of Flower's ``FedAvg``
             (``fraction_train``, ``fraction_evaluate``, ``min_evaluate_nodes``,
             ``arrayrecord_key``, ``train_metrics_aggr_fn``, ...).
@@ -83,8 +108,13 @@ class RobustStrategy(FedAvg):
         too_few: Literal["raise", "skip"] = "raise",
         min_train_nodes: int | None = None,
         min_available_nodes: int | None = None,
+        train_metrics: MetricsHow = "median",
+        max_num_examples: float = DEFAULT_MAX_WEIGHT,
         **fedavg_args: Any,
     ) -> None:
+        self.train_metrics = check_how(train_metrics)
+        self.max_num_examples = check_max_weight(max_num_examples, "max_num_examples")
+        self._custom_metrics_fn = fedavg_args.get("train_metrics_aggr_fn") is not None
         self.aggregator = RobustAggregator(rule, f, rule_params=rule_params, on=on, device=device)
         min_train_nodes = clients_per_round(
             self.aggregator, min_train_nodes, "min_train_nodes", too_few
@@ -98,6 +128,7 @@ class RobustStrategy(FedAvg):
             **fedavg_args,
         )
         self.reports: dict[int, RoundReport] = {}
+        self.metrics_refused: dict[int, dict[Hashable, str]] = {}
         self._sent: tuple[int, ArrayRecord] | None = None
 
     @property
@@ -178,7 +209,9 @@ class RobustStrategy(FedAvg):
         if keys is None:  # on="models" without configure_train: the names of a reply used
             keys = list(self._record_of(contents[report.aggregated[0]]).keys())
         record = ArrayRecord({k: Array(a) for k, a in zip(keys, new_arrays, strict=True)})
-        return record, self._train_metrics([contents[n] for n in report.aggregated], report)
+        return record, self._train_metrics(
+            server_round, [(n, contents[n]) for n in report.aggregated], report
+        )
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
@@ -210,7 +243,12 @@ class RobustStrategy(FedAvg):
         if len(records) != 1:
             return False
         weight = next(iter(records.values())).get(self.weighted_by_key)
-        return isinstance(weight, int | float) and not isinstance(weight, bool) and weight >= 0
+        return (
+            isinstance(weight, int | float)
+            and not isinstance(weight, bool)
+            and math.isfinite(weight)
+            and 0 <= weight <= self.max_num_examples
+        )
 
     def _reference(self, server_round: int) -> tuple[list[str] | None, list[np.ndarray] | None]:
         if self._sent is None or self._sent[0] != server_round:
@@ -250,15 +288,55 @@ class RobustStrategy(FedAvg):
             record = next(iter(records.values()))
         return record
 
-    def _train_metrics(self, contents: list[RecordDict], report: RoundReport) -> MetricRecord:
-        """FedAvg's weighted metrics over the aggregated replies, plus byzance's counts."""
+    def _metric_entry(self, content: RecordDict) -> tuple[Any, Mapping[str, Any]] | str:
+        """(weight, metrics) of a reply, or why its metrics are refused."""
+        records = content.metric_records
+        if len(records) != 1:
+            return f"expected one MetricRecord, got {len(records)}"
+        record = next(iter(records.values()))
+        if self.weighted_by_key not in record:
+            return f"no {self.weighted_by_key!r} in its MetricRecord"
+        return record[self.weighted_by_key], dict(record)
+
+    def _train_metrics(
+        self, server_round: int, replies: list[tuple[Hashable, RecordDict]], report: RoundReport
+    ) -> MetricRecord:
+        """The accepted replies' metrics (median by default), plus byzance's counts."""
+        refused: dict[Hashable, str] = {}
+        entries = []
+        accepted: list[RecordDict] = []
+        for node, content in replies:
+            entry = self._metric_entry(content)
+            if isinstance(entry, str):
+                refused[node] = entry
+                continue
+            why = check_weight(entry[0], self.max_num_examples, self.weighted_by_key)
+            if why is not None:
+                refused[node] = why
+                continue
+            entries.append((node, *entry))
+            accepted.append(content)
         metrics = MetricRecord()
         try:
-            if contents:
-                metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
+            if self._custom_metrics_fn:
+                if accepted:
+                    metrics = self.train_metrics_aggr_fn(accepted, self.weighted_by_key)
+            else:
+                values, _ = robust_metrics(
+                    entries,
+                    how=self.train_metrics,
+                    max_weight=self.max_num_examples,
+                    weight_key=self.weighted_by_key,
+                )
+                metrics = MetricRecord(values)  # type: ignore[arg-type]
         except Exception as err:  # metrics are a report: a bad one must not stop training
             log(WARNING, "Client training metrics not aggregated: %s", err)
             metrics = MetricRecord()
+        for node, why in refused.items():
+            log(WARNING, "\t> Training metrics of node %s refused: %s", node, why)
+        self.metrics_refused[server_round] = refused
         for key, value in report.metrics().items():
             metrics[key] = value
+        if refused:
+            metrics["byzance-metrics-refused"] = len(refused)
         return metrics

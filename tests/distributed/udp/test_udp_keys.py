@@ -41,14 +41,17 @@ def test_clear_errors(tmp_path) -> None:
         load_keys(file=tmp_path / "missing.json")
     short = tmp_path / "short.json"
     short.write_text(json.dumps({"0": "abcd"}))
+    short.chmod(0o600)
     with pytest.raises(KeyConfigError, match="worker 0 has 2 bytes; at least 16"):
         load_key_file(short)
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
+    broken.chmod(0o600)
     with pytest.raises(KeyConfigError, match="not valid JSON"):
         load_key_file(broken)
     bad_hex = tmp_path / "hex.json"
     bad_hex.write_text(json.dumps({"0": "zz" * 16}))
+    bad_hex.chmod(0o600)
     with pytest.raises(KeyConfigError, match="hex string"):
         load_key_file(bad_hex)
     with pytest.raises(KeyConfigError, match="no key for worker 5; the keys cover workers"):

@@ -23,6 +23,8 @@ from byzance.distributed.udp.config import UdpConfig, UdpConfigError
 from byzance.distributed.udp.datagram import LOOPBACK_DATAGRAM, MTU_DATAGRAM, DatagramError, encode
 from byzance.distributed.udp.keys import (
     KeyConfigError,
+    KeyFilePermissionWarning,
+    check_keys,
     generate_key_file,
     generate_keys,
     key_for,
@@ -40,6 +42,7 @@ __all__ = [
     "Collected",
     "DatagramError",
     "KeyConfigError",
+    "KeyFilePermissionWarning",
     "LossModel",
     "SendStats",
     "StepStats",
@@ -47,6 +50,7 @@ __all__ = [
     "UdpConfigError",
     "UdpReceiver",
     "UdpSender",
+    "check_keys",
     "encode",
     "generate_key_file",
     "generate_keys",

@@ -35,6 +35,7 @@ from byzance.distributed.udp.datagram import (
     parse_header,
     verify,
 )
+from byzance.distributed.udp.keys import check_keys
 from byzance.errors import InvalidParameterError
 
 Address = tuple[str, int]
@@ -110,7 +111,9 @@ class UdpReceiver:
 
     Args:
         keys: worker id -> HMAC key, for every worker whose datagrams are accepted;
-            row i of a collected step is worker ``sorted(keys)[i]``.
+            row i of a collected step is worker ``sorted(keys)[i]``. Worker ids are
+            integers >= 0; keys are at least 16 bytes and distinct, or a
+            :class:`~byzance.distributed.udp.KeyConfigError` says what is wrong.
         dim: d, coordinates in each gradient.
         bind: local (host, port); port 0 picks a free one (see :attr:`address`).
         session: the run's id; datagrams of another session are rejected.
@@ -141,8 +144,7 @@ class UdpReceiver:
         max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
         acks: bool = True,
     ) -> None:
-        if not keys:
-            raise InvalidParameterError("UdpReceiver needs the key of at least one worker.")
+        keys = check_keys(keys, "UdpReceiver keys")
         if dim < 1 or window < 1:
             raise InvalidParameterError(
                 f"dim and window must be >= 1; got dim={dim}, window={window}."

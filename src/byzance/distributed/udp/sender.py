@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from byzance.distributed.udp.datagram import LOOPBACK_DATAGRAM, encode, parse_ack
+from byzance.distributed.udp.keys import check_key, worker_id
 from byzance.errors import InvalidParameterError
 from byzance.runs.loss_model import LossModel
 
@@ -59,7 +60,8 @@ class UdpSender:
 
     Args:
         worker: this worker's id (in the header; selects the key on the receiver).
-        key: this worker's HMAC key (see :mod:`byzance.distributed.udp.keys`).
+        key: this worker's HMAC key, at least 16 bytes (see
+            :mod:`byzance.distributed.udp.keys`; a shorter one is refused).
         session: the run's id; receivers reject datagrams of another session.
         datagram_bytes: largest datagram (see :mod:`byzance.distributed.udp.datagram`).
         loss: injected loss (experiments, tests); None sends everything once, in order.
@@ -96,6 +98,8 @@ class UdpSender:
         sndbuf: int = DEFAULT_SNDBUF,
         bind: Address = ("127.0.0.1", 0),
     ) -> None:
+        worker = worker_id(worker, "UdpSender")
+        key = check_key(worker, key, "UdpSender")
         if rate_bytes_per_s is not None and rate_bytes_per_s <= 0:
             raise InvalidParameterError(
                 f"rate_bytes_per_s must be > 0 (or None: unpaced); got {rate_bytes_per_s}."
