@@ -29,6 +29,10 @@ class NonFiniteInputError(ByzanceError):
     """More inputs hold NaN or inf than the ``f`` faulty ones the rule tolerates."""
 
 
+class NonFiniteOutputError(ByzanceError):
+    """A pipeline stage turned finite rows into NaN or inf (the message names the stage)."""
+
+
 class IntractableError(ByzanceError):
     """An exact rule would have to enumerate too many candidates at this size."""
 

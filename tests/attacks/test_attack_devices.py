@@ -83,10 +83,13 @@ def test_a_cpu_generator_serves_any_device(device):
     torch.testing.assert_close(out.cpu(), want)
 
 
-def test_large_norm_default_overflows_float16():
-    # A norm of 1e9 is not representable in float16 (max 65504): the vectors become inf,
-    # which every robust rule drops as non-finite. bfloat16 (max 3e38) keeps it.
+def test_large_norm_default_saturates_in_float16():
+    # A norm of 1e9 is not representable in float16 (max 65504): the vectors saturate at
+    # the largest finite value (they used to become inf, silently the inf attack).
+    # bfloat16 (max 3e38) keeps the norm.
     honest = _honest(torch.device("cpu"), torch.float16)
-    assert bool(torch.isinf(attacks.get("large_norm")(honest, F)).any())
+    out = attacks.get("large_norm")(honest, F)
+    assert bool(torch.isfinite(out).all())
+    assert float(out.abs().max()) == torch.finfo(torch.float16).max
     bf16 = attacks.get("large_norm")(honest.bfloat16(), F)
     assert bool(torch.isfinite(bf16).all())

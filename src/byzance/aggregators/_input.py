@@ -33,6 +33,11 @@ def as_matrix(grads: GradsLike, who: str) -> torch.Tensor:
             f"{who}: grads must be a tensor or array of shape (n, d) or a list of n "
             f"same-shaped vectors; got {type(grads).__name__}."
         )
+    if x.device.type == "meta":
+        raise ShapeError(
+            f"{who}: grads is on the meta device, which holds shapes but no values; "
+            "a rule needs the values (for shape inference, use output_count or min_n)."
+        )
     if x.ndim != 2:
         hint = (
             " A single vector is one participant: stack the n vectors into (n, d), "

@@ -37,6 +37,7 @@ median window's comparisons), then rounded once to the input dtype.
 from __future__ import annotations
 
 import functools
+import math
 import operator
 import os
 import threading
@@ -222,7 +223,7 @@ def reduce_sorted(x: torch.Tensor, statistic: Statistic, **params: Any) -> torch
                 if fn is None:
                     kernel = _network_kernel(statistic, x.shape[0], key[2], x.dtype)
                     fn = _compiled[key] = torch.compile(kernel, dynamic=True)
-            return fn(x.contiguous())
+            return _without_overflow(fn(x.contiguous()), x, statistic, params)
         except Exception as err:  # no C++ compiler, unsupported platform, ...
             _compile_failed = True
             warnings.warn(
@@ -236,7 +237,32 @@ def reduce_sorted(x: torch.Tensor, statistic: Statistic, **params: Any) -> torch
     acc = accumulation_dtype(x.dtype)
     if acc != x.dtype:
         rows = rows.to(acc)
-    return statistic(rows, **params).to(x.dtype)
+    return _without_overflow(statistic(rows, **params).to(x.dtype), x, statistic, params)
+
+
+def _without_overflow(
+    out: torch.Tensor, x: torch.Tensor, statistic: Statistic, params: dict[str, Any]
+) -> torch.Tensor:
+    """``out``, with its coordinates that overflowed (inf, or NaN from inf - inf) recomputed.
+
+    A mean of values near the dtype's largest finite value overflows in that
+    dtype although the mean itself is finite. Those coordinates are computed
+    again in float64 on rows scaled by a power of two 2^-ceil(log2 n) (exact),
+    so that no sum of n rows can overflow, and scaled back. One host
+    synchronization (is any output non-finite?) on the (d,) result; the
+    common path is otherwise unchanged.
+    """
+    bad = ~torch.isfinite(out)
+    if not bool(bad.any()):
+        return out
+    cols = bad.nonzero().flatten()
+    sub = x[:, cols]
+    scale = 2.0 ** -math.ceil(math.log2(max(x.shape[0], 2)))
+    rows = torch.sort(sub.to(torch.float64) * scale, dim=0).values
+    fixed = (statistic(rows, **params) / scale).to(out.dtype)
+    out = out.clone()
+    out[cols] = fixed
+    return out
 
 
 def coordinate_median(x: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import torch
 
 from byzance.aggregators._input import GradsLike, as_matrix, check_f, drop_nonfinite
-from byzance.errors import InvalidParameterError, ToleranceError
+from byzance.errors import InvalidParameterError, NonFiniteOutputError, ToleranceError
 from byzance.registry import Registry, bind_params
 
 Kind = Literal["aggregator", "preaggregator"]
@@ -101,6 +101,7 @@ class Rule:
     row_params: tuple[str, ...] = ()
     selector: Impl | None = field(default=None, repr=False)
     out_count: Callable[[int, int, dict[str, Any]], int] | None = field(default=None, repr=False)
+    in_count: Callable[[int, int, dict[str, Any]], int] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.missing not in MISSING_HANDLING:
@@ -189,6 +190,25 @@ class Rule:
         merged = self._merge(params)
         return self.out_count(n, f, merged) if self.out_count else n
 
+    def input_count(self, m: int, f: int) -> int:
+        """Fewest inputs for which this rule hands on at least ``m`` rows (1 for an aggregator)."""
+        if self.kind == "aggregator":
+            return 1
+        if self.in_count is not None:
+            return self.in_count(m, f, self.defaults)
+        if self.out_count is None:
+            return m
+        lo, hi = 1, max(m, 1)  # out_count is non-decreasing in n: double, then bisect
+        while self.out_count(hi, f, self.defaults) < m:
+            lo, hi = hi + 1, hi * 2
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.out_count(mid, f, self.defaults) >= m:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
     def check(
         self, n: int, f: int, *, dropped: int = 0, params: dict[str, Any] | None = None
     ) -> None:
@@ -243,6 +263,21 @@ def _keep_rows(
     return out
 
 
+def _check_output(stage: Rule, out: torch.Tensor, pipeline: str) -> None:
+    """Raise :class:`NonFiniteOutputError` when a stage made NaN or inf out of finite rows.
+
+    A robust pipeline hands each stage finite rows (the non-finite ones are
+    dropped first); a stage that returns NaN or inf from them is a bug or an
+    overflow that the next stage would silently pass on.
+    """
+    if bool(torch.isfinite(out).all()):
+        return
+    raise NonFiniteOutputError(
+        f"in pipeline {pipeline}: stage {stage.name} returned NaN or inf from finite "
+        "inputs (an overflow in that stage); rescale the inputs or report this as a bug."
+    )
+
+
 def _replace(rule: Rule, **changes: Any) -> Rule:
     from dataclasses import replace
 
@@ -278,6 +313,9 @@ class Pipeline(Rule):
         x, f, kept = self._drop_nonfinite(x, f)
         self.check(x.shape[0], f, dropped=n - x.shape[0])
         n_kept = x.shape[0]  # rows left after dropping the non-finite ones (no device sync)
+        # Finite rows must give finite rows at every stage (a robust pipeline has dropped
+        # the non-finite ones; a baseline's NaN in gives NaN out, as defined).
+        check_outputs = self.robust or bool(torch.isfinite(x).all())
         with torch.no_grad():
             for stage in self.stages:
                 stage_params = stage.defaults
@@ -288,6 +326,8 @@ class Pipeline(Rule):
                 if stage is self.stages[-1] and center is not None:
                     stage_params = {**stage_params, "center": center}
                 x = stage.impl(x, f, **stage_params)
+                if check_outputs:
+                    _check_output(stage, x, self.name)
         return x
 
     def with_generator(self, generator: torch.Generator) -> Rule:
@@ -303,15 +343,16 @@ class Pipeline(Rule):
         )
 
     def min_n(self, f: int) -> int:
-        n = 1
-        while True:  # stages only shrink n, so the smallest feasible n is found by search
-            try:
-                self.check(n, f)
-                return n
-            except ToleranceError:
-                n += 1
-                if n > 10_000_000:
-                    raise
+        """Smallest n every stage accepts, in closed form, from the last stage back.
+
+        The last stage needs ``m >= its min_n(f)`` rows; a stage before it needs
+        its own minimum and enough inputs to hand on that many rows (bucketing:
+        ceil(n / s) >= m when n >= (m - 1) s + 1; other pre-aggregators keep n).
+        """
+        need = 1
+        for stage in reversed(self.stages):
+            need = max(stage.min_n(f), stage.input_count(need, f))
+        return need
 
     def check(
         self, n: int, f: int, *, dropped: int = 0, params: dict[str, Any] | None = None

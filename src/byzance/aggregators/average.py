@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from byzance.aggregators._registry import Requirement, Rule, register
@@ -22,7 +24,15 @@ def _average(x: torch.Tensor, f: int) -> torch.Tensor:
         >>> average(torch.tensor([[0.0, 1.0], [2.0, 3.0]]), f=0)
         tensor([1., 2.])
     """
-    return x.mean(dim=0)
+    out = x.mean(dim=0)
+    bad = ~torch.isfinite(out)
+    if bool(bad.any()):
+        # Finite columns whose sum overflows (values near the dtype's largest): their mean
+        # again in float64 on rows scaled by an exact power of two, so no sum overflows.
+        cols = bad.nonzero().flatten()
+        scale = 2.0 ** -math.ceil(math.log2(max(x.shape[0], 2)))
+        out[cols] = ((x[:, cols].double() * scale).mean(dim=0) / scale).to(x.dtype)
+    return out
 
 
 average = register(

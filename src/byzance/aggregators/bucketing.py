@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 
 from byzance.aggregators._alloc import empty_rows
 from byzance.aggregators._registry import Requirement, Rule, register
 from byzance.errors import InvalidParameterError
+from byzance.registry import Bound
 
 
 def _bucketing(
     x: torch.Tensor,
     f: int,
     *,
-    s: int = 2,
+    s: Annotated[int, Bound(1)] = 2,
     generator: torch.Generator | None = None,
-    seed: int | None = None,
+    seed: Annotated[int, Bound(0)] | None = None,
 ) -> torch.Tensor:
     """Shuffle the inputs into ceil(n / s) buckets of s (the last may be smaller), average each.
 
@@ -74,5 +76,7 @@ bucketing = register(
         takes_generator=True,
         kind="preaggregator",
         out_count=lambda n, f, params: math.ceil(n / params.get("s", 2)),
+        # ceil(n / s) >= m exactly when n >= (m - 1) s + 1.
+        in_count=lambda m, f, params: (max(m, 1) - 1) * params.get("s", 2) + 1,
     )
 )

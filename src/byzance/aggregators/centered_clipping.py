@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 
 from byzance.aggregators._pairwise import distances_to
 from byzance.aggregators._registry import Requirement, Rule, register
 from byzance.errors import InvalidParameterError
+from byzance.registry import Bound
 
 
 def _centered_clipping(
@@ -16,8 +17,8 @@ def _centered_clipping(
     f: int,
     *,
     center: torch.Tensor | None = None,
-    tau: float | None = None,
-    iterations: int = 1,
+    tau: Annotated[float, Bound(0, open_low=True)] | None = None,
+    iterations: Annotated[int, Bound(1)] = 1,
 ) -> torch.Tensor:
     """Iterate v <- v + (1/n) sum_i clip(x_i - v, tau) from ``center``.
 
@@ -60,9 +61,17 @@ def _centered_clipping(
             f"centered_clipping: need tau > 0 and iterations >= 1; got tau={tau}, "
             f"iterations={iterations}."
         )
+    v = _check_center(center, x)
+    out = _iterate(x, v, tau, iterations)
+    if x.dtype != torch.float64 and not bool(torch.isfinite(out).all()):
+        # Finite inputs near the dtype's largest value overflow its sums: again in float64.
+        out = _iterate(x.double(), v.double(), tau, iterations).to(x.dtype)
+    return out
+
+
+def _iterate(x: torch.Tensor, v: torch.Tensor, tau: float | None, iterations: int) -> torch.Tensor:
     n = x.shape[0]
     acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-    v = _check_center(center, x)
     for _ in range(iterations):
         radius = distances_to(x, v, out_dtype=acc)  # float32 for half-precision inputs
         limit = radius.median() if tau is None else tau

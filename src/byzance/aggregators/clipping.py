@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 
 from byzance.aggregators._alloc import empty_rows
 from byzance.aggregators._registry import Requirement, Rule, register
 from byzance.errors import InvalidParameterError
+from byzance.registry import Bound
 
 
 def clip_rows(
@@ -26,12 +29,26 @@ def clip_rows(
 
 def row_norms(x: torch.Tensor) -> torch.Tensor:
     """Euclidean norms (n,) of the rows of ``x`` (n, d); float32 for float16/bfloat16 inputs
-    (a float16 norm overflows above 65504, which finite rows easily reach)."""
+    (a float16 norm overflows above 65504, which finite rows easily reach), float64
+    when a finite row's norm overflows the accumulation dtype."""
     acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-    return torch.linalg.vector_norm(x, dim=1, dtype=acc)
+    norms = torch.linalg.vector_norm(x, dim=1, dtype=acc)
+    bad = ~torch.isfinite(norms)
+    if not bool(bad.any()):
+        return norms
+    # A finite row whose squared norm overflows (float32 rows of ~1e19 and more): its
+    # norm again in float64, scaled by its largest entry. The norms are then float64.
+    rows = bad.nonzero().flatten()
+    sub = x[rows].to(torch.float64)
+    top = sub.abs().amax(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float64).tiny)
+    norms = norms.to(torch.float64)
+    norms[rows] = top[:, 0] * torch.linalg.vector_norm(sub / top, dim=1)
+    return norms
 
 
-def _clipping(x: torch.Tensor, f: int, *, c: float = 1.0) -> torch.Tensor:
+def _clipping(
+    x: torch.Tensor, f: int, *, c: Annotated[float, Bound(0, open_low=True)] = 1.0
+) -> torch.Tensor:
     """Static clipping: x_i <- x_i * min(1, c / |x_i|).
 
     The static pre-aggregation clipping studied by Allouah et al., "Adaptive

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 
@@ -10,6 +10,7 @@ from byzance.aggregators._order import coordinate_median
 from byzance.aggregators._pairwise import distances_to
 from byzance.aggregators._registry import Requirement, Rule, register
 from byzance.errors import InvalidParameterError
+from byzance.registry import Bound
 
 
 def weiszfeld(
@@ -114,9 +115,9 @@ def _geometric_median(
     f: int,
     *,
     weights: torch.Tensor | None = None,
-    nu: float = 1e-6,
-    tol: float = 1e-6,
-    max_iter: int = 100,
+    nu: Annotated[float, Bound(0, open_low=True)] = 1e-6,
+    tol: Annotated[float, Bound(0)] = 1e-6,
+    max_iter: Annotated[int, Bound(1)] = 100,
     init: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Approximate minimizer of sum_i w_i |z - x_i| (the geometric median).

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 
 from byzance.aggregators._pairwise import sq_distances
 from byzance.aggregators._registry import Requirement, Rule, register
 from byzance.errors import InvalidParameterError
+from byzance.registry import Bound
 
 PAPER = (
     "Blanchard, El Mhamdi, Guerraoui, Stainer, Machine Learning with Adversaries: "
@@ -45,7 +48,9 @@ def _select_krum(x: torch.Tensor, f: int) -> torch.Tensor:
     return krum_ranking(sq_distances(x), f)[:1]
 
 
-def _select_multi_krum(x: torch.Tensor, f: int, *, m: int | None = None) -> torch.Tensor:
+def _select_multi_krum(
+    x: torch.Tensor, f: int, *, m: Annotated[int, Bound(1)] | None = None
+) -> torch.Tensor:
     """Indices (m,) of the m inputs with the lowest Krum scores."""
     n = x.shape[0]
     m = n - f if m is None else m
@@ -75,7 +80,9 @@ def _krum(x: torch.Tensor, f: int) -> torch.Tensor:
     return x.index_select(0, _select_krum(x, f))[0]  # a device index: no host sync
 
 
-def _multi_krum(x: torch.Tensor, f: int, *, m: int | None = None) -> torch.Tensor:
+def _multi_krum(
+    x: torch.Tensor, f: int, *, m: Annotated[int, Bound(1)] | None = None
+) -> torch.Tensor:
     """Average of the m inputs with the lowest Krum scores.
 
     Blanchard et al., NeurIPS 2017 (Multi-Krum, Section 5); m = n - f by default

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Annotated
 
 import torch
 
 from byzance.aggregators._pairwise import sq_distances
 from byzance.aggregators._registry import Requirement, Rule, register
 from byzance.errors import IntractableError
+from byzance.registry import Bound
 
 # Masks of this many subsets, each (n, n), are examined at once.
 _BATCH_ELEMENTS = 1 << 22
@@ -65,7 +67,9 @@ def _select_mda(x: torch.Tensor, f: int, *, max_subsets: int = 2_000_000) -> tor
     return torch.argsort((~best[2]).to(torch.uint8), stable=True)[: n - f]
 
 
-def _mda(x: torch.Tensor, f: int, *, max_subsets: int = 2_000_000) -> torch.Tensor:
+def _mda(
+    x: torch.Tensor, f: int, *, max_subsets: Annotated[int, Bound(1)] = 2_000_000
+) -> torch.Tensor:
     """Average of the n - f inputs whose subset has the smallest diameter.
 
     diameter(S) = max over i, j in S of |x_i - x_j|. Exact: every subset of

@@ -73,7 +73,8 @@ def weighted_median_of_columns(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor
     slack = 1e-12 * cum[-1:]  # cumulative sums of equal weights hit W/2 up to rounding
     lower = (cum >= half - slack).to(torch.int8).argmax(dim=0, keepdim=True)
     upper = (cum > half + slack).to(torch.int8).argmax(dim=0, keepdim=True)
-    return (values.gather(0, lower)[0] + values.gather(0, upper)[0]) / 2
+    # Halves first: the sum of two values near the dtype's largest would overflow.
+    return values.gather(0, lower)[0] / 2 + values.gather(0, upper)[0] / 2
 
 
 def _weighted_median(x: torch.Tensor, f: int, *, weights: Any = None) -> torch.Tensor:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from byzance import aggregators
@@ -124,16 +125,21 @@ class DataAttack:
             raise ShapeError(
                 f"{self.name}: labels must be integer class indices; got {labels.dtype}."
             )
-        if num_classes < 2:
+        if (
+            isinstance(num_classes, bool)
+            or not isinstance(num_classes, int | np.integer)
+            or num_classes < 2
+        ):
             raise InvalidParameterError(
-                f"{self.name}: num_classes must be >= 2; got {num_classes}."
+                f"{self.name}: num_classes must be an integer >= 2; got {num_classes!r}."
             )
+        num_classes = int(num_classes)
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
             raise ShapeError(
                 f"{self.name}: labels must lie in [0, {num_classes - 1}]; got values in "
                 f"[{int(labels.min())}, {int(labels.max())}]."
             )
-        params = {**self.defaults, **params}
+        params = bind_params(self.impl, self.defaults, params, self.name)
         return self.impl(labels, num_classes, **params)
 
 
@@ -157,7 +163,8 @@ def get(name: str, **params: Any) -> Attack:
     attack = _REGISTRY.get(name)
     if params:
         if isinstance(attack, DataAttack):
-            return replace(attack, defaults={**attack.defaults, **params})
+            merged = bind_params(attack.impl, attack.defaults, params, attack.name)
+            return replace(attack, defaults=merged)
         return attack.partial(**params)
     return attack
 

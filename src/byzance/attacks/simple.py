@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 
 from byzance.attacks._registry import GradientAttack, register
 from byzance.errors import InvalidParameterError
+from byzance.registry import Bound
 
 DIRECTIONS = ("against_mean", "fixed", "random")
 
@@ -65,9 +68,9 @@ def _large_norm(
     *,
     rule=None,
     generator: torch.Generator | None = None,
-    scale: float = 1e9,
+    scale: Annotated[float, Bound(0)] = 1e9,
     direction: str | torch.Tensor = "against_mean",
-    seed: int = 0,
+    seed: Annotated[int, Bound(0)] = 0,
 ) -> torch.Tensor:
     """All f send one vector of norm ``scale``: the "billionaire in the room".
 
@@ -82,13 +85,27 @@ def _large_norm(
     partly survives); or an explicit vector of shape (d,). When the honest
     mean is zero, ``"against_mean"`` uses the ``"fixed"`` direction.
 
+    The vector saturates rather than overflows: when a coordinate of norm
+    ``scale`` would exceed the dtype's largest finite value (1e9 in float16,
+    whose largest is 65504), the vector keeps its direction and is shrunk so
+    its largest coordinate is that value; its norm is then below ``scale``.
+
     Returns:
         Shape (f, d).
     """
     if not isinstance(scale, int | float) or isinstance(scale, bool) or not scale >= 0:
         raise InvalidParameterError(f"large_norm: scale must be a number >= 0; got {scale!r}.")
-    u = _unit_direction(direction, honest, generator, seed)
-    return (scale * u).expand(f, -1).clone()
+    u = _unit_direction(direction, honest, generator, seed).to(torch.float64)
+    v = scale * u
+    # Saturate, never overflow: a norm the dtype cannot hold (1e9 in float16) would make
+    # coordinates inf, silently the inf attack. The vector is shrunk along the same
+    # direction until its largest coordinate is the dtype's largest finite value.
+    top = float(v.abs().max())
+    largest = torch.finfo(honest.dtype).max
+    if top > largest:
+        v = v * (largest / top)
+        v = v.clamp(-largest, largest)  # rounding of the product must not cross the max
+    return v.to(honest.dtype).expand(f, -1).clone()
 
 
 def _sign_flip(
@@ -129,7 +146,7 @@ def _gaussian(
     rule=None,
     generator: torch.Generator | None = None,
     mu: float = 0.0,
-    sigma: float = 200.0,
+    sigma: Annotated[float, Bound(0)] = 200.0,
 ) -> torch.Tensor:
     """Each of the f sends an independent draw of N(mu, sigma^2 I).
 
