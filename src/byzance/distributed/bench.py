@@ -8,7 +8,12 @@ with the mean step time in milliseconds:
 - ``average``: the baseline of data-parallel training: backward, one
   ``all_reduce`` of the flat gradient, divide by the world size, step;
 - ``robust_step:<rule>``: backward, :func:`byzance.distributed.robust_step` (one
-  all-gather of the whole gradients, the rule on the (world, d) matrix), step.
+  all-gather of the whole gradients, the rule on the (world, d) matrix), step;
+- ``sharded:<rule>``: ``robust_step(..., sharded=True)``: an all-to-all, the
+  rule on this rank's 1/world of the coordinates (whole-vector sums
+  all-reduced), an all-gather;
+- ``replicated:<rule>``: the same with every slice aggregated by 2f + 1 ranks
+  and the copies combined by their median.
 """
 
 from __future__ import annotations
@@ -41,7 +46,15 @@ def _train_step(model, optimizer, x, y, mode: str, f: int) -> None:
         set_flat_grad(model, flat / dist.get_world_size())
         optimizer.step()
     else:
-        robust_step(model, optimizer, rule=mode.split(":", 1)[1], f=f)
+        kind, rule = mode.split(":", 1)
+        robust_step(
+            model,
+            optimizer,
+            rule=rule,
+            f=f,
+            sharded=kind in ("sharded", "replicated"),
+            replicated=kind == "replicated",
+        )
 
 
 def tolerated(rule: str, world: int, f: int) -> int:
@@ -52,7 +65,9 @@ def tolerated(rule: str, world: int, f: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="mlp-1m", choices=sorted(MODELS))
-    parser.add_argument("--modes", default="average,robust_step:krum,robust_step:median")
+    parser.add_argument(
+        "--modes", default="average,robust_step:krum,robust_step:median,sharded:median"
+    )
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--f", type=int, default=1)

@@ -47,7 +47,8 @@ from torch import nn
 
 from byzance import aggregators
 from byzance.distributed.backend import gather_device_type
-from byzance.errors import ToleranceError
+from byzance.distributed.sharded import sharded_aggregate
+from byzance.errors import InvalidParameterError, ToleranceError
 from byzance.sim.gradients import set_flat_grad
 
 
@@ -83,6 +84,8 @@ def robust_step(
     f: int = 1,
     *,
     group: dist.ProcessGroup | None = None,
+    sharded: bool = False,
+    replicated: bool = False,
     **rule_params: Any,
 ) -> torch.Tensor:
     """Aggregate every rank's gradient with ``rule`` instead of averaging, then step.
@@ -95,6 +98,14 @@ def robust_step(
         rule: a registered rule name (``"krum"``, ``"nnm>trimmed_mean"``) or a Rule.
         f: the number of Byzantine ranks the rule tolerates.
         group: the process group (default: the world).
+        sharded: each rank aggregates 1/world of the coordinates (an all-to-all,
+            the rule on the slice with its whole-vector sums all-reduced, an
+            all-gather: the bytes of an all-reduce; see
+            :mod:`byzance.distributed.sharded`); False: every rank gathers every
+            whole gradient and runs the whole rule.
+        replicated: with ``sharded``, each slice is aggregated by 2f + 1 ranks
+            and the copies combined by their median, so that up to f lying
+            aggregating ranks change nothing.
         **rule_params: the rule's parameters, bound to it whether it is given by
             name or as a Rule (``rule.partial(**rule_params)``, which checks them).
 
@@ -114,8 +125,16 @@ def robust_step(
         fn.check(world, f)
     except ToleranceError as err:
         raise ToleranceError(f"robust_step over {world} ranks: {err}") from None
-    grads = gather_gradients(flat_gradient(model).detach(), group)
-    aggregate = fn(grads, f)
+    if fn.takes_generator and "generator" not in fn.defaults and fn.defaults.get("seed") is None:
+        raise InvalidParameterError(
+            f"{fn.name} draws random numbers: every rank must draw the same ones, or the "
+            "ranks' models drift apart; pass seed=<int> (or a generator seeded alike on every rank)."
+        )
+    flat = flat_gradient(model).detach()
+    if sharded or replicated:
+        aggregate = sharded_aggregate(flat, fn, f, group=group, replicated=replicated)
+    else:
+        aggregate = fn(gather_gradients(flat, group), f)
     set_flat_grad(model, aggregate)
     optimizer.step()
     return aggregate

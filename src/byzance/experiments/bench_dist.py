@@ -5,6 +5,9 @@ Two ways to be robust are timed against the data-parallel baseline (backward
 on this machine (gloo):
 
 - the drop-in :func:`byzance.distributed.robust_step` (all-gather + rule on every rank);
+- the same drop-in sharded (``sharded=True``: all-to-all, the rule on 1/world of
+  the coordinates per rank, all-gather) and with replicated slices (each slice
+  aggregated by 2f + 1 ranks, the copies' median);
 - the byzance runner's parameter server (``byzance launch``): point-to-point
   frames with a deadline, the rule on rank 0, parameters sent back; its step
   time is the mean ``step_ms`` of the run's metrics after the first steps
@@ -45,8 +48,17 @@ def _torchrun(nproc: int, args: list[str]) -> str:
     return done.stdout
 
 
-def _drop_in(nproc: int, model: str, rules: tuple[str, ...], steps: int) -> list[dict[str, Any]]:
-    modes = ",".join(["average", *(f"robust_step:{r}" for r in rules)])
+DROP_IN_KINDS = ("robust_step", "sharded", "replicated")
+
+
+def _drop_in(
+    nproc: int,
+    model: str,
+    rules: tuple[str, ...],
+    steps: int,
+    kinds: tuple[str, ...] = DROP_IN_KINDS,
+) -> list[dict[str, Any]]:
+    modes = ",".join(["average", *(f"{k}:{r}" for k in kinds for r in rules)])
     out = _torchrun(
         nproc,
         [

@@ -1,0 +1,277 @@
+"""Sharded robust aggregation: every rank aggregates 1/world of the coordinates.
+
+The gathered :func:`~byzance.distributed.robust_step` moves every whole
+gradient to every rank ((world - 1) d values received per rank) and runs the
+whole rule on every rank. An all-reduce moves 2 (world - 1) / world d per rank
+and splits the arithmetic. Sharded aggregation does what the all-reduce does,
+for any rule:
+
+1. **all-to-all**: the coordinates are cut into ``world`` slices of
+   ``w = ceil(d / world)``; rank s receives slice s of every rank's vector:
+   an (n, w) block of the inputs (n = world).
+2. **the rule on the block**: coordinate-wise rules (median, trimmed mean,
+   meamed, Bulyan's second phase, ...) need nothing else. The other rules
+   need whole-vector numbers (norms, distances, the n x n Gram matrix): each
+   such sum is computed on the block and all-reduced (:mod:`byzance.aggregators._shard`),
+   an (n,) or (n, n) tensor, never the vectors. Iterative rules (the geometric
+   median, centered clipping) repeat that small all-reduce per iteration.
+3. **all-gather** of the aggregated slices: every rank holds the aggregate.
+
+Bytes per rank: (world - 1) w in the all-to-all and as much in the
+all-gather (the all-reduce's 2 (world - 1) / world d), plus O(n^2) per
+whole-vector sum. Arithmetic per rank: 1/world of the rule's (plus the
+O(n^2) steps every rank repeats).
+
+**Replicated slices** (``replicated=True``): a rank that aggregates a slice
+may itself be Byzantine (among peers, every rank is an aggregator). Each slice
+s is then aggregated by the r = 2f + 1 ranks s, s + 1, ..., s + r - 1 (mod
+world); every partial sum and every aggregated slice is combined by the
+coordinate-wise median of its r copies, which at most f liars cannot move
+outside the honest copies' range (identical honest copies: the result is
+exactly theirs). It costs r times the bytes and the arithmetic of the
+unreplicated mode.
+
+Exactness: a coordinate-wise rule on a block gives exactly the slice of its
+whole result (bit-exact). A rule built on whole-vector sums gets those sums
+in another order (the sum of world partial sums), equal up to float rounding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from byzance.aggregators import Rule
+from byzance.aggregators._shard import sharded
+from byzance.distributed.backend import gather_device_type
+from byzance.errors import InvalidParameterError, ToleranceError
+
+Tamper = Callable[[torch.Tensor], torch.Tensor]
+
+
+ALIGN = 64
+"""Slices start at multiples of this many coordinates: torch's CPU reductions over the
+rows group columns in SIMD chunks of up to 64 (float32), so an aligned slice sums
+every column in the same order as the whole matrix does (bit-exact means)."""
+
+
+@dataclass(frozen=True)
+class SliceLayout:
+    """Which rank aggregates which slice of the d coordinates.
+
+    Slice s is coordinates ``[s w, min((s + 1) w, d))`` with ``w`` the
+    smallest multiple of ALIGN with ``world * w >= d`` (the last slices may be
+    shorter, or empty); its owners are ranks ``s, s + 1, ..., s + replicas - 1``
+    (mod world), and rank t owns slices ``t, t - 1, ..., t - replicas + 1``.
+    On the wire every slice is padded to ``w``.
+    """
+
+    world: int
+    d: int
+    replicas: int = 1
+
+    @property
+    def width(self) -> int:
+        return ALIGN * max(1, math.ceil(self.d / (self.world * ALIGN)))
+
+    def real_width(self, s: int) -> int:
+        """Coordinates of slice s that exist (not padding)."""
+        return max(0, min(self.width, self.d - s * self.width))
+
+    def owned(self, device: torch.device | None = None) -> torch.Tensor:
+        """(world, replicas): ``owned[t, q]`` is the q-th slice rank t aggregates."""
+        t = torch.arange(self.world, device=device)[:, None]
+        q = torch.arange(self.replicas, device=device)[None, :]
+        return (t - q) % self.world
+
+    def copies(self, device: torch.device | None = None) -> torch.Tensor:
+        """(world, replicas): ``copies[s, q]`` is the rank holding slice s as its q-th."""
+        s = torch.arange(self.world, device=device)[:, None]
+        q = torch.arange(self.replicas, device=device)[None, :]
+        return (s + q) % self.world
+
+    def columns(self, rank: int) -> tuple[list[int], list[slice]]:
+        """How ``rank`` lays its slices side by side for the rule.
+
+        Returns the order of its copies q (ascending slice index, so that
+        every slice but the last of the vector starts at a multiple of ALIGN)
+        and, per copy q, its columns in that side-by-side block.
+        """
+        owned = self.owned()[rank].tolist()
+        order = sorted(range(self.replicas), key=lambda q: owned[q])
+        spans: list[slice] = [slice(0, 0)] * self.replicas
+        at = 0
+        for q in order:
+            width = self.real_width(owned[q])
+            spans[q] = slice(at, at + width)
+            at += width
+        return order, spans
+
+
+class CollectiveReducer:
+    """Completes whole-vector sums with collectives over ``group`` (the shard Reducer)."""
+
+    def __init__(
+        self,
+        layout: SliceLayout,
+        spans: list[slice],
+        group: dist.ProcessGroup | None,
+        tamper: Tamper | None,
+    ):
+        self.layout = layout
+        self.group = group
+        self.tamper = tamper
+        self.segments = None if layout.replicas == 1 else spans
+        self.backend = str(dist.get_backend(group))
+
+    def _send(self, t: torch.Tensor) -> torch.Tensor:
+        where = gather_device_type(self.backend, t.device.type)
+        return (t if where == t.device.type else t.to(where)).contiguous()
+
+    def total(self, partials: torch.Tensor) -> torch.Tensor:
+        if self.tamper is not None:
+            partials = self.tamper(partials)
+        device = partials.device
+        if self.layout.replicas == 1:
+            out = self._send(partials[0].clone())
+            dist.all_reduce(out, group=self.group)
+            return out.to(device)
+        send = self._send(partials)
+        got = send.new_empty((self.layout.world, *send.shape))
+        dist.all_gather_single(got.view(-1), send.view(-1), group=self.group)
+        copies = self.layout.copies(got.device)
+        replica = torch.arange(self.layout.replicas, device=got.device).expand_as(copies)
+        per_slice = got[copies, replica]  # (world slices, replicas, *shape)
+        return per_slice.median(dim=1).values.sum(dim=0).to(device)
+
+    def any(self, flag: bool) -> bool:
+        t = self._send(torch.tensor([int(flag)]))
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.group)
+        return bool(t.item())
+
+
+def sharded_aggregate(
+    flat: torch.Tensor,
+    rule: Rule,
+    f: int,
+    *,
+    group: dist.ProcessGroup | None = None,
+    replicated: bool = False,
+    tamper: Tamper | None = None,
+) -> torch.Tensor:
+    """Aggregate every rank's ``flat`` (d,) with ``rule``, each rank doing one slice; (d,).
+
+    Call on every rank of ``group`` with the same rule and f. The inputs are
+    the ranks' vectors in rank order (world, d), as for the gathered path.
+
+    Args:
+        flat: this rank's vector (d,), the same d on every rank.
+        rule: the rule; it must compute from coordinates or whole-vector sums
+            (``rule.shardable``).
+        f: Byzantine ranks tolerated.
+        group: the process group (default: the world).
+        replicated: each slice aggregated by 2f + 1 ranks and combined by the
+            median of the copies (ranks that aggregate may lie).
+        tamper: what this rank does to the partial sums and the slices it
+            contributes; None for an honest rank (tests and benchmarks use it
+            to play a lying aggregator).
+
+    Returns:
+        The aggregate (d,), the same on every honest rank.
+    """
+    world = dist.get_world_size(group)
+    if not getattr(rule, "shardable", True):
+        raise InvalidParameterError(
+            f"{rule.name} cannot be sharded: its output mixes coordinates of whole vectors; "
+            "use the gathered robust_step (sharded=False)."
+        )
+    replicas = 2 * f + 1 if replicated else 1
+    if replicas > world:
+        raise ToleranceError(
+            f"replicated slices need 2f + 1 = {replicas} ranks per slice; the group has {world}. "
+            "Use a smaller f or sharded=True without replication."
+        )
+    layout = SliceLayout(world, flat.numel(), replicas)
+    w = layout.width
+    rank = dist.get_rank(group)
+    order, spans = layout.columns(rank)
+    reducer = CollectiveReducer(layout, spans, group, tamper)
+    padded = flat.new_zeros(world * w)
+    padded[: flat.numel()] = flat.reshape(-1)
+    send = reducer._send(padded.view(world, w)[layout.owned(flat.device)])  # (world, r, w)
+    block = torch.empty_like(send)
+    dist.all_to_all_single(block, send, group=group)  # block[j, q]: rank j's part of my q-th slice
+    block = block.to(flat.device)
+    inputs = torch.cat([block[:, q, : spans[q].stop - spans[q].start] for q in order], dim=1)
+    empty = inputs.shape[1] == 0
+    if empty:  # no coordinate here: a zero column adds nothing to any whole-vector sum
+        inputs = block.new_zeros((world, 1))
+    with sharded(reducer):
+        out = rule(inputs, f)  # my slices of the aggregate, side by side
+    if tamper is not None:
+        out = tamper(out)
+    mine = block.new_zeros((replicas, w))
+    if not empty:
+        for q in range(replicas):
+            mine[q, : spans[q].stop - spans[q].start] = out[spans[q]]
+    mine = reducer._send(mine)
+    if replicas == 1:
+        whole = mine.new_empty(world * w)
+        dist.all_gather_single(whole, mine.view(-1), group=group)
+    else:
+        whole = _replicated_slices(mine, layout, group).reshape(-1)
+    return whole[: flat.numel()].to(flat.device)
+
+
+DIGEST_BYTES = 16
+
+
+def _digest(t: torch.Tensor) -> torch.Tensor:
+    """BLAKE2b digest (DIGEST_BYTES,) uint8 of a tensor's bytes."""
+    raw = t.detach().cpu().contiguous().view(torch.uint8).numpy()
+    return torch.frombuffer(
+        bytearray(hashlib.blake2b(raw, digest_size=DIGEST_BYTES).digest()), dtype=torch.uint8
+    )
+
+
+def _replicated_slices(
+    mine: torch.Tensor, layout: SliceLayout, group: dist.ProcessGroup | None
+) -> torch.Tensor:
+    """Every slice of the aggregate, trusted only as far as its 2f + 1 copies agree: (world, w).
+
+    ``mine`` (r, w) holds this rank's copies of the slices it owns. Each slice
+    travels once, from its first owner, with the other owners' BLAKE2b
+    digests of their copies: a slice whose bytes at least f of its other
+    owners vouch for is taken as it is (honest copies are identical: the same
+    rule on the same inputs). Otherwise (a lying owner, or a Byzantine
+    worker that sent different owners different values) every copy of that
+    slice is gathered and the coordinate-wise median of the copies taken.
+    """
+    world, r = layout.world, layout.replicas
+    f = (r - 1) // 2
+    primary = mine.new_empty((world, mine.shape[1]))
+    dist.all_gather_single(primary.view(-1), mine[0].contiguous(), group=group)
+    own = torch.stack([_digest(copy) for copy in mine])  # (r, DIGEST_BYTES)
+    claims = own.new_empty((world, r, DIGEST_BYTES))
+    dist.all_gather_single(claims.view(-1), own.view(-1), group=group)
+    copies = layout.copies()
+    replica = torch.arange(r).expand_as(copies)
+    vouched = claims[copies, replica][:, 1:]  # (world, r - 1, DIGEST_BYTES): the other owners'
+    received = torch.stack([_digest(row) for row in primary])
+    support = (vouched == received[:, None]).all(dim=-1).sum(dim=1)
+    doubtful = (support < f).to(torch.int64)
+    flag = doubtful.to(primary.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=group)  # every rank takes the same path
+    if not bool(flag.any()):
+        return primary
+    every = mine.new_empty((world, r, mine.shape[1]))
+    dist.all_gather_single(every.view(-1), mine.reshape(-1), group=group)
+    bad = flag.nonzero().flatten().cpu()
+    per_slice = every[copies[bad].to(every.device), replica[bad].to(every.device)]
+    primary[bad.to(primary.device)] = per_slice.median(dim=1).values
+    return primary
