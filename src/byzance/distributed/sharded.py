@@ -49,6 +49,7 @@ import torch.distributed as dist
 from byzance.aggregators import Rule
 from byzance.aggregators._shard import sharded
 from byzance.distributed.backend import gather_device_type
+from byzance.distributed.live import Collectives
 from byzance.errors import InvalidParameterError, ToleranceError
 
 Tamper = Callable[[torch.Tensor], torch.Tensor]
@@ -120,14 +121,14 @@ class CollectiveReducer:
         self,
         layout: SliceLayout,
         spans: list[slice],
-        group: dist.ProcessGroup | None,
+        comm: Collectives,
         tamper: Tamper | None,
     ):
         self.layout = layout
-        self.group = group
+        self.comm = comm
         self.tamper = tamper
         self.segments = None if layout.replicas == 1 else spans
-        self.backend = str(dist.get_backend(group))
+        self.backend = comm.backend
 
     def _send(self, t: torch.Tensor) -> torch.Tensor:
         where = gather_device_type(self.backend, t.device.type)
@@ -139,11 +140,11 @@ class CollectiveReducer:
         device = partials.device
         if self.layout.replicas == 1:
             out = self._send(partials[0].clone())
-            dist.all_reduce(out, group=self.group)
+            self.comm.all_reduce(out)
             return out.to(device)
         send = self._send(partials)
         got = send.new_empty((self.layout.world, *send.shape))
-        dist.all_gather_single(got.view(-1), send.view(-1), group=self.group)
+        self.comm.all_gather(got.view(-1), send.view(-1))
         copies = self.layout.copies(got.device)
         replica = torch.arange(self.layout.replicas, device=got.device).expand_as(copies)
         per_slice = got[copies, replica]  # (world slices, replicas, *shape)
@@ -151,7 +152,7 @@ class CollectiveReducer:
 
     def any(self, flag: bool) -> bool:
         t = self._send(torch.tensor([int(flag)]))
-        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.group)
+        self.comm.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
 
 
@@ -163,6 +164,7 @@ def sharded_aggregate(
     group: dist.ProcessGroup | None = None,
     replicated: bool = False,
     tamper: Tamper | None = None,
+    comm: Collectives | None = None,
 ) -> torch.Tensor:
     """Aggregate every rank's ``flat`` (d,) with ``rule``, each rank doing one slice; (d,).
 
@@ -180,11 +182,14 @@ def sharded_aggregate(
         tamper: what this rank does to the partial sums and the slices it
             contributes; None for an honest rank (tests and benchmarks use it
             to play a lying aggregator).
+        comm: the collectives to use (with a deadline: :class:`~byzance.distributed.live.Collectives`);
+            default: plain collectives over ``group``.
 
     Returns:
         The aggregate (d,), the same on every honest rank.
     """
-    world = dist.get_world_size(group)
+    comm = comm or Collectives(group)
+    world = comm.size
     if not getattr(rule, "shardable", True):
         raise InvalidParameterError(
             f"{rule.name} cannot be sharded: its output mixes coordinates of whole vectors; "
@@ -198,14 +203,13 @@ def sharded_aggregate(
         )
     layout = SliceLayout(world, flat.numel(), replicas)
     w = layout.width
-    rank = dist.get_rank(group)
-    order, spans = layout.columns(rank)
-    reducer = CollectiveReducer(layout, spans, group, tamper)
+    order, spans = layout.columns(comm.rank)
+    reducer = CollectiveReducer(layout, spans, comm, tamper)
     padded = flat.new_zeros(world * w)
     padded[: flat.numel()] = flat.reshape(-1)
     send = reducer._send(padded.view(world, w)[layout.owned(flat.device)])  # (world, r, w)
     block = torch.empty_like(send)
-    dist.all_to_all_single(block, send, group=group)  # block[j, q]: rank j's part of my q-th slice
+    comm.all_to_all(block, send)  # block[j, q]: rank j's part of my q-th slice
     block = block.to(flat.device)
     inputs = torch.cat([block[:, q, : spans[q].stop - spans[q].start] for q in order], dim=1)
     empty = inputs.shape[1] == 0
@@ -222,9 +226,9 @@ def sharded_aggregate(
     mine = reducer._send(mine)
     if replicas == 1:
         whole = mine.new_empty(world * w)
-        dist.all_gather_single(whole, mine.view(-1), group=group)
+        comm.all_gather(whole, mine.view(-1))
     else:
-        whole = _replicated_slices(mine, layout, group).reshape(-1)
+        whole = _replicated_slices(mine, layout, comm).reshape(-1)
     return whole[: flat.numel()].to(flat.device)
 
 
@@ -239,9 +243,7 @@ def _digest(t: torch.Tensor) -> torch.Tensor:
     )
 
 
-def _replicated_slices(
-    mine: torch.Tensor, layout: SliceLayout, group: dist.ProcessGroup | None
-) -> torch.Tensor:
+def _replicated_slices(mine: torch.Tensor, layout: SliceLayout, comm: Collectives) -> torch.Tensor:
     """Every slice of the aggregate, trusted only as far as its 2f + 1 copies agree: (world, w).
 
     ``mine`` (r, w) holds this rank's copies of the slices it owns. Each slice
@@ -255,10 +257,10 @@ def _replicated_slices(
     world, r = layout.world, layout.replicas
     f = (r - 1) // 2
     primary = mine.new_empty((world, mine.shape[1]))
-    dist.all_gather_single(primary.view(-1), mine[0].contiguous(), group=group)
+    comm.all_gather(primary.view(-1), mine[0].contiguous())
     own = torch.stack([_digest(copy) for copy in mine])  # (r, DIGEST_BYTES)
     claims = own.new_empty((world, r, DIGEST_BYTES))
-    dist.all_gather_single(claims.view(-1), own.view(-1), group=group)
+    comm.all_gather(claims.view(-1), own.view(-1))
     copies = layout.copies()
     replica = torch.arange(r).expand_as(copies)
     vouched = claims[copies, replica][:, 1:]  # (world, r - 1, DIGEST_BYTES): the other owners'
@@ -266,11 +268,11 @@ def _replicated_slices(
     support = (vouched == received[:, None]).all(dim=-1).sum(dim=1)
     doubtful = (support < f).to(torch.int64)
     flag = doubtful.to(primary.device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=group)  # every rank takes the same path
+    comm.all_reduce(flag, op=dist.ReduceOp.MAX)  # every rank takes the same path
     if not bool(flag.any()):
         return primary
     every = mine.new_empty((world, r, mine.shape[1]))
-    dist.all_gather_single(every.view(-1), mine.reshape(-1), group=group)
+    comm.all_gather(every.view(-1), mine.reshape(-1))
     bad = flag.nonzero().flatten().cpu()
     per_slice = every[copies[bad].to(every.device), replica[bad].to(every.device)]
     primary[bad.to(primary.device)] = per_slice.median(dim=1).values

@@ -47,6 +47,7 @@ from torch import nn
 
 from byzance import aggregators
 from byzance.distributed.backend import gather_device_type
+from byzance.distributed.live import Collectives, LiveGroup
 from byzance.distributed.sharded import sharded_aggregate
 from byzance.errors import InvalidParameterError, ToleranceError
 from byzance.sim.gradients import set_flat_grad
@@ -62,19 +63,32 @@ def flat_gradient(model: nn.Module) -> torch.Tensor:
     )
 
 
-def gather_gradients(flat: torch.Tensor, group: dist.ProcessGroup | None = None) -> torch.Tensor:
+def gather_gradients(
+    flat: torch.Tensor, group: dist.ProcessGroup | None = None, comm: Collectives | None = None
+) -> torch.Tensor:
     """Every rank's vector, stacked in rank order: (world, d), on ``flat``'s device.
 
     On the vector's own device when the group's backend moves it there (NCCL for
     CUDA, gloo for the CPU); a CUDA vector in a gloo-only group goes through
     host memory. A CPU vector in an NCCL-only group is refused with the fix.
     """
-    world = dist.get_world_size(group)
-    where = gather_device_type(str(dist.get_backend(group)), flat.device.type)
+    comm = comm or Collectives(group)
+    where = gather_device_type(comm.backend, flat.device.type)
     send = flat.contiguous() if where == flat.device.type else flat.to(where)
-    out = send.new_empty(world * send.numel())  # one flat buffer: one copy per rank
-    dist.all_gather_single(out, send, group=group)
-    return out.view(world, -1).to(flat.device)
+    out = send.new_empty(comm.size * send.numel())  # one flat buffer: one copy per rank
+    comm.all_gather(out, send)
+    return out.view(comm.size, -1).to(flat.device)
+
+
+_LIVE: dict[tuple[int, float], LiveGroup] = {}
+
+
+def live_group(group: dist.ProcessGroup | None = None, deadline: float = 30.0) -> LiveGroup:
+    """The :class:`LiveGroup` robust_step uses for ``group`` with ``deadline`` (its lost ranks)."""
+    key = (id(group), deadline)
+    if key not in _LIVE:
+        _LIVE[key] = LiveGroup(group, deadline)
+    return _LIVE[key]
 
 
 def robust_step(
@@ -86,6 +100,7 @@ def robust_step(
     group: dist.ProcessGroup | None = None,
     sharded: bool = False,
     replicated: bool = False,
+    deadline: float | None = None,
     **rule_params: Any,
 ) -> torch.Tensor:
     """Aggregate every rank's gradient with ``rule`` instead of averaging, then step.
@@ -106,6 +121,13 @@ def robust_step(
         replicated: with ``sharded``, each slice is aggregated by 2f + 1 ranks
             and the copies combined by their median, so that up to f lying
             aggregating ranks change nothing.
+        deadline: seconds any collective of the step may wait; a rank that
+            crashed, hung or fell that far behind is left out and the step
+            runs again among the others (its slices reassigned, its gradient
+            not among the inputs), as the byzance runner does with its
+            deadline per step (see :mod:`byzance.distributed.live`; the lost
+            ranks are in ``live_group(group, deadline).lost``). None: wait
+            as long as the process group does (a crash fails the step).
         **rule_params: the rule's parameters, bound to it whether it is given by
             name or as a Rule (``rule.partial(**rule_params)``, which checks them).
 
@@ -113,28 +135,35 @@ def robust_step(
         The aggregate (d,) that was applied.
 
     Raises:
-        ToleranceError: the world is too small for the rule to tolerate ``f``.
+        ToleranceError: the world (or what is left of it) is too small for the
+            rule to tolerate ``f``.
+        DistributedStepError: this rank was left out by the others (too slow).
         InvalidParameterError: a parameter the rule does not have, or out of range.
     """
     if isinstance(rule, str):
         fn = aggregators.get(rule, **rule_params)
     else:
         fn = rule.partial(**rule_params) if rule_params else rule
-    world = dist.get_world_size(group)
-    try:
-        fn.check(world, f)
-    except ToleranceError as err:
-        raise ToleranceError(f"robust_step over {world} ranks: {err}") from None
     if fn.takes_generator and "generator" not in fn.defaults and fn.defaults.get("seed") is None:
         raise InvalidParameterError(
             f"{fn.name} draws random numbers: every rank must draw the same ones, or the "
             "ranks' models drift apart; pass seed=<int> (or a generator seeded alike on every rank)."
         )
     flat = flat_gradient(model).detach()
-    if sharded or replicated:
-        aggregate = sharded_aggregate(flat, fn, f, group=group, replicated=replicated)
+
+    def aggregate_among(comm: Collectives) -> torch.Tensor:
+        try:
+            fn.check(comm.size, f)
+        except ToleranceError as err:
+            raise ToleranceError(f"robust_step over {comm.size} ranks: {err}") from None
+        if sharded or replicated:
+            return sharded_aggregate(flat, fn, f, replicated=replicated, comm=comm)
+        return fn(gather_gradients(flat, comm=comm), f)
+
+    if deadline is None:
+        aggregate = aggregate_among(Collectives(group))
     else:
-        aggregate = fn(gather_gradients(flat, group), f)
+        aggregate = live_group(group, deadline).run(aggregate_among)
     set_flat_grad(model, aggregate)
     optimizer.step()
     return aggregate
