@@ -30,6 +30,7 @@ import torch.distributed as dist
 
 from byzance.distributed.backend import init_distributed
 from byzance.distributed.node import Node
+from byzance.distributed.sharded_loop import run_sharded
 from byzance.distributed.topologies import (
     Membership,
     run_decentralized,
@@ -109,7 +110,8 @@ class Reporter:
             "",
             "## Distributed run",
             "",
-            f"{self.node.world} processes, topology {self.config.topology}, Byzantine ranks "
+            f"{self.node.world} processes, topology {self.config.topology} "
+            f"({self.config.aggregation} aggregation), Byzantine ranks "
             f"{self.node.byzantine or 'none'}, step_timeout {self.config.step_timeout} s.",
             "",
         ]
@@ -199,7 +201,8 @@ def run(config: RunConfig, *, resume: bool = False, overwrite: bool = False) -> 
         else:
             run_worker(node, start)
     else:
-        members = run_decentralized(node, start, report or (lambda step, row: None))
+        loop = run_sharded if config.aggregation != "gathered" else run_decentralized
+        members = loop(node, start, report or (lambda step, row: None))
         if not (node.is_byzantine and node.gradient_attack):
             out.mkdir(parents=True, exist_ok=True)
             torch.save(flatten_params(node.model).cpu(), out / f"params-rank{rank}.pt")

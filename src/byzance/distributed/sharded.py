@@ -165,6 +165,8 @@ def sharded_aggregate(
     replicated: bool = False,
     tamper: Tamper | None = None,
     comm: Collectives | None = None,
+    observe: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+    **column_params: torch.Tensor | None,
 ) -> torch.Tensor:
     """Aggregate every rank's ``flat`` (d,) with ``rule``, each rank doing one slice; (d,).
 
@@ -184,6 +186,12 @@ def sharded_aggregate(
             to play a lying aggregator).
         comm: the collectives to use (with a deadline: :class:`~byzance.distributed.live.Collectives`);
             default: plain collectives over ``group``.
+        observe: called as ``observe(block, out)`` with this rank's inputs (n, m)
+            and its part of the aggregate (m,), where :func:`~byzance.aggregators._shard.whole`
+            completes whole-vector sums (the runner's step statistics).
+        **column_params: the rule's parameters that are vectors over the
+            coordinates (d,) (centered clipping's ``center``): each rank is
+            given its slices of them; None passes through.
 
     Returns:
         The aggregate (d,), the same on every honest rank.
@@ -211,12 +219,28 @@ def sharded_aggregate(
     block = torch.empty_like(send)
     comm.all_to_all(block, send)  # block[j, q]: rank j's part of my q-th slice
     block = block.to(flat.device)
-    inputs = torch.cat([block[:, q, : spans[q].stop - spans[q].start] for q in order], dim=1)
+    owned = layout.owned()[comm.rank]
+
+    def mine_of(rows: torch.Tensor) -> torch.Tensor:
+        """My slices, side by side, of ``rows`` (k, world, w) holding slice owned[q] at [:, q]."""
+        return torch.cat([rows[:, q, : spans[q].stop - spans[q].start] for q in order], dim=1)
+
+    inputs = mine_of(block)
+    params: dict[str, torch.Tensor | None] = {}
+    for name, vector in column_params.items():
+        if vector is not None:
+            whole_vector = vector.new_zeros(world * w)
+            whole_vector[: flat.numel()] = vector.reshape(-1)
+            vector = mine_of(whole_vector.view(world, w)[owned.to(vector.device)][None])[0]
+        params[name] = vector
     empty = inputs.shape[1] == 0
     if empty:  # no coordinate here: a zero column adds nothing to any whole-vector sum
         inputs = block.new_zeros((world, 1))
+        params = {k: None if v is None else v.new_zeros(1) for k, v in params.items()}
     with sharded(reducer):
-        out = rule(inputs, f)  # my slices of the aggregate, side by side
+        out = rule(inputs, f, **params)  # my slices of the aggregate, side by side
+        if observe is not None:
+            observe(inputs, out)
     if tamper is not None:
         out = tamper(out)
     mine = block.new_zeros((replicas, w))

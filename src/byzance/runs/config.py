@@ -58,6 +58,7 @@ MOMENTUM_FORMS = ("ema", "heavy_ball")  # byzance.sim.core.MOMENTUM_FORMS, witho
 PRECISIONS = ("fp32", "bf16")  # byzance.sim.core.PRECISIONS
 SCHEDULES = ("constant", "cosine", "step")
 TOPOLOGIES = ("parameter_server", "decentralized")
+AGGREGATIONS = ("gathered", "sharded", "replicated")
 MODES = ("sync", "async")
 ALGORITHMS = ("sgd", "fedavg")
 BYZANTINE_SAMPLING = ("fixed", "random")
@@ -293,6 +294,13 @@ class RunConfig:
     # -- processes (byzance launch / dist, under torchrun)
     topology: str = key(
         "parameter_server", "processes", "who aggregates: rank 0, or every rank", choices=TOPOLOGIES
+    )
+    aggregation: str = key(
+        "gathered",
+        "processes",
+        "decentralized: every rank the whole rule (gathered), or 1/n of the coordinates "
+        "each (sharded; replicated: each slice by 2f + 1 ranks)",
+        choices=AGGREGATIONS,
     )
     byzantine_ranks: list[int] = key(
         [], "processes", "the Byzantine ranks ([]: the last byzantine ones)", ge=0

@@ -168,6 +168,18 @@ def _validate_distributed(config: RunConfig) -> None:
                 "rank 0 is the parameter server, which byzance trusts: it cannot be Byzantine. "
                 "Choose other byzantine_ranks, or use topology = 'decentralized'."
             )
+    if config.aggregation != "gathered":
+        if config.topology != "decentralized" or config.transport != "gloo":
+            raise ConfigError(
+                f"config key 'aggregation': {config.aggregation!r} splits the aggregation among "
+                "peers: it needs topology = 'decentralized' and transport = 'gloo' "
+                f"(got {config.topology!r} over {config.transport!r})."
+            )
+        if config.aggregation == "replicated" and 2 * config.tolerated + 1 > config.workers:
+            raise ConfigError(
+                f"config key 'aggregation': replicated slices need 2f + 1 = "
+                f"{2 * config.tolerated + 1} ranks per slice; there are {config.workers}."
+            )
     check_params("udp_loss", "the UDP loss model", LossModel, config.udp_loss, reserved=("seed",))
     try:
         LossModel(**config.udp_loss)

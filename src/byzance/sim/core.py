@@ -26,7 +26,7 @@ generators.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import torch
@@ -323,15 +323,27 @@ class Aggregation:
             TrainingDivergedError: the aggregate is not finite, or more inputs than
                 f hold NaN/inf: the run is recorded as diverged, not crashed.
         """
+
+        def compute(rule: aggregators.Rule, f: int, params: dict[str, Any]) -> torch.Tensor:
+            if present is None:
+                return rule(inputs, f, **params)
+            return aggregators.aggregate_with_missing(rule, inputs, present, f, fill=fill, **params)
+
+        return self.run(compute, replica=replica)
+
+    def run(
+        self,
+        compute: Callable[[aggregators.Rule, int, dict[str, Any]], torch.Tensor],
+        *,
+        replica: int = 0,
+    ) -> torch.Tensor:
+        """``compute(rule, f, params)`` (d,) with this part's state: the carried center in
+        ``params``, the time taken, a non-finite result or input turned into
+        TrainingDivergedError (the distributed layer computes a sharded aggregate here)."""
         params = {"center": self.centers[replica]} if self.rule.carries_center else {}
         start = time.perf_counter()
         try:
-            if present is None:
-                result = self.rule(inputs, self.f, **params)
-            else:
-                result = aggregators.aggregate_with_missing(
-                    self.rule, inputs, present, self.f, fill=fill, **params
-                )
+            result = compute(self.rule, self.f, params)
         except NonFiniteInputError as err:
             raise TrainingDivergedError(f"the aggregation failed: {err}") from None
         self.seconds = time.perf_counter() - start
