@@ -38,7 +38,6 @@ in another order (the sum of world partial sums), equal up to float rounding.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -256,47 +255,35 @@ def sharded_aggregate(
     return whole[: flat.numel()].to(flat.device)
 
 
-DIGEST_BYTES = 16
-
-
-def _digest(t: torch.Tensor) -> torch.Tensor:
-    """BLAKE2b digest (DIGEST_BYTES,) uint8 of a tensor's bytes."""
-    raw = t.detach().cpu().contiguous().view(torch.uint8).numpy()
-    return torch.frombuffer(
-        bytearray(hashlib.blake2b(raw, digest_size=DIGEST_BYTES).digest()), dtype=torch.uint8
-    )
-
-
 def _replicated_slices(mine: torch.Tensor, layout: SliceLayout, comm: Collectives) -> torch.Tensor:
     """Every slice of the aggregate, trusted only as far as its 2f + 1 copies agree: (world, w).
 
     ``mine`` (r, w) holds this rank's copies of the slices it owns. Each slice
-    travels once, from its first owner, with the other owners' BLAKE2b
-    digests of their copies: a slice whose bytes at least f of its other
-    owners vouch for is taken as it is (honest copies are identical: the same
-    rule on the same inputs). Otherwise (a lying owner, or a Byzantine
-    worker that sent different owners different values) every copy of that
-    slice is gathered and the coordinate-wise median of the copies taken.
+    travels once, from its first owner (one all-gather, as unreplicated);
+    every other owner compares what arrived with its own copy, bit for bit.
+    Honest copies are identical (the same rule on the same inputs), and at
+    least f + 1 of a slice's 2f + 1 owners are honest, so a wrong slice is
+    always seen. A slice in doubt (a lying first owner, or a Byzantine
+    worker that sent different owners different values) is then gathered
+    from every owner and replaced by the coordinate-wise median of its
+    copies, which at most f liars cannot move outside the honest copies'
+    range. A liar can only make the others take that slower path.
     """
     world, r = layout.world, layout.replicas
-    f = (r - 1) // 2
     primary = mine.new_empty((world, mine.shape[1]))
     comm.all_gather(primary.view(-1), mine[0].contiguous())
-    own = torch.stack([_digest(copy) for copy in mine])  # (r, DIGEST_BYTES)
-    claims = own.new_empty((world, r, DIGEST_BYTES))
-    comm.all_gather(claims.view(-1), own.view(-1))
-    copies = layout.copies()
-    replica = torch.arange(r).expand_as(copies)
-    vouched = claims[copies, replica][:, 1:]  # (world, r - 1, DIGEST_BYTES): the other owners'
-    received = torch.stack([_digest(row) for row in primary])
-    support = (vouched == received[:, None]).all(dim=-1).sum(dim=1)
-    doubtful = (support < f).to(torch.int64)
+    owned = layout.owned()[comm.rank].tolist()
+    doubtful = torch.zeros(world, dtype=torch.int64)
+    for q in range(1, r):
+        doubtful[owned[q]] = int(not torch.equal(primary[owned[q]], mine[q]))
     flag = doubtful.to(primary.device)
     comm.all_reduce(flag, op=dist.ReduceOp.MAX)  # every rank takes the same path
     if not bool(flag.any()):
         return primary
     every = mine.new_empty((world, r, mine.shape[1]))
     comm.all_gather(every.view(-1), mine.reshape(-1))
+    copies = layout.copies()
+    replica = torch.arange(r).expand_as(copies)
     bad = flag.nonzero().flatten().cpu()
     per_slice = every[copies[bad].to(every.device), replica[bad].to(every.device)]
     primary[bad.to(primary.device)] = per_slice.median(dim=1).values
