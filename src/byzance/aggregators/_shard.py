@@ -36,6 +36,10 @@ import torch
 class Reducer(Protocol):
     """Completes column-block partial results into whole-vector results."""
 
+    columns: int
+    """The whole vectors' number of coordinates d (kernels choose their path by the
+    whole input's size, so that every block takes the path the whole would)."""
+
     segments: Sequence[slice] | None
     """None: the local columns are one block; else the separate blocks (slices of
     the last dimension) whose partial results must be combined separately
@@ -78,6 +82,15 @@ def any_block(flag: bool) -> bool:
     """``flag`` or'ed over every block of a sharded evaluation (``flag`` itself outside one)."""
     reducer = _current.get()
     return flag if reducer is None else reducer.any(flag)
+
+
+def whole_numel(x: torch.Tensor) -> int:
+    """The number of elements of the whole input ``x`` is a block of (x.numel() outside a
+    sharded evaluation): for choosing a kernel by size the same way on every block."""
+    reducer = _current.get()
+    if reducer is None or x.dim() < 2:
+        return x.numel()
+    return x.shape[0] * reducer.columns
 
 
 def is_sharded() -> bool:

@@ -127,6 +127,7 @@ class CollectiveReducer:
         self.comm = comm
         self.tamper = tamper
         self.segments = None if layout.replicas == 1 else spans
+        self.columns = layout.d
         self.backend = comm.backend
 
     def _send(self, t: torch.Tensor) -> torch.Tensor:
