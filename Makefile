@@ -49,6 +49,12 @@ data:
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .benchmarks
 
+# Cost curves of the rules (time against n at n x d = 1e8 and against d at n = 20, peak
+# memory) into docs/results.md's bench-curves section and docs/img/bench_curves.png.
+.PHONY: bench-curves
+bench-curves: setup
+	$(BIN)/byzance bench rules --curves --out docs/results.md
+
 # Side by side with ByzFL (benchmarks/peers -> benchmarks/results/peers.md), in its own
 # environment so that `make test` never needs it. byzfl==0.0.11 declares torchvision, whose
 # only build on the registry here is a CUDA one that fails to load with the CPU torch, and

@@ -323,16 +323,35 @@ def bench(
     ] = None,
     d: Annotated[list[int] | None, typer.Option(help="Dimensions, for rules [1e4, 1e6].")] = None,
     repeat: Annotated[
-        int, typer.Option(help="Timed repetitions (rules: their median is shown, and the min).")
-    ] = 5,
+        int | None,
+        typer.Option(help="Timed repetitions [5; curves: 3] (rules: median shown, and min)."),
+    ] = None,
     rule: Annotated[list[str] | None, typer.Option(help="Only these rules (default: all).")] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads (sim: 1 by default).")] = None,
     attack: Annotated[str, typer.Option(help="lossy: the last rank's attack.")] = "none",
     device: Annotated[
         str, typer.Option(help="rules, sim: where the inputs live (auto, cpu, cuda, cuda:N).")
     ] = "cpu",
+    curves: Annotated[
+        bool,
+        typer.Option(
+            help="rules: cost curves, time and peak memory against n (--n [10 .. 1000]) at "
+            "n x d = --max-elements, and time against d (--d [1e4 .. 1e7]) at n = 20."
+        ),
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="curves: the markdown to rewrite (its marked section).")
+    ] = None,
+    max_elements: Annotated[int, typer.Option(help="curves: n x d of the n curve.")] = 10**8,
 ) -> None:
     """Time every rule against its floor, the simulator against a loop, or processes (dist)."""
+    if curves and what == "rules":
+        from byzance.experiments.bench_curves import curves_cli
+
+        with _clear_errors():
+            curves_cli(n, d, repeat, rule, threads, device, max_elements, out, _wide_console())
+        return
+    repeat = 5 if repeat is None else repeat
     if what in ("udp", "lossy"):
         _bench_udp(what, n, attack)
         return
