@@ -1,8 +1,25 @@
-"""Boundary checks shared by every rule: conversion, shapes, f, non-finite rows."""
+"""Boundary checks shared by every rule: conversion, shapes, f, non-finite rows.
+
+Non-finite rows are found either by an explicit pass (:func:`drop_nonfinite`)
+or, for free, by the rule's own first pass over its rows: a rule registered
+with ``checks_rows`` computes, before anything else, a quantity of each row
+that every element of it enters (row norms, distances to a finite point,
+the Gram matrix's diagonal) and reports whether it is finite with
+:func:`first_pass`. A NaN or inf element makes that quantity NaN or inf, so
+a finite report proves the rows finite; a non-finite one (a bad row, or a
+finite row whose norm overflows) raises :class:`NonFiniteRows` inside the
+rule, and the caller (:class:`~byzance.aggregators.Rule`) falls back to the
+explicit pass, drops the bad rows and runs the rule again, which then
+handles overflow as it always did. The report is armed only by that caller
+(:func:`first_pass_checks`) and only for its first call, so a rule called
+directly, or a later pass of the same rule, is unaffected.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -160,3 +177,62 @@ def drop_nonfinite(
             f"{dropped} (with enough inputs for the rule) or find why those participants fail."
         )
     return x[mask], f - dropped, mask
+
+
+def all_finite(t: torch.Tensor) -> bool:
+    """Whether ``t`` holds no NaN or inf, in one reduction (no boolean temporary).
+
+    The sum is non-finite whenever an element is; only when it is (NaN/inf, or
+    finite values whose sum overflows) are the elements checked one by one.
+    torch.isfinite(t).all() allocates a boolean tensor of t's size: about 4 ms
+    for 1e6 values where the sum takes 0.1 ms.
+    """
+    acc = torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else t.dtype
+    if not t.is_floating_point() or bool(torch.isfinite(t.sum(dtype=acc))):
+        return True
+    return bool(torch.isfinite(t).all())
+
+
+class NonFiniteRows(Exception):  # noqa: N818 (a signal between first_pass and Rule, never seen)
+    """Raised by :func:`first_pass` when the armed check finds a non-finite value."""
+
+
+# One cell per armed rule call: [True] until its first pass reports.
+_ARMED: ContextVar[list[bool] | None] = ContextVar("byzance_first_pass", default=None)
+
+
+@contextmanager
+def first_pass_checks(armed: bool) -> Iterator[Callable[[], bool]]:
+    """Run a rule with its first pass checking the rows (``armed``), or with no check.
+
+    Yields ``reported()``: whether the rule's first pass reported (if not, the
+    rule took a branch without such a pass and the caller checks the rows).
+    Not armed, it shields the rule from an enclosing armed call.
+    """
+    cell = [True] if armed else None
+    token = _ARMED.set(cell)
+    try:
+        yield lambda: cell is not None and not cell[0]
+    finally:
+        _ARMED.reset(token)
+
+
+def first_pass(finite: bool) -> None:
+    """Report the first pass over the rows: ``finite`` is False when a value computed from
+    every element of every row (norms, distances, Gram diagonal) is NaN or inf.
+
+    Raises :class:`NonFiniteRows` when armed (see :func:`first_pass_checks`) and
+    ``finite`` is False; else does nothing. Only the first report counts.
+    """
+    cell = _ARMED.get()
+    if cell is None or not cell[0]:
+        return
+    cell[0] = False
+    if not finite:
+        raise NonFiniteRows
+
+
+def first_pass_armed() -> bool:
+    """Whether a :func:`first_pass` report would be checked now (skip computing it if not)."""
+    cell = _ARMED.get()
+    return cell is not None and cell[0]

@@ -6,6 +6,12 @@ assume a validated input: ``x`` a finite floating tensor of shape (n, d) and
 once for every rule: conversion, shape checks, dropping non-finite rows
 (each one counts as one of the f faulty inputs), the n/f requirement and
 unknown parameter names.
+
+Non-finite rows cost no pass of their own for the rules registered with
+``checks_rows``: their first pass over the rows reveals them (see
+:mod:`byzance.aggregators._input`), and only then are the rows checked one
+by one, the bad ones dropped and the rule run again on the others, with
+exactly the result and the errors of checking first.
 """
 
 from __future__ import annotations
@@ -17,7 +23,17 @@ from typing import Any, Literal
 
 import torch
 
-from byzance.aggregators._input import GradsLike, as_matrix, check_f, drop_nonfinite
+from byzance.aggregators._input import (
+    GradsLike,
+    NonFiniteRows,
+    all_finite,
+    as_matrix,
+    check_f,
+    drop_nonfinite,
+    finite_rows,
+    first_pass_checks,
+)
+from byzance.aggregators._shard import is_sharded
 from byzance.errors import InvalidParameterError, NonFiniteOutputError, ToleranceError
 from byzance.registry import Registry, bind_params
 
@@ -81,7 +97,15 @@ class Rule:
     - ``carries_center``: state across steps (centered clipping): callers pass
       the previous output back as ``center``;
     - ``takes_generator``: it draws random numbers (bucketing) from a
-      ``generator`` parameter (see :meth:`with_generator`).
+      ``generator`` parameter (see :meth:`with_generator`);
+    - ``checks_rows``: its first pass over the rows reports whether they are
+      finite (:func:`~byzance.aggregators._input.first_pass`), so that no
+      separate pass looks for NaN/inf;
+    - ``impl_into``: a pre-aggregator's computation written into a given
+      (m, d) tensor, ``impl_into(x, f, out, **params)``, where ``out`` may be
+      ``x`` itself: a pipeline scales its own intermediate rows in place, and
+      callers pass ``out=`` to reuse a buffer (or ``out=grads`` to overwrite
+      their input, ByzFL's way); never used on a caller's tensor unasked.
     """
 
     name: str
@@ -97,11 +121,13 @@ class Rule:
     robust: bool = True
     carries_center: bool = False
     takes_generator: bool = False
+    checks_rows: bool = False
     defaults: dict[str, Any] = field(default_factory=dict)
     row_params: tuple[str, ...] = ()
     selector: Impl | None = field(default=None, repr=False)
     out_count: Callable[[int, int, dict[str, Any]], int] | None = field(default=None, repr=False)
     in_count: Callable[[int, int, dict[str, Any]], int] | None = field(default=None, repr=False)
+    impl_into: Impl | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.missing not in MISSING_HANDLING:
@@ -120,18 +146,72 @@ class Rule:
                 "handle missing coordinates coordinate-wise."
             )
 
-    def __call__(self, grads: GradsLike, f: int, **params: Any) -> torch.Tensor:
+    def __call__(
+        self, grads: GradsLike, f: int, *, out: torch.Tensor | None = None, **params: Any
+    ) -> torch.Tensor:
+        """The rule on ``grads`` (n, d) with ``f`` faulty inputs tolerated.
+
+        ``out``: for a pre-aggregator with ``impl_into`` (clipping, ARC), a
+        tensor of the result's shape and dtype to write the result into (it
+        may be ``grads`` itself, which is then overwritten); when non-finite
+        rows are dropped the result is its first rows.
+        """
         who = self.name
         f = check_f(f, who)
         x = as_matrix(grads, who)
         params = self._merge(params)
+        if out is not None:
+            _check_out(self, out, x)
         n = x.shape[0]
-        x, f, kept = self._drop_nonfinite(x, f)
-        if kept is not None:
-            params = _keep_rows(params, self.row_params, kept, n, who)
-        self.check(x.shape[0], f, dropped=n - x.shape[0], params=params)
         with torch.no_grad():
-            return self.impl(x, f, **params)
+            if self._first_pass_can_check(n, f):
+                for name in self.row_params:  # checked as when rows are dropped first
+                    if params.get(name) is not None:
+                        _row_param(params[name], name, n, who)
+                try:
+                    result = self._run(x, f, params, out, armed=True)
+                    if result is not None:
+                        return result
+                except NonFiniteRows:
+                    pass  # a non-finite row (or an overflow): check the rows one by one
+            x, f, kept = self._drop_nonfinite(x, f)
+            if kept is not None:
+                params = _keep_rows(params, self.row_params, kept, n, who)
+            self.check(x.shape[0], f, dropped=n - x.shape[0], params=params)
+            if out is not None and kept is not None:
+                out = out[: x.shape[0]]
+            result = self._run(x, f, params, out, armed=False)
+            assert result is not None
+            return result
+
+    def _first_pass_can_check(self, n: int, f: int) -> bool:
+        """Whether the rule's first pass can stand for the check of non-finite rows.
+
+        Not when the requirement fails at n (dropping rows first may make it
+        hold), nor on a block of columns (every block must take the same path).
+        """
+        return self.robust and self.checks_rows and not is_sharded() and n >= self.min_n(f)
+
+    def _run(
+        self,
+        x: torch.Tensor,
+        f: int,
+        params: dict[str, Any],
+        out: torch.Tensor | None,
+        *,
+        armed: bool,
+    ) -> torch.Tensor | None:
+        """``impl`` (or ``impl_into`` with ``out``); armed: None when the rule made no
+        first-pass report and a row is non-finite (the caller then drops them)."""
+        with first_pass_checks(armed) as reported:
+            if out is not None:
+                assert self.impl_into is not None
+                result = self.impl_into(x, f, out, **params)
+            else:
+                result = self.impl(x, f, **params)
+        if armed and not reported() and not bool(finite_rows(x).all()):
+            return None
+        return result
 
     def selected(self, grads: GradsLike, f: int, **params: Any) -> torch.Tensor | None:
         """Indices (into ``grads``) of the inputs a selection rule uses; None for other rules.
@@ -253,14 +333,42 @@ def _keep_rows(
         value = out.get(name)
         if value is None:
             continue
-        value = torch.as_tensor(value)
-        if value.shape[:1] != (n,):
-            raise InvalidParameterError(
-                f"{who}: {name} must have one entry per input (shape ({n},)); "
-                f"got shape {tuple(value.shape)}."
-            )
+        value = _row_param(value, name, n, who)
         out[name] = value[kept.to(value.device)]
     return out
+
+
+def _row_param(value: Any, name: str, n: int, who: str) -> torch.Tensor:
+    """A per-row parameter as a tensor, checked to hold one entry per input."""
+    value = torch.as_tensor(value)
+    if value.shape[:1] != (n,):
+        raise InvalidParameterError(
+            f"{who}: {name} must have one entry per input (shape ({n},)); "
+            f"got shape {tuple(value.shape)}."
+        )
+    return value
+
+
+def _check_out(rule: Rule, out: torch.Tensor, x: torch.Tensor) -> None:
+    if rule.impl_into is None:
+        raise InvalidParameterError(
+            f"{rule.name}: out= is accepted only by the pre-aggregators that can write "
+            "their rows into a given tensor (clipping, arc)."
+        )
+    if not isinstance(out, torch.Tensor) or out.shape != x.shape or out.dtype != x.dtype:
+        raise InvalidParameterError(
+            f"{rule.name}: out must be a tensor of the result's shape {tuple(x.shape)} and "
+            f"dtype {x.dtype}; got "
+            + (
+                f"shape {tuple(out.shape)}, dtype {out.dtype}."
+                if isinstance(out, torch.Tensor)
+                else f"{type(out).__name__}."
+            )
+        )
+    if out.device != x.device:
+        raise InvalidParameterError(
+            f"{rule.name}: out is on {out.device}, the inputs on {x.device}."
+        )
 
 
 def _check_output(stage: Rule, out: torch.Tensor, pipeline: str) -> None:
@@ -268,9 +376,10 @@ def _check_output(stage: Rule, out: torch.Tensor, pipeline: str) -> None:
 
     A robust pipeline hands each stage finite rows (the non-finite ones are
     dropped first); a stage that returns NaN or inf from them is a bug or an
-    overflow that the next stage would silently pass on.
+    overflow that the next stage would silently pass on. One reduction (see
+    :func:`~byzance.aggregators._input.all_finite`).
     """
-    if bool(torch.isfinite(out).all()):
+    if all_finite(out):
         return
     raise NonFiniteOutputError(
         f"in pipeline {pipeline}: stage {stage.name} returned NaN or inf from finite "
@@ -299,7 +408,9 @@ class Pipeline(Rule):
 
     stages: tuple[Rule, ...] = ()
 
-    def __call__(self, grads: GradsLike, f: int, **params: Any) -> torch.Tensor:
+    def __call__(  # type: ignore[override]
+        self, grads: GradsLike, f: int, **params: Any
+    ) -> torch.Tensor:
         center = params.pop("center", None) if self.carries_center else None
         if params:
             raise InvalidParameterError(
@@ -310,25 +421,96 @@ class Pipeline(Rule):
         f = check_f(f, self.name)
         x = as_matrix(grads, self.name)
         n = x.shape[0]
-        x, f, kept = self._drop_nonfinite(x, f)
-        self.check(x.shape[0], f, dropped=n - x.shape[0])
-        n_kept = x.shape[0]  # rows left after dropping the non-finite ones (no device sync)
-        # Finite rows must give finite rows at every stage (a robust pipeline has dropped
-        # the non-finite ones; a baseline's NaN in gives NaN out, as defined).
-        check_outputs = self.robust or bool(torch.isfinite(x).all())
         with torch.no_grad():
-            for stage in self.stages:
-                stage_params = stage.defaults
-                if kept is not None and x.shape[0] == n_kept:
-                    # Still one row per kept input (bucketing changes that): per-row
-                    # parameters lose the entries of the dropped inputs.
-                    stage_params = _keep_rows(stage_params, stage.row_params, kept, n, stage.name)
-                if stage is self.stages[-1] and center is not None:
-                    stage_params = {**stage_params, "center": center}
-                x = stage.impl(x, f, **stage_params)
-                if check_outputs:
-                    _check_output(stage, x, self.name)
+            if self._first_pass_can_check(n, f):
+                try:
+                    return self._stages(x, f, center, None, n, first_checks=True)
+                except NonFiniteRows:
+                    pass  # the first stage met a non-finite row (or an overflow)
+            x, f, kept = self._drop_nonfinite(x, f)
+            self.check(x.shape[0], f, dropped=n - x.shape[0])
+            return self._stages(x, f, center, kept, n, first_checks=False)
+
+    def _first_pass_can_check(self, n: int, f: int) -> bool:
+        if not (self.robust and self.stages[0].checks_rows) or is_sharded():
+            return False
+        try:
+            self.check(n, f)
+        except ToleranceError:
+            return False  # dropping rows first may satisfy it, as it would have
+        return True
+
+    def _stages(
+        self,
+        x: torch.Tensor,
+        f: int,
+        center: torch.Tensor | None,
+        kept: torch.Tensor | None,
+        n: int,
+        *,
+        first_checks: bool,
+    ) -> torch.Tensor:
+        """Run the stages on ``x`` (the rows kept, ``kept`` their mask among n).
+
+        Every stage's input is checked for NaN/inf: the first stage's by its
+        first pass (``first_checks``) or before (the caller dropped the bad
+        rows), a later stage's by its own first pass when it has one (a
+        report of non-finite rows then blames the stage before, once its rows
+        are seen to be non-finite), else by one reduction over it; the last
+        output by one reduction. A pipeline that is not robust checks only
+        when its input was finite: a NaN in gives a NaN out, as defined.
+        """
+        source = x
+        checking = True  # False once a non-robust pipeline's input is seen non-finite
+        n_kept = x.shape[0]  # rows left after dropping the non-finite ones (no device sync)
+        owned = False  # whether x is a temporary of this pipeline, free to overwrite
+        previous: Rule | None = None
+        for i, stage in enumerate(self.stages):
+            params = stage.defaults
+            if kept is not None and x.shape[0] == n_kept:
+                # Still one row per kept input (bucketing changes that): per-row
+                # parameters lose the entries of the dropped inputs.
+                params = _keep_rows(params, stage.row_params, kept, n, stage.name)
+            if stage is self.stages[-1] and center is not None:
+                params = {**params, "center": center}
+            out = x if owned and stage.impl_into is not None else None
+            if i == 0:
+                armed = first_checks or (not self.robust and stage.checks_rows)
+                try:
+                    y = stage._run(x, f, params, out, armed=armed)
+                except NonFiniteRows:
+                    y = None
+                if y is None:  # the input holds a non-finite row (or a norm overflows)
+                    if first_checks:
+                        raise NonFiniteRows
+                    checking = all_finite(source)
+                    y = stage._run(x, f, params, out, armed=False)
+            else:
+                assert previous is not None
+                armed = checking and stage.checks_rows
+                try:
+                    y = stage._run(x, f, params, out, armed=armed) if armed else None
+                except NonFiniteRows:
+                    y = None
+                if checking and (y is None or not armed):
+                    checking = self._verify(previous, x, source)
+                if y is None:
+                    y = stage._run(x, f, params, out, armed=False)
+            previous, owned, x = stage, True, y
+        if checking and not all_finite(x):
+            checking = self._verify(previous, x, source)
         return x
+
+    def _verify(self, stage: Rule | None, out: torch.Tensor, source: torch.Tensor) -> bool:
+        """Whether to go on checking after ``stage`` handed on ``out``: raise
+        :class:`NonFiniteOutputError` if it made NaN/inf out of finite rows."""
+        if all_finite(out):
+            return True
+        if not self.robust and not all_finite(source):
+            return False  # NaN in, NaN out: the baseline as defined
+        assert stage is not None
+        _check_output(stage, out, self.name)
+        return True
 
     def with_generator(self, generator: torch.Generator) -> Rule:
         """The pipeline with every stage that draws random numbers drawing from ``generator``."""

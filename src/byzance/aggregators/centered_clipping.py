@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import torch
 
+from byzance.aggregators._input import all_finite, first_pass, first_pass_armed
 from byzance.aggregators._pairwise import distances_to
 from byzance.aggregators._registry import Requirement, Rule, register
 from byzance.errors import InvalidParameterError
@@ -63,7 +64,7 @@ def _centered_clipping(
         )
     v = _check_center(center, x)
     out = _iterate(x, v, tau, iterations)
-    if x.dtype != torch.float64 and not bool(torch.isfinite(out).all()):
+    if x.dtype != torch.float64 and not all_finite(out):
         # Finite inputs near the dtype's largest value overflow its sums: again in float64.
         out = _iterate(x.double(), v.double(), tau, iterations).to(x.dtype)
     return out
@@ -72,8 +73,10 @@ def _centered_clipping(
 def _iterate(x: torch.Tensor, v: torch.Tensor, tau: float | None, iterations: int) -> torch.Tensor:
     n = x.shape[0]
     acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-    for _ in range(iterations):
+    for i in range(iterations):
         radius = distances_to(x, v, out_dtype=acc)  # float32 for half-precision inputs
+        if i == 0 and first_pass_armed():  # a NaN/inf row has a NaN/inf distance
+            first_pass(bool(torch.isfinite(radius).all()))
         limit = radius.median() if tau is None else tau
         scale = torch.clamp(limit / radius.clamp(min=torch.finfo(radius.dtype).tiny), max=1.0)
         # v + (sum_i s_i x_i - S v) / n as one product: (1 - S/n) v + (1/n) x^T s, with
@@ -91,7 +94,7 @@ def _check_center(center: Any, x: torch.Tensor) -> torch.Tensor:
             f"centered_clipping: center must have shape ({x.shape[1]},) like each input; "
             f"got {tuple(v.shape)}."
         )
-    if not bool(torch.isfinite(v).all()):
+    if not all_finite(v):
         raise InvalidParameterError(
             "centered_clipping: center holds NaN or inf; restart from None (zeros)."
         )
@@ -113,5 +116,6 @@ centered_clipping = register(
         missing="whole_vectors",
         speed_floor="pass",
         carries_center=True,
+        checks_rows=True,
     )
 )

@@ -7,34 +7,48 @@ from typing import Annotated
 import torch
 
 from byzance.aggregators._alloc import empty_rows
+from byzance.aggregators._input import first_pass
 from byzance.aggregators._registry import Requirement, Rule, register
 from byzance.errors import InvalidParameterError
 from byzance.registry import Bound
 
 
 def clip_rows(
-    x: torch.Tensor, threshold: torch.Tensor | float, norms: torch.Tensor | None = None
+    x: torch.Tensor,
+    threshold: torch.Tensor | float,
+    norms: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Scale each row of ``x`` (n, d) to norm at most ``threshold``; shape (n, d).
 
     ``norms`` (n,), the rows' norms when the caller has them, saves a pass.
-    The result is a new tensor (one product with the (n, 1) scales), in huge
-    pages when large (see :mod:`byzance.aggregators._alloc`).
+    The result is written into ``out`` (n, d) when given, which may be ``x``
+    itself (in place), else into a new tensor, in huge pages when large (see
+    :mod:`byzance.aggregators._alloc`); one product with the (n, 1) scales.
     """
     if norms is None:
         norms = row_norms(x)
     scale = torch.clamp(threshold / norms.clamp(min=torch.finfo(norms.dtype).tiny), max=1.0)
-    return torch.mul(x, scale.to(x.dtype)[:, None], out=empty_rows(x.shape, like=x))
+    if out is None:
+        out = empty_rows(x.shape, like=x)
+    return torch.mul(x, scale.to(x.dtype)[:, None], out=out)
 
 
 def row_norms(x: torch.Tensor) -> torch.Tensor:
     """Euclidean norms (n,) of the rows of ``x`` (n, d); float32 for float16/bfloat16 inputs
     (a float16 norm overflows above 65504, which finite rows easily reach), float64
-    when a finite row's norm overflows the accumulation dtype."""
+    when a finite row's norm overflows the accumulation dtype.
+
+    This is the rule's first pass: it reports whether the norms are finite
+    (:func:`~byzance.aggregators._input.first_pass`), which they are exactly
+    when the rows are, barring overflow.
+    """
     acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
     norms = torch.linalg.vector_norm(x, dim=1, dtype=acc)
     bad = ~torch.isfinite(norms)
-    if not bool(bad.any()):
+    finite = not bool(bad.any())
+    first_pass(finite)
+    if finite:
         return norms
     # A finite row whose squared norm overflows (float32 rows of ~1e19 and more): its
     # norm again in float64, scaled by its largest entry. The norms are then float64.
@@ -61,11 +75,19 @@ def _clipping(
         c: norm threshold, > 0.
 
     Returns:
-        Shape (n, d).
+        Shape (n, d): a new tensor (``out=`` writes into a given one, see
+        :class:`~byzance.aggregators.Rule`).
     """
+    return _clipping_into(x, f, None, c=c)
+
+
+def _clipping_into(
+    x: torch.Tensor, f: int, out: torch.Tensor | None, *, c: float = 1.0
+) -> torch.Tensor:
+    """:func:`_clipping` written into ``out`` (n, d), which may be ``x``."""
     if not c > 0:
         raise InvalidParameterError(f"clipping: threshold c must be > 0; got c={c}.")
-    return clip_rows(x, c)
+    return clip_rows(x, c, out=out)
 
 
 def _arc(x: torch.Tensor, f: int) -> torch.Tensor:
@@ -80,15 +102,23 @@ def _arc(x: torch.Tensor, f: int) -> torch.Tensor:
         f: Byzantine inputs tolerated; requires n >= 2f + 1.
 
     Returns:
-        Shape (n, d).
+        Shape (n, d): a new tensor (``out=`` writes into a given one, see
+        :class:`~byzance.aggregators.Rule`).
     """
+    return _arc_into(x, f, None)
+
+
+def _arc_into(x: torch.Tensor, f: int, out: torch.Tensor | None) -> torch.Tensor:
+    """:func:`_arc` written into ``out`` (n, d), which may be ``x``."""
     n = x.shape[0]
     k = (2 * f * (n - f)) // n
-    if k == 0:
-        return empty_rows(x.shape, like=x).copy_(x)
+    if k == 0:  # nothing clipped: a copy (no pass over the rows reports them finite)
+        if out is None:
+            return empty_rows(x.shape, like=x).copy_(x)
+        return out if out.data_ptr() == x.data_ptr() else out.copy_(x)
     norms = row_norms(x)
-    threshold = torch.sort(norms, descending=True).values[k]
-    return clip_rows(x, threshold, norms)
+    threshold = torch.topk(norms, k + 1).values[k]  # the (k+1)-th largest norm
+    return clip_rows(x, threshold, norms, out=out)
 
 
 clipping = register(
@@ -103,6 +133,8 @@ clipping = register(
         missing="whole_vectors",
         speed_floor="pass",
         kind="preaggregator",
+        checks_rows=True,
+        impl_into=_clipping_into,
     )
 )
 arc = register(
@@ -112,9 +144,11 @@ arc = register(
         requirement=Requirement(2, 1),
         paper="Allouah et al., Adaptive Gradient Clipping for Robust Federated Learning, ICLR 2025",
         summary="the k = floor(2f(n-f)/n) largest inputs clipped to the next largest norm",
-        cost="O(nd): row norms, a sort of the n norms, one scaling; output (n, d).",
+        cost="O(nd): row norms, the (k+1)-th largest of the n norms, one scaling; output (n, d).",
         missing="whole_vectors",
         speed_floor="pass",
         kind="preaggregator",
+        checks_rows=True,
+        impl_into=_arc_into,
     )
 )

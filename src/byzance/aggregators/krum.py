@@ -115,6 +115,7 @@ krum = register(
         cost="One Gram product, O(n^2 d), then O(n^2) for the scores.",
         missing="whole_vectors",
         speed_floor="gram",
+        checks_rows=True,
         speed_target=2.0,
     )
 )
@@ -129,6 +130,7 @@ multi_krum = register(
         cost="One Gram product, O(n^2 d), then O(n^2) for the scores and O(md) to average.",
         missing="whole_vectors",
         speed_floor="gram",
+        checks_rows=True,
         speed_target=2.0,
     )
 )

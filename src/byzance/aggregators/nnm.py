@@ -47,5 +47,6 @@ nnm = register(
         speed_floor="gram",
         speed_target=2.0,
         kind="preaggregator",
+        checks_rows=True,
     )
 )

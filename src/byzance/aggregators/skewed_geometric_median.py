@@ -96,5 +96,6 @@ skewed_geometric_median = register(
         missing="whole_vectors",
         speed_floor="pass",
         row_params=("weights",),
+        checks_rows=True,  # the first Weiszfeld distances (rows S x_i: NaN/inf stay non-finite)
     )
 )
