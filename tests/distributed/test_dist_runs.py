@@ -179,3 +179,29 @@ def test_over_lossy_udp_the_median_still_learns(tmp_path: Path) -> None:
     assert sum(r["datagrams_dropped"] for r in rows) > 0
     assert all(sum(r["datagrams_rejected"].values()) == 0 for r in rows)
     assert _final_accuracy(tmp_path) > 0.5
+
+
+def test_sharded_aggregation_goes_on_without_a_killed_rank(tmp_path: Path) -> None:
+    # Replicated slices (each aggregated by 2f + 1 = 3 ranks), a distance-based rule whose
+    # Weiszfeld iterations all-reduce their distances, a Byzantine rank, and a rank killed.
+    config = _write_config(
+        tmp_path,
+        topology="decentralized",
+        aggregation="replicated",
+        aggregator="geometric_median",
+        byzantine_ranks=[3],
+        attack="large_norm",
+        faults={"2": "crash@3"},
+        steps=8,
+        step_timeout=5.0,
+    )
+    done = _launch(4, config)
+    assert done.returncode == 0, _why(done)
+    rows = _rows(tmp_path)
+    assert [r["step"] for r in rows] == list(range(1, 9))
+    assert rows[0]["arrived"] == 4 and rows[-1]["arrived"] == 3
+    assert rows[-1]["crashed"] == [2]
+    assert all(r["deviation"] < 10 * r["honest_norm"] + 1 for r in rows)  # large_norm resisted
+    out = tmp_path / "run"
+    assert torch.equal(torch.load(out / "params-rank0.pt"), torch.load(out / "params-rank1.pt"))
+    assert "(replicated aggregation)" in (out / "summary.md").read_text()

@@ -23,6 +23,7 @@ import math
 import torch
 
 from byzance.aggregators._input import first_pass
+from byzance.aggregators._shard import any_block, norms, whole
 
 # A distance within this many ulps (times sqrt(d)) of the squared norms involved is not trusted.
 _CANCELLATION_ULPS = 64.0
@@ -43,7 +44,7 @@ def _gram_sq_distances(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _gram(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`_gram_sq_distances` without the overflow check (no host synchronization)."""
-    gram = x @ x.T
+    gram = whole(lambda a: a @ a.T, x)
     sq = gram.diagonal().clone()
     dist = sq[:, None] + sq[None, :] - 2.0 * gram
     dist = (dist + dist.T) * 0.5  # BLAS need not return an exactly symmetric Gram matrix
@@ -83,7 +84,7 @@ def _suspect_rows(
     suspect = []
     for i in close.nonzero().flatten().tolist():
         k = int(j[i])
-        if torch.equal(x[i], x[k]):
+        if not any_block(not torch.equal(x[i], x[k])):
             dist[i, k] = dist[k, i] = 0.0
         else:
             suspect.append(i)
@@ -117,7 +118,7 @@ def sq_distances(x: torch.Tensor) -> torch.Tensor:
     centered = x - coordinate_median(x)
     dist, sq = _gram_sq_distances(centered)
     for i in _suspect_rows(dist, sq, centered):  # distinct clusters: direct distances, row by row
-        row = (centered - centered[i]).square().sum(dim=1).to(dist.dtype)
+        row = whole(lambda c, ci: (c - ci).square().sum(-1), centered, centered[i]).to(dist.dtype)
         dist[i, :] = row
         dist[:, i] = row
         dist[i, i] = 0.0
@@ -143,19 +144,23 @@ def distances_to(
     dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
     z = z.to(dtype)
     n, d = x.shape
-    rows = max(1, min(n, _BLOCK_ELEMENTS // d))
+    rows = max(1, min(n, _BLOCK_ELEMENTS // max(d, 1)))
     buffer = torch.empty(rows, d, dtype=dtype, device=x.device)
-    sq = torch.empty(n, dtype=dtype, device=x.device)
-    for start in range(0, n, rows):
-        stop = min(n, start + rows)
-        diff = buffer[: stop - start]
-        torch.sub(x[start:stop], z, out=diff)
-        torch.sum(diff.square_(), dim=1, out=sq[start:stop])
-    dist = sq.sqrt_()
+
+    def sq_sums(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        sq = torch.empty(n, dtype=dtype, device=x.device)
+        for start in range(0, n, rows):
+            stop = min(n, start + rows)
+            diff = buffer[: stop - start, : x.shape[1]]
+            torch.sub(x[start:stop], z, out=diff)
+            torch.sum(diff.square_(), dim=1, out=sq[start:stop])
+        return sq
+
+    dist = whole(sq_sums, x, z).sqrt_()
     overflow = torch.isinf(dist)
     if dtype != torch.float64 and bool(overflow.any()):
         idx = overflow.nonzero().flatten()
-        dist[idx] = torch.linalg.vector_norm(x[idx].double() - z.double(), dim=1).to(dtype)
+        dist[idx] = norms(x[idx].double() - z.double()).to(dtype)
     return dist.to(x.dtype if out_dtype is None else out_dtype)
 
 
@@ -221,7 +226,7 @@ def central_point_and_distances(
     w = w / w.sum()
     if n <= _ALL_ROWS_MAX:
         mean = None  # its products come from the Gram matrix: x_i . mean = (G w)_i
-        gram = x @ x.T
+        gram = whole(lambda a: a @ a.T, x)
         sq, picks, gw = gram.diagonal(), torch.arange(n, device=x.device), gram @ w
         cross = torch.cat([gram, gw[:, None]], dim=1)  # (n, n + 1)
         mean_sq = w @ gw
@@ -233,8 +238,9 @@ def central_point_and_distances(
         mean = w @ x
         # (groups + 1, d) by (d, n), transposed: several times faster than x @ C.T
         # when there are few candidates (BLAS's blocking favours a long second operand).
-        cross = (torch.cat([x.index_select(0, picks), mean[None]]) @ x.T).T  # (n, groups + 1)
-        mean_sq = mean @ mean
+        candidates = torch.cat([x.index_select(0, picks), mean[None]])
+        cross = whole(lambda c, a: (c @ a.T).T, candidates, x)  # (n, groups + 1)
+        mean_sq = whole(lambda m: m @ m, mean)
     finite = bool(torch.isfinite(sq).all())
     first_pass(finite)  # the squared norms: finite exactly when the rows are, barring overflow
     if not finite:
@@ -285,7 +291,7 @@ def _central_point_scaled(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """:func:`central_point` of rows whose squared norms overflow: in float64, scaled by a
     power of two (exact) so that every value is at most 1 in magnitude, then scaled back."""
     y = x.double()
-    top = float(y.abs().max())
+    top = float(whole(lambda t: t.abs().amax(), y, op="max"))
     shift = math.frexp(top)[1]  # top < 2**shift
     z = central_point(torch.ldexp(y, torch.tensor(-shift)), w)
     return torch.ldexp(z, torch.tensor(shift))
@@ -297,7 +303,7 @@ def _group_medoids(x: torch.Tensor, w: torch.Tensor, k: int) -> tuple[torch.Tens
     n = x.shape[0]
     full = (n // k) * k
     groups = x[:full].reshape(n // k, k, -1)  # a view of contiguous rows
-    gram = torch.bmm(groups, groups.transpose(1, 2))  # (groups, k, k)
+    gram = whole(lambda g: torch.bmm(g, g.transpose(1, 2)), groups)  # (groups, k, k)
     sq = gram.diagonal(dim1=1, dim2=2)  # (groups, k)
     dist = (sq[:, :, None] + sq[:, None, :] - 2.0 * gram).clamp_(min=0.0)
     dist = torch.nan_to_num(dist, nan=math.inf).sqrt_()
@@ -305,7 +311,7 @@ def _group_medoids(x: torch.Tensor, w: torch.Tensor, k: int) -> tuple[torch.Tens
     picks = scores.argmin(dim=1) + torch.arange(0, full, k, device=x.device)
     sq = sq.reshape(-1)
     if full < n:
-        rest = x[full:] @ x[full:].T
+        rest = whole(lambda a: a @ a.T, x[full:])
         rest_sq = rest.diagonal()
         rest_dist = (rest_sq[:, None] + rest_sq[None, :] - 2.0 * rest).clamp_(min=0.0)
         picks = torch.cat([picks, full + _best(rest_dist, w[full:]).reshape(1)])

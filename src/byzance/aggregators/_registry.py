@@ -98,6 +98,10 @@ class Rule:
       the previous output back as ``center``;
     - ``takes_generator``: it draws random numbers (bucketing) from a
       ``generator`` parameter (see :meth:`with_generator`);
+    - ``shardable``: it runs on a block of the coordinates with its whole-vector
+      sums completed across blocks (:mod:`byzance.aggregators._shard`), as
+      sharded aggregation on torch.distributed needs; False for a rule whose
+      output mixes coordinates (a d x d matrix);
     - ``checks_rows``: its first pass over the rows reports whether they are
       finite (:func:`~byzance.aggregators._input.first_pass`), so that no
       separate pass looks for NaN/inf;
@@ -122,6 +126,7 @@ class Rule:
     carries_center: bool = False
     takes_generator: bool = False
     checks_rows: bool = False
+    shardable: bool = True
     defaults: dict[str, Any] = field(default_factory=dict)
     row_params: tuple[str, ...] = ()
     selector: Impl | None = field(default=None, repr=False)
@@ -613,6 +618,7 @@ def compose(*stages: str | Rule) -> Pipeline:
         robust=all(r.robust for r in rules),
         carries_center=last.carries_center,  # the last stage gets the previous output
         takes_generator=any(r.takes_generator for r in rules),
+        shardable=all(r.shardable for r in rules),
         stages=rules,
     )
 

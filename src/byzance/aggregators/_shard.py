@@ -28,9 +28,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Protocol
+from typing import Literal, Protocol
 
 import torch
+
+Op = Literal["sum", "max"]
 
 
 class Reducer(Protocol):
@@ -45,8 +47,9 @@ class Reducer(Protocol):
     the last dimension) whose partial results must be combined separately
     (replicated blocks, each checked against its copies on other ranks)."""
 
-    def total(self, partials: torch.Tensor) -> torch.Tensor:
-        """(blocks, *shape) partials of the local blocks -> (*shape) whole-vector result."""
+    def total(self, partials: torch.Tensor, op: Op = "sum") -> torch.Tensor:
+        """(blocks, *shape) partials of the local blocks -> (*shape) whole-vector result,
+        combined over every block by ``op`` (a sum, or a max)."""
         ...
 
     def any(self, flag: bool) -> bool:
@@ -57,14 +60,17 @@ class Reducer(Protocol):
 _current: ContextVar[Reducer | None] = ContextVar("byzance_shard_reducer", default=None)
 
 
-def whole(fn: Callable[..., torch.Tensor], *tensors: torch.Tensor) -> torch.Tensor:
-    """``fn(*tensors)`` over the whole vectors, where ``fn`` sums over the last dimension.
+def whole(fn: Callable[..., torch.Tensor], *tensors: torch.Tensor, op: Op = "sum") -> torch.Tensor:
+    """``fn(*tensors)`` over the whole vectors, where ``fn`` reduces the last dimension.
 
     Args:
-        fn: a function of column blocks that is a *sum* over their last
-            dimension (``lambda t: t.square().sum(-1)``, ``lambda a: a @ a.T``);
-            its result has the same shape for every block.
+        fn: a function of column blocks that is a *sum* (``op="sum"``) or a
+            *max* (``op="max"``) over their last dimension
+            (``lambda t: t.square().sum(-1)``, ``lambda a: a @ a.T``,
+            ``lambda t: t.abs().amax(-1)``); its result has the same shape
+            for every block.
         tensors: tensors whose last dimension is the coordinates (n, d) or (d,).
+        op: how the blocks' results combine.
 
     Returns:
         ``fn(*tensors)``, completed over every block of a sharded evaluation.
@@ -73,9 +79,20 @@ def whole(fn: Callable[..., torch.Tensor], *tensors: torch.Tensor) -> torch.Tens
     if reducer is None:
         return fn(*tensors)
     if reducer.segments is None:
-        return reducer.total(fn(*tensors).unsqueeze(0))
+        return reducer.total(fn(*tensors).unsqueeze(0), op)
     parts = [fn(*(t[..., seg] for t in tensors)) for seg in reducer.segments]
-    return reducer.total(torch.stack(parts))
+    return reducer.total(torch.stack(parts), op)
+
+
+def norms(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Euclidean norms over the last dimension of ``x`` (whole vectors when sharded).
+
+    ``torch.linalg.vector_norm(x, dim=-1, dtype=dtype)`` outside a sharded
+    evaluation; inside one, the square root of the completed sum of squares.
+    """
+    if _current.get() is None:
+        return torch.linalg.vector_norm(x, dim=-1, dtype=dtype)
+    return whole(lambda t: t.square().sum(-1, dtype=dtype), x).sqrt()
 
 
 def any_block(flag: bool) -> bool:

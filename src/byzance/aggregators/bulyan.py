@@ -7,6 +7,7 @@ import torch
 from byzance.aggregators._order import coordinate_mean_around_median
 from byzance.aggregators._pairwise import sq_distances
 from byzance.aggregators._registry import Requirement, Rule, get, register
+from byzance.aggregators._shard import norms as whole_norms
 from byzance.aggregators.krum import krum_ranking
 from byzance.errors import InvalidParameterError
 
@@ -50,7 +51,7 @@ def bulyan_selection(x: torch.Tensor, f: int, selection: str | Rule = "krum") ->
         rest = x.index_select(0, remaining)
         out = _apply(rule, rest, f)
         acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-        nearest = torch.argmin(torch.linalg.vector_norm(rest - out, dim=1, dtype=acc))
+        nearest = torch.argmin(whole_norms(rest - out, dtype=acc))
         chosen.append(remaining[nearest])
         remaining = _without(remaining, nearest)
     return torch.stack(chosen)
@@ -106,7 +107,7 @@ bulyan = register(
             "Phase 1, n - 2f selection rounds: with Krum, one Gram product, O(n^2 d), "
             "reused by every round (then O(n^2) per round); with another rule, one "
             "application of it per round. Phase 2: one fused coordinate-wise pass over "
-            "the n - 2f selected rows."
+            "the n - 2f selected rows (sorting network or counting-pass selection, as meamed)."
         ),
         missing="whole_vectors",
         speed_floor="gram",

@@ -9,6 +9,8 @@ import torch
 from byzance.aggregators._alloc import empty_rows
 from byzance.aggregators._input import first_pass
 from byzance.aggregators._registry import Requirement, Rule, register
+from byzance.aggregators._shard import norms as whole_norms
+from byzance.aggregators._shard import whole
 from byzance.errors import InvalidParameterError
 from byzance.registry import Bound
 
@@ -44,7 +46,7 @@ def row_norms(x: torch.Tensor) -> torch.Tensor:
     when the rows are, barring overflow.
     """
     acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-    norms = torch.linalg.vector_norm(x, dim=1, dtype=acc)
+    norms = whole_norms(x, dtype=acc)
     bad = ~torch.isfinite(norms)
     finite = not bool(bad.any())
     first_pass(finite)
@@ -54,9 +56,10 @@ def row_norms(x: torch.Tensor) -> torch.Tensor:
     # norm again in float64, scaled by its largest entry. The norms are then float64.
     rows = bad.nonzero().flatten()
     sub = x[rows].to(torch.float64)
-    top = sub.abs().amax(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float64).tiny)
+    top = whole(lambda t: t.abs().amax(dim=-1), sub, op="max")
+    top = top.clamp(min=torch.finfo(torch.float64).tiny)[:, None]
     norms = norms.to(torch.float64)
-    norms[rows] = top[:, 0] * torch.linalg.vector_norm(sub / top, dim=1)
+    norms[rows] = top[:, 0] * whole_norms(sub / top)
     return norms
 
 

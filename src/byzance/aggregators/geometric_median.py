@@ -10,6 +10,7 @@ import torch
 from byzance.aggregators._input import all_finite, first_pass
 from byzance.aggregators._pairwise import central_point_and_distances, distances_to
 from byzance.aggregators._registry import Requirement, Rule, register
+from byzance.aggregators._shard import norms as whole_norms
 from byzance.errors import InvalidParameterError
 from byzance.registry import Bound
 
@@ -66,7 +67,7 @@ def weiszfeld(
         weighted = beta @ x
         average = weighted / beta_sum
         if eta > 0.0:
-            r = float(torch.linalg.vector_norm(weighted - beta_sum * z))
+            r = float(whole_norms(weighted - beta_sum * z))
             if r <= eta:
                 return z.to(dtype), iteration  # optimal at this input (Vardi-Zhang condition)
             z = (1.0 - eta / r) * average + (eta / r) * z

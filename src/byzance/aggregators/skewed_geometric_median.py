@@ -97,5 +97,6 @@ skewed_geometric_median = register(
         speed_floor="pass",
         row_params=("weights",),
         checks_rows=True,  # the first Weiszfeld distances (rows S x_i: NaN/inf stay non-finite)
+        shardable=False,  # S x_i mixes every coordinate of x_i
     )
 )

@@ -46,7 +46,7 @@ import torch
 import torch.distributed as dist
 
 from byzance.aggregators import Rule
-from byzance.aggregators._shard import sharded
+from byzance.aggregators._shard import Op, sharded
 from byzance.distributed.backend import gather_device_type
 from byzance.distributed.live import Collectives
 from byzance.errors import InvalidParameterError, ToleranceError
@@ -134,13 +134,13 @@ class CollectiveReducer:
         where = gather_device_type(self.backend, t.device.type)
         return (t if where == t.device.type else t.to(where)).contiguous()
 
-    def total(self, partials: torch.Tensor) -> torch.Tensor:
+    def total(self, partials: torch.Tensor, op: Op = "sum") -> torch.Tensor:
         if self.tamper is not None:
             partials = self.tamper(partials)
         device = partials.device
         if self.layout.replicas == 1:
             out = self._send(partials[0].clone())
-            self.comm.all_reduce(out)
+            self.comm.all_reduce(out, dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
             return out.to(device)
         send = self._send(partials)
         got = send.new_empty((self.layout.world, *send.shape))
@@ -148,7 +148,9 @@ class CollectiveReducer:
         copies = self.layout.copies(got.device)
         replica = torch.arange(self.layout.replicas, device=got.device).expand_as(copies)
         per_slice = got[copies, replica]  # (world slices, replicas, *shape)
-        return per_slice.median(dim=1).values.sum(dim=0).to(device)
+        copies_agreed = per_slice.median(dim=1).values
+        combined = copies_agreed.sum(dim=0) if op == "sum" else copies_agreed.amax(dim=0)
+        return combined.to(device)
 
     def any(self, flag: bool) -> bool:
         t = self._send(torch.tensor([int(flag)]))
@@ -198,7 +200,7 @@ def sharded_aggregate(
     """
     comm = comm or Collectives(group)
     world = comm.size
-    if not getattr(rule, "shardable", True):
+    if not rule.shardable:
         raise InvalidParameterError(
             f"{rule.name} cannot be sharded: its output mixes coordinates of whole vectors; "
             "use the gathered robust_step (sharded=False)."
