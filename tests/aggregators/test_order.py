@@ -160,3 +160,39 @@ def test_a_failed_compilation_falls_back_with_one_warning(monkeypatch):
             coordinate_median(x)  # no second warning: the fallback is remembered
     finally:
         set_compile_mode("auto")
+
+
+def test_large_n_takes_selection_and_small_n_the_network():
+    set_compile_mode("auto")
+    try:
+        median = _order.median_of_sorted
+        big = torch.zeros(_order.select_min_rows, 1 << 14)
+        assert _order._use_selection(big, median) == (not _order._compile_failed)
+        assert not _order._use_compiled(big)
+        assert not _order._use_selection(torch.zeros(20, 1 << 20), median)
+        assert not _order._use_selection(big.to(torch.int64), median)
+        assert not _order._use_selection(big, lambda rows: rows[0])  # no selection form
+        set_compile_mode("never")
+        assert not _order._use_selection(big, median)
+    finally:
+        set_compile_mode("auto")
+
+
+def test_a_failed_selection_compile_falls_back_with_a_warning(monkeypatch):
+    from byzance.aggregators import _select
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    monkeypatch.setattr(_select, "_kernels", {})
+    monkeypatch.setattr(_order, "_compile_failed", False)
+    monkeypatch.setattr(_order, "select_min_rows", 2)
+    set_compile_mode("always")
+    try:
+        x = torch.randn(9, 10)
+        with pytest.warns(RuntimeWarning, match="falling back to torch.sort"):
+            out = coordinate_trimmed_mean(x, 2)
+        assert torch.allclose(out, torch.sort(x, dim=0).values[2:7].mean(0))
+    finally:
+        set_compile_mode("auto")

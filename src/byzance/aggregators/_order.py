@@ -21,7 +21,15 @@ ways to get the sorted rows:
   statistic, traced by ``torch.compile`` into one fused loop over d. The
   comparators run in registers, the comparators the statistic does not need
   are removed as dead code, and the cost is close to reading the input once.
-  One kernel is compiled per (statistic, n, parameters, dtype); d is dynamic.
+  One kernel is compiled per (statistic, n, parameters, dtype); d is dynamic;
+  used for 2 <= n < ``select_min_rows``.
+
+- selection (``n >= select_min_rows``, CPU): the order statistics the
+  statistic needs are found by a few fused counting passes over the n rows
+  (:mod:`byzance.aggregators._select`), with n and d dynamic: one kernel per
+  variant serves every n (no compilation per n), and the result is the
+  sort's. Columns holding a non-finite value, and the rare ties that counts
+  cannot decide, are computed by the sort.
 
 ``BYZANCE_COMPILE=auto|always|never`` (or :func:`set_compile_mode`) chooses:
 ``auto`` compiles CPU inputs of at least 2**20 elements, ``always`` every CPU
@@ -47,12 +55,17 @@ from typing import Any, Literal
 
 import torch
 
+from byzance.aggregators._shard import whole_numel
+
 Rows = Sequence[torch.Tensor] | torch.Tensor
 Statistic = Callable[..., torch.Tensor]
 CompileMode = Literal["auto", "always", "never"]
 
 AUTO_MIN_ELEMENTS = 1 << 20
 MAX_NETWORK_ROWS = 128
+# Inputs of at least this many rows take selection (counting passes) instead of the
+# network: one kernel for every n, and fewer operations per value for large n.
+select_min_rows = 129
 _HALF = (torch.float16, torch.bfloat16)
 
 
@@ -194,22 +207,80 @@ def _init_mode_from_env() -> None:
 _init_mode_from_env()
 
 
+def _compilable(x: torch.Tensor) -> bool:
+    if _compile_failed or _mode == "never" or x.device.type != "cpu":
+        return False  # compiled CUDA (Triton) kernels are not built or tested here
+    if not x.dtype.is_floating_point or x.shape[0] < 2:
+        return False
+    # whole_numel: a block of a sharded evaluation takes the path the whole input would
+    return _mode == "always" or whole_numel(x) >= AUTO_MIN_ELEMENTS
+
+
 def _use_compiled(x: torch.Tensor) -> bool:
-    if _compile_failed or _mode == "never" or not 2 <= x.shape[0] <= MAX_NETWORK_ROWS:
-        return False
-    if x.device.type != "cpu":  # compiled CUDA (Triton) kernels are not built or tested here
-        return False
-    return _mode == "always" or x.numel() >= AUTO_MIN_ELEMENTS
+    """The compiled sorting network: CPU inputs of 2 .. ``MAX_NETWORK_ROWS`` rows."""
+    return x.shape[0] <= MAX_NETWORK_ROWS and x.shape[0] < select_min_rows and _compilable(x)
+
+
+def _use_selection(x: torch.Tensor, statistic: Statistic) -> bool:
+    """Selection by counting passes: CPU inputs of at least ``select_min_rows`` rows."""
+    return statistic in _SELECTORS and x.shape[0] >= select_min_rows and _compilable(x)
+
+
+def _compile_failure(err: Exception) -> None:
+    global _compile_failed
+    _compile_failed = True
+    warnings.warn(
+        f"byzance: compiling the coordinate-wise kernel failed ({type(err).__name__}: "
+        f"{err}); falling back to torch.sort, which is correct but slower. "
+        "Set BYZANCE_COMPILE=never to silence this.",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+
+
+def _sorted_statistic(
+    x: torch.Tensor, statistic: Statistic, params: dict[str, Any]
+) -> torch.Tensor:
+    """The statistic of ``x`` (n, c) sorted by ``torch.sort`` along dim 0; shape (c,), x's dtype."""
+    rows = torch.sort(x, dim=0).values
+    acc = accumulation_dtype(x.dtype)
+    if acc != x.dtype:
+        rows = rows.to(acc)
+    return statistic(rows, **params).to(x.dtype)
+
+
+def _select_statistic(
+    x: torch.Tensor, statistic: Statistic, params: dict[str, Any]
+) -> torch.Tensor:
+    """The statistic by selection (:mod:`._select`); shape (d,), x's dtype."""
+    from byzance.aggregators import _select  # _select imports this module
+
+    def fallback(sub: torch.Tensor) -> torch.Tensor:
+        return _sorted_statistic(sub, statistic, params)
+
+    name = _SELECTORS[statistic]
+    if name == "median":
+        return _select.select_median(x, fallback)
+    if name == "trimmed_mean":
+        return _select.select_trimmed_mean(x, params["trim"], fallback)
+    return _select.select_mean_around_median(x, params["k"], fallback)
 
 
 def reduce_sorted(x: torch.Tensor, statistic: Statistic, **params: Any) -> torch.Tensor:
     """Apply ``statistic`` to the rows of ``x`` (n, d) sorted coordinate-wise; shape (d,).
 
     The result is on ``x``'s device, in ``x``'s dtype (computed in float32 for
-    half precision).
+    half precision). Large CPU inputs take a compiled path: the sorting
+    network for few rows, selection by counting passes (:mod:`._select`) for
+    many; both give the sort's result.
     """
-    global _compile_failed
-    if _use_compiled(x):
+    if _use_selection(x, statistic):
+        try:
+            out = _select_statistic(x.contiguous(), statistic, params)
+            return _without_overflow(out, x, statistic, params)
+        except Exception as err:  # no C++ compiler, unsupported platform, ...
+            _compile_failure(err)
+    elif _use_compiled(x):
         key = (
             statistic.__name__,
             x.shape[0],
@@ -225,19 +296,8 @@ def reduce_sorted(x: torch.Tensor, statistic: Statistic, **params: Any) -> torch
                     fn = _compiled[key] = torch.compile(kernel, dynamic=True)
             return _without_overflow(fn(x.contiguous()), x, statistic, params)
         except Exception as err:  # no C++ compiler, unsupported platform, ...
-            _compile_failed = True
-            warnings.warn(
-                f"byzance: compiling the coordinate-wise kernel failed ({type(err).__name__}: "
-                f"{err}); falling back to torch.sort, which is correct but slower. "
-                "Set BYZANCE_COMPILE=never to silence this.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-    rows = torch.sort(x, dim=0).values
-    acc = accumulation_dtype(x.dtype)
-    if acc != x.dtype:
-        rows = rows.to(acc)
-    return _without_overflow(statistic(rows, **params).to(x.dtype), x, statistic, params)
+            _compile_failure(err)
+    return _without_overflow(_sorted_statistic(x, statistic, params), x, statistic, params)
 
 
 def _without_overflow(
@@ -278,3 +338,10 @@ def coordinate_trimmed_mean(x: torch.Tensor, trim: int) -> torch.Tensor:
 def coordinate_mean_around_median(x: torch.Tensor, k: int) -> torch.Tensor:
     """Coordinate-wise mean of the ``k`` values of ``x`` (n, d) closest to the median."""
     return reduce_sorted(x, mean_around_median_of_sorted, k=k)
+
+
+_SELECTORS: dict[Statistic, str] = {
+    median_of_sorted: "median",
+    trimmed_mean_of_sorted: "trimmed_mean",
+    mean_around_median_of_sorted: "meamed",
+}

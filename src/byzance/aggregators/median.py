@@ -38,9 +38,10 @@ median = register(
         "Statistical Rates, ICML 2018",
         summary="coordinate-wise median",
         cost=(
-            "O(nd) reads: a sorting network over the n rows per coordinate "
-            "(O(n log^2 n) compare-exchanges of whole rows), fused by torch.compile "
-            "into one loop over d for large CPU inputs; torch.sort along dim 0 otherwise."
+            "O(nd) reads: for n < 129, a sorting network over the n rows per coordinate "
+            "(O(n log^2 n) compare-exchanges of whole rows), fused by torch.compile into one "
+            "loop over d; for larger n, exact selection by a few fused counting passes over "
+            "the rows (large CPU inputs); torch.sort along dim 0 otherwise."
         ),
         missing="coordinate_wise",
         speed_floor="pass",

@@ -36,7 +36,10 @@ trimmed_mean = register(
         paper="Yin et al., Byzantine-Robust Distributed Learning: Towards Optimal "
         "Statistical Rates, ICML 2018",
         summary="coordinate-wise mean without the f lowest and f highest values",
-        cost="As median: one fused sorting-network pass, O(nd) reads.",
+        cost=(
+            "As median (sorting network for n < 129, counting-pass selection of the two "
+            "order statistics above), then one masked summing pass: O(nd) reads."
+        ),
         missing="coordinate_wise",
         speed_floor="pass",
         speed_target=5.0,
