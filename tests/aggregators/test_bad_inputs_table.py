@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from byzance import aggregators
-from byzance.aggregators._registry import Pipeline, Rule
+from byzance.aggregators._pipeline import Pipeline
+from byzance.aggregators._registry import Rule
 from byzance.errors import InvalidParameterError, NonFiniteOutputError, ShapeError
 
 F32_MAX = torch.finfo(torch.float32).max

@@ -20,11 +20,10 @@ Krum), ``rule.min_n(f)``, ``rule.paper``, ``rule.doc``.
 from byzance.aggregators._input import finite_rows
 from byzance.aggregators._order import compile_mode, set_compile_mode
 from byzance.aggregators._pairwise import sq_distances
+from byzance.aggregators._pipeline import Pipeline, compose
 from byzance.aggregators._registry import (
-    Pipeline,
     Requirement,
     Rule,
-    compose,
     get,
     names,
     register,
