@@ -26,7 +26,6 @@ from byzance.aggregators._registry import (
     get,
     names,
 )
-from byzance.aggregators._shard import is_sharded
 from byzance.errors import InvalidParameterError, NonFiniteOutputError, ToleranceError
 
 
@@ -85,7 +84,7 @@ class Pipeline(Rule):
             return self._stages(x, f, center, kept, n, first_checks=False)
 
     def _first_pass_can_check(self, n: int, f: int) -> bool:
-        if not (self.robust and self.stages[0].checks_rows) or is_sharded():
+        if not (self.robust and self.stages[0].checks_rows):
             return False
         try:
             self.check(n, f)

@@ -32,7 +32,6 @@ from byzance.aggregators._input import (
     finite_rows,
     first_pass_checks,
 )
-from byzance.aggregators._shard import is_sharded
 from byzance.errors import InvalidParameterError, ToleranceError
 from byzance.registry import Registry, bind_params
 
@@ -192,9 +191,11 @@ class Rule:
         """Whether the rule's first pass can stand for the check of non-finite rows.
 
         Not when the requirement fails at n (dropping rows first may make it
-        hold), nor on a block of columns (every block must take the same path).
+        hold). On a block of columns too: every first pass reports a
+        whole-vector number (completed across the blocks), so every block
+        takes the same path.
         """
-        return self.robust and self.checks_rows and not is_sharded() and n >= self.min_n(f)
+        return self.robust and self.checks_rows and n >= self.min_n(f)
 
     def _run(
         self,
