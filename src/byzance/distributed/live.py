@@ -29,7 +29,7 @@ import itertools
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -49,12 +49,13 @@ class Collectives:
         self.group = group
         self.timeout = None if timeout is None else timedelta(seconds=timeout)
 
-    def _wait(self, work: dist.Work | None) -> None:
-        if work is None:
-            return
+    def _run(self, collective: Callable[..., dist.Work | None], *args: Any, **kwargs: Any) -> None:
+        """``collective(*args, group=..., **kwargs)``; with a timeout, waited on for that long."""
         if self.timeout is None:
-            work.wait()
-        else:
+            collective(*args, group=self.group, **kwargs)
+            return
+        work = collective(*args, group=self.group, async_op=True, **kwargs)
+        if work is not None:
             work.wait(timeout=self.timeout)
 
     @property
@@ -70,15 +71,15 @@ class Collectives:
         return str(dist.get_backend(self.group))
 
     def all_reduce(self, t: torch.Tensor, op: dist.ReduceOp.RedOpType = dist.ReduceOp.SUM) -> None:
-        self._wait(dist.all_reduce(t, op=op, group=self.group, async_op=True))
+        self._run(dist.all_reduce, t, op=op)
 
     def all_gather(self, out: torch.Tensor, t: torch.Tensor) -> None:
         """``out`` (size * t.numel(),) receives every rank's ``t`` in rank order."""
-        self._wait(dist.all_gather_single(out, t, group=self.group, async_op=True))
+        self._run(dist.all_gather_single, out, t)
 
     def all_to_all(self, out: torch.Tensor, t: torch.Tensor) -> None:
         """Equal splits along dim 0: rank j receives ``t[j]`` of every rank into ``out``."""
-        self._wait(dist.all_to_all_single(out, t, group=self.group, async_op=True))
+        self._run(dist.all_to_all_single, out, t)
 
 
 class LiveGroup:
