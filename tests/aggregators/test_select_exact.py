@@ -205,19 +205,20 @@ def test_non_finite_columns_take_the_sort(forced):
         torch.testing.assert_close(got, want, equal_nan=True)
 
 
+def _median_and_trim(sizes: list[tuple[int, int]], gen: torch.Generator) -> None:
+    """The median (checked against the sort) and a trimmed mean of random (n, d) inputs."""
+    for n, d in sizes:
+        x = torch.randn(n, d, generator=gen)
+        assert torch.equal(coordinate_median(x), sort_path(coordinate_median, x))
+        coordinate_trimmed_mean(x, n // 10)
+
+
 def test_kernels_are_built_per_variant_not_per_n(forced):
     """Every kernel is keyed by its variant and dtype, never by n or d (run eagerly: seconds)."""
     gen = torch.Generator().manual_seed(0)
-
-    def run(sizes):
-        for n, d in sizes:
-            x = torch.randn(n, d, generator=gen)
-            assert torch.equal(coordinate_median(x), sort_path(coordinate_median, x))
-            coordinate_trimmed_mean(x, n // 10)
-
-    run([(90, 257), (130, 1000), (77, 2)])
+    _median_and_trim([(90, 257), (130, 1000), (77, 2)], gen)
     kernels = _select.compiled_kernel_count()
-    run([(91, 257), (143, 1000), (64, 2), (101, 300)])
+    _median_and_trim([(91, 257), (143, 1000), (64, 2), (101, 300)], gen)
     assert _select.compiled_kernel_count() == kernels
 
 
@@ -231,16 +232,9 @@ def test_a_second_n_does_not_compile_again(forced_compiled):
     from torch._dynamo.utils import counters
 
     gen = torch.Generator().manual_seed(0)
-
-    def run(sizes):
-        for n, d in sizes:
-            x = torch.randn(n, d, generator=gen)
-            assert torch.equal(coordinate_median(x), sort_path(coordinate_median, x))
-            coordinate_trimmed_mean(x, n // 10)
-
-    run([(90, 257), (130, 1000), (77, 2)])  # builds the kernels each path needs
+    _median_and_trim([(90, 257), (130, 1000), (77, 2)], gen)  # builds each path's kernels
     kernels = _select.compiled_kernel_count()
     graphs = counters["stats"]["unique_graphs"]
-    run([(91, 257), (143, 1000), (64, 2), (101, 300)])  # other n: the same kernels
+    _median_and_trim([(91, 257), (143, 1000), (64, 2), (101, 300)], gen)  # other n, same kernels
     assert _select.compiled_kernel_count() == kernels
     assert counters["stats"]["unique_graphs"] == graphs

@@ -95,6 +95,16 @@ class SliceLayout:
         q = torch.arange(self.replicas, device=device)[None, :]
         return (s + q) % self.world
 
+    def by_slice(self, gathered: torch.Tensor, slices: torch.Tensor | None = None) -> torch.Tensor:
+        """Every rank's copies (world, replicas, *shape), as gathered, regrouped by slice:
+        (slices, replicas, *shape) for ``slices`` (default: every slice, in order)."""
+        copies = self.copies(gathered.device)
+        replica = torch.arange(self.replicas, device=gathered.device).expand_as(copies)
+        if slices is not None:
+            slices = slices.to(gathered.device)
+            copies, replica = copies[slices], replica[slices]
+        return gathered[copies, replica]
+
     def columns(self, rank: int) -> tuple[list[int], list[slice]]:
         """How ``rank`` lays its slices side by side for the rule.
 
@@ -145,9 +155,7 @@ class CollectiveReducer:
         send = self._send(partials)
         got = send.new_empty((self.layout.world, *send.shape))
         self.comm.all_gather(got.view(-1), send.view(-1))
-        copies = self.layout.copies(got.device)
-        replica = torch.arange(self.layout.replicas, device=got.device).expand_as(copies)
-        per_slice = got[copies, replica]  # (world slices, replicas, *shape)
+        per_slice = self.layout.by_slice(got)  # (world slices, replicas, *shape)
         copies_agreed = per_slice.median(dim=1).values
         combined = copies_agreed.sum(dim=0) if op == "sum" else copies_agreed.amax(dim=0)
         return combined.to(device)
@@ -285,9 +293,7 @@ def _replicated_slices(mine: torch.Tensor, layout: SliceLayout, comm: Collective
         return primary
     every = mine.new_empty((world, r, mine.shape[1]))
     comm.all_gather(every.view(-1), mine.reshape(-1))
-    copies = layout.copies()
-    replica = torch.arange(r).expand_as(copies)
     bad = flag.nonzero().flatten().cpu()
-    per_slice = every[copies[bad].to(every.device), replica[bad].to(every.device)]
+    per_slice = layout.by_slice(every, bad)
     primary[bad.to(primary.device)] = per_slice.median(dim=1).values
     return primary
