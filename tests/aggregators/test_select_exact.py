@@ -1,7 +1,8 @@
-"""Selection by counting passes (_select) against the sort-based definitions, exactly.
+"""Selection (_select's counting passes, _native's radix descent) against the sort, exactly.
 
-The selection path is forced at small sizes (``select_min_rows`` lowered,
-compile mode ``always``), so that hypothesis can afford many small inputs:
+Each selection path is forced at small sizes (``select_min_rows`` or
+``native_min_rows`` lowered, compile mode ``always``), so that hypothesis can
+afford many small inputs:
 ties, +-0.0, subnormals, the largest finite values, odd and even n, float32,
 float64 and bfloat16. Order statistics and medians must be the sort's values
 bit for bit (0.0 and -0.0 compare equal, as in the sort); means may differ
@@ -17,7 +18,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from byzance.aggregators import _order, _select
+from byzance.aggregators import _native, _order, _select
 from byzance.aggregators._order import (
     coordinate_mean_around_median,
     coordinate_median,
@@ -38,11 +39,10 @@ PALETTE = [0.0, -0.0, 1.0, -1.0, 2.5, 1e-42, -1e-42, F32_TINY, 3.0, -7.0, 1e30, 
 HUGE = [1e300, -1e300, 5e299]  # stand for the dtype's largest finite value, its negative, half
 
 
-@pytest.fixture
-def forced(monkeypatch):
-    """Selection for every input of at least 2 rows, its kernels run eagerly (same arithmetic)."""
+def _force_counting(monkeypatch):
     monkeypatch.setattr(_select, "EAGER_KERNELS", True)
     monkeypatch.setattr(_order, "select_min_rows", 2)
+    monkeypatch.setattr(_order, "native_min_rows", 1 << 30)
     set_compile_mode("always")
     yield
     set_compile_mode("auto")
@@ -50,9 +50,30 @@ def forced(monkeypatch):
 
 
 @pytest.fixture
+def counting(monkeypatch):
+    """Counting passes for every input of at least 2 rows, run eagerly (same arithmetic)."""
+    yield from _force_counting(monkeypatch)
+
+
+@pytest.fixture(params=["counting", "native"])
+def forced(request, monkeypatch):
+    """Each selection path in turn for every input of at least 2 rows."""
+    if request.param == "native":
+        if not _native.available():
+            pytest.skip("no C compiler here: the native kernels are not built")
+        monkeypatch.setattr(_order, "native_min_rows", 2)
+        set_compile_mode("always")
+        yield
+        set_compile_mode("auto")
+        return
+    yield from _force_counting(monkeypatch)
+
+
+@pytest.fixture
 def forced_compiled(monkeypatch):
     """Selection for every input of at least 2 rows, its kernels compiled."""
     monkeypatch.setattr(_order, "select_min_rows", 2)
+    monkeypatch.setattr(_order, "native_min_rows", 1 << 30)
     set_compile_mode("always")
     yield
     set_compile_mode("auto")
@@ -108,7 +129,7 @@ ALL_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 
 @SETTINGS
 @given(x=matrices(huge=True, dtypes=ALL_DTYPES))
-def test_select_ranks_equal_the_sort(forced, x):
+def test_select_ranks_equal_the_sort(counting, x):
     n = x.shape[0]
     acc = torch.float32 if x.dtype == torch.bfloat16 else x.dtype
     srt = torch.sort(x.to(acc), dim=0).values
@@ -121,7 +142,7 @@ def test_select_ranks_equal_the_sort(forced, x):
 
 @SETTINGS
 @given(x=matrices(), data=st.data())
-def test_distances_to_a_centre_equal_the_sort(forced, x, data):
+def test_distances_to_a_centre_equal_the_sort(counting, x, data):
     n = x.shape[0]
     acc = torch.float32 if x.dtype == torch.bfloat16 else x.dtype
     v = x.to(acc)
@@ -213,7 +234,7 @@ def _median_and_trim(sizes: list[tuple[int, int]], gen: torch.Generator) -> None
         coordinate_trimmed_mean(x, n // 10)
 
 
-def test_kernels_are_built_per_variant_not_per_n(forced):
+def test_kernels_are_built_per_variant_not_per_n(counting):
     """Every kernel is keyed by its variant and dtype, never by n or d (run eagerly: seconds)."""
     gen = torch.Generator().manual_seed(0)
     _median_and_trim([(90, 257), (130, 1000), (77, 2)], gen)

@@ -24,7 +24,15 @@ ways to get the sorted rows:
   One kernel is compiled per (statistic, n, parameters, dtype); d is dynamic;
   used for 2 <= n < ``select_min_rows``.
 
-- selection (``n >= select_min_rows``, CPU): the order statistics the
+- native (``n >= native_min_rows``, CPU, float dtypes; the first choice
+  when available): radix descent over the float bits in C, one
+  cache-resident block of columns at a time (:mod:`byzance.aggregators._native`):
+  2.8x-5x one pass for a median from n = 100 to 1000, with n and d
+  runtime arguments (nothing compiled per shape; the library is built once
+  per machine and cached). Columns holding a non-finite value, and the rare
+  ties that counts cannot decide, are computed by the sort.
+- selection (``n >= select_min_rows``, CPU, when the native library is not
+  available): the order statistics the
   statistic needs are found by a few fused counting passes over the n rows
   (:mod:`byzance.aggregators._select`), with n and d dynamic: one kernel per
   variant serves every n (no compilation per n), and the result is the
@@ -33,7 +41,7 @@ ways to get the sorted rows:
 
 ``BYZANCE_COMPILE=auto|always|never`` (or :func:`set_compile_mode`) chooses:
 ``auto`` compiles CPU inputs of at least 2**20 elements, ``always`` every CPU
-input. Only CPU kernels are compiled: a CUDA kernel from ``torch.compile``
+input; ``never`` also turns the native kernels off (pure torch: the sort). Only CPU kernels are compiled: a CUDA kernel from ``torch.compile``
 (Triton) is not built or tested by byzance's test suite, so CUDA inputs
 always take the eager path.
 
@@ -55,6 +63,7 @@ from typing import Any, Literal
 
 import torch
 
+from byzance.aggregators import _native
 from byzance.aggregators._shard import whole_numel
 
 Rows = Sequence[torch.Tensor] | torch.Tensor
@@ -66,6 +75,9 @@ MAX_NETWORK_ROWS = 128
 # Inputs of at least this many rows take selection (counting passes) instead of the
 # network: one kernel for every n, and fewer operations per value for large n.
 select_min_rows = 129
+# CPU inputs of at least this many rows take the C radix descent (:mod:`._native`) when it is
+# available: faster than the network from here on, and nothing to compile per n.
+native_min_rows = 33
 _HALF = (torch.float16, torch.bfloat16)
 
 
@@ -221,6 +233,37 @@ def _use_compiled(x: torch.Tensor) -> bool:
     return x.shape[0] <= MAX_NETWORK_ROWS and x.shape[0] < select_min_rows and _compilable(x)
 
 
+def _use_native(x: torch.Tensor, statistic: Statistic) -> bool:
+    """Radix descent in C (:mod:`._native`): CPU inputs of at least ``native_min_rows`` rows.
+
+    Any size (nothing is compiled per shape), unless the compile mode is ``never``.
+    """
+    return (
+        statistic in _SELECTORS
+        and _mode != "never"
+        and x.shape[0] >= native_min_rows
+        and _native.supports(x)
+    )
+
+
+def _native_statistic(
+    x: torch.Tensor, statistic: Statistic, params: dict[str, Any]
+) -> torch.Tensor:
+    """The statistic by :mod:`._native`; shape (d,), x's dtype. Columns it leaves take the sort."""
+    name = _SELECTORS[statistic]
+    if name == "median":
+        out, bad = _native.median(x)
+    elif name == "trimmed_mean":
+        out, bad = _native.trimmed_mean(x, params["trim"])
+    else:
+        out, bad = _native.mean_around_median(x, params["k"])
+    out = out.to(x.dtype)
+    if bool(bad.any()):
+        cols = bad.nonzero().flatten()
+        out[cols] = _sorted_statistic(x[:, cols], statistic, params)
+    return out
+
+
 def _use_selection(x: torch.Tensor, statistic: Statistic) -> bool:
     """Selection by counting passes: CPU inputs of at least ``select_min_rows`` rows."""
     return statistic in _SELECTORS and x.shape[0] >= select_min_rows and _compilable(x)
@@ -274,6 +317,8 @@ def reduce_sorted(x: torch.Tensor, statistic: Statistic, **params: Any) -> torch
     network for few rows, selection by counting passes (:mod:`._select`) for
     many; both give the sort's result.
     """
+    if _use_native(x, statistic):
+        return _without_overflow(_native_statistic(x, statistic, params), x, statistic, params)
     if _use_selection(x, statistic):
         try:
             out = _select_statistic(x.contiguous(), statistic, params)

@@ -1,0 +1,273 @@
+"""The coordinate-wise statistics by radix descent in C, one cache-resident block at a time.
+
+The median, trimmed mean and mean around the median of an (n, d) CPU matrix
+(float32 or float64; float16 and bfloat16 are widened to float32, exactly)
+are computed by ``_native_select.c``: each block of 32 columns (16 in
+float64) is read from memory once, turned into integer keys with the float
+order, and every order statistic is found by radix descent, one counting
+pass per bit over the block while it sits in the cache, in SIMD lanes over
+the block's columns. Measured on 2 cores (float32, d x n = 1e8): one order
+statistic costs 2.8x one pass over the input at n = 100 and 3.9x at n = 1000,
+against 18x-25x for the compiled network or counting passes, and 120x for a
+sort. The result is the sort's, bit for bit for order statistics and medians
+(means differ only by the order of the float sum), as the tests check.
+
+Why C and not a library: the algorithm needs a loop nest that
+``torch.compile`` does not generate (many dependent passes over one block
+while it is in the cache; inductor's fused version spent 5 s on the
+bit-casts), and numba's version of the same loops was not vectorized
+(28x-30x one pass). The C file is about 300 lines with no dependency.
+
+Build: the first use compiles the file with the system C compiler
+(``$CC``, else ``cc``) into the user's cache directory
+(``$BYZANCE_CACHE_DIR``, else ``$XDG_CACHE_HOME/byzance``, else
+``~/.cache/byzance``), named by a hash of the source, the flags, the
+compiler's version and this CPU's feature flags (``-march=native`` code built
+on one machine is never loaded on another). It takes about a second once;
+later processes load the library in milliseconds. The library is checked
+against ``torch.sort`` on a small input after loading. With no compiler, a
+failed build, or ``BYZANCE_NATIVE=0``, :func:`available` is False and the
+callers take the torch paths (the compiled network and counting passes, or
+the sort), with one warning when a build was attempted and failed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("_native_select.c")
+FLAGS = (
+    "-O3",
+    "-march=native",
+    "-ffp-contract=off",
+    "-fno-math-errno",
+    "-fno-trapping-math",
+    "-std=c11",
+)
+FLAGS_SHARED = ("-shared", "-fPIC")
+ABI = 1
+# Columns per thread task: a multiple of both block widths (32 and 16 columns).
+CHUNK_ALIGN = 32
+
+_lock = threading.RLock()
+_lib: ctypes.CDLL | None = None
+_tried = False
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+
+
+def enabled() -> bool:
+    """False when ``BYZANCE_NATIVE`` is 0/off/false/no."""
+    return os.environ.get("BYZANCE_NATIVE", "1").strip().lower() not in ("0", "off", "false", "no")
+
+
+def cache_dir() -> Path:
+    """Where built libraries are kept (see the module docstring)."""
+    if os.environ.get("BYZANCE_CACHE_DIR"):
+        return Path(os.environ["BYZANCE_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "byzance"
+
+
+def _compiler() -> str | None:
+    cc = os.environ.get("CC") or "cc"
+    return shutil.which(cc)
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor() + platform.machine()
+
+
+def _library_path(cc: str) -> Path:
+    version = subprocess.run(
+        [cc, "--version"], capture_output=True, text=True, timeout=30, check=False
+    ).stdout
+    digest = hashlib.sha256()
+    for part in (
+        SOURCE.read_bytes(),
+        " ".join(FLAGS).encode(),
+        version.encode(),
+        _cpu_flags().encode(),
+    ):
+        digest.update(part)
+        digest.update(b"\0")
+    return cache_dir() / f"native_select_{digest.hexdigest()[:20]}.so"
+
+
+def _build(cc: str, target: Path) -> None:
+    """Compile into a temporary file beside ``target``, then rename (atomic for concurrent builders)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".so.tmp")
+    os.close(fd)
+    try:
+        cmd = [cc, *FLAGS, *FLAGS_SHARED, str(SOURCE), "-o", tmp, "-lm"]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed: {done.stderr.strip()[:500]}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    for suffix in ("f32", "f64"):
+        getattr(lib, f"byz_median_{suffix}").argtypes = [ptr, i64, i64, i64, i64, ptr, ptr]
+        for name in ("byz_trimmed_mean", "byz_mean_around_median"):
+            getattr(lib, f"{name}_{suffix}").argtypes = [ptr, i64, i64, i64, i64, i64, ptr, ptr]
+    for fn in ("median", "trimmed_mean", "mean_around_median"):
+        for suffix in ("f32", "f64"):
+            getattr(lib, f"byz_{fn}_{suffix}").restype = ctypes.c_int
+
+
+def _load() -> ctypes.CDLL | None:
+    cc = _compiler()
+    if cc is None:
+        return None
+    target = _library_path(cc)
+    if not target.exists():
+        _build(cc, target)
+    lib = ctypes.CDLL(str(target))
+    if lib.byz_native_abi() != ABI:
+        raise RuntimeError(f"{target} has another ABI version; delete it to rebuild")
+    _declare(lib)
+    return lib
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded library, built on first use; None when unavailable (see the module docstring)."""
+    global _lib, _tried
+    if _lib is not None or _tried:
+        return _lib
+    with _lock:
+        if not _tried:
+            try:
+                if enabled():
+                    lib = _load()
+                    if lib is not None:
+                        _lib = lib
+                        _self_check()
+            except Exception as err:  # no usable compiler, a read-only cache, a failed check
+                _lib = None
+                warnings.warn(
+                    f"byzance: the native coordinate-wise kernels are unavailable ({err}); "
+                    "using the torch paths, which are correct but slower. "
+                    "Set BYZANCE_NATIVE=0 to silence this.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            _tried = True
+    return _lib
+
+
+def available() -> bool:
+    """Whether the native kernels can be used in this process."""
+    return library() is not None
+
+
+def supports(x: torch.Tensor) -> bool:
+    """CPU floating-point inputs of at least 2 rows, when the library is available."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+        and x.dim() == 2
+        and x.shape[0] >= 2
+        and available()
+    )
+
+
+def _threads() -> ThreadPoolExecutor:
+    global _pool, _pool_size
+    want = max(1, torch.get_num_threads())
+    with _lock:
+        if _pool is None or _pool_size != want:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(max_workers=want, thread_name_prefix="byzance-native")
+            _pool_size = want
+        return _pool
+
+
+def _run(name: str, x: torch.Tensor, *params: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run kernel ``name`` over the columns of ``x`` (n, d), split across torch's thread count.
+
+    Returns:
+        ``(out, bad)``: the (d,) statistic in the accumulation dtype, and a (d,)
+        bool mask of the columns the caller must compute another way
+        (non-finite values, undecidable ties).
+    """
+    lib = library()
+    assert lib is not None
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    v = x.to(acc).contiguous()
+    n, d = v.shape
+    out = torch.empty(d, dtype=acc)
+    bad = torch.zeros(d, dtype=torch.uint8)
+    fn = getattr(lib, f"byz_{name}_{'f64' if acc == torch.float64 else 'f32'}")
+    args = (v.data_ptr(), n, d)
+    pool = _threads()
+    tasks = min(_pool_size, max(1, d // CHUNK_ALIGN))
+    step = -(-d // tasks)
+    step = -(-step // CHUNK_ALIGN) * CHUNK_ALIGN
+    bounds = [(c, min(c + step, d)) for c in range(0, d, step)]
+
+    def work(c0: int, c1: int) -> int:
+        return fn(*args, c0, c1, *params, out.data_ptr(), bad.data_ptr())
+
+    codes = (
+        [work(*b) for b in bounds]
+        if len(bounds) == 1
+        else list(pool.map(lambda b: work(*b), bounds))
+    )
+    if any(codes):
+        raise MemoryError("byzance: the native kernel could not allocate its block buffer")
+    return out, bad.bool()
+
+
+def median(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coordinate-wise median of ``x`` (n, d) and the (d,) mask of columns left to the caller."""
+    return _run("median", x)
+
+
+def trimmed_mean(x: torch.Tensor, trim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of ranks ``trim + 1 .. n - trim`` of every column of ``x`` (n, d), and the mask."""
+    return _run("trimmed_mean", x, trim)
+
+
+def mean_around_median(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of the ``k`` values of every column of ``x`` (n, d) nearest its median, and the mask."""
+    return _run("mean_around_median", x, k)
+
+
+def _self_check() -> None:
+    """The loaded library against torch.sort on a small input with ties and signed zeros."""
+    gen = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.float64):
+        for n in (7, 8):
+            x = torch.randint(-3, 4, (n, 40), generator=gen).to(dtype)
+            x[:, 20:] = torch.randn(n, 20, generator=gen, dtype=dtype)
+            x[0, 3] = -0.0
+            srt = torch.sort(x, dim=0).values
+            want = srt[n // 2] if n % 2 else srt[n // 2 - 1] * 0.5 + srt[n // 2] * 0.5
+            got, bad = median(x)
+            if bad.any() or not torch.equal(got, want):
+                raise RuntimeError("the built library's median disagrees with torch.sort")

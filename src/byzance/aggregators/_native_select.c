@@ -1,0 +1,368 @@
+/* Coordinate-wise order statistics of an (n, d) row-major matrix by radix
+ * descent over the float bits, one cache-resident block of columns at a time.
+ *
+ * Built and loaded by byzance/aggregators/_native.py (see its docstring for
+ * why this is C, how it is compiled and what it falls back to).
+ *
+ * Every value v maps to an integer key whose order is the float order (a
+ * negative value has all its non-sign bits flipped): key(v) < key(w) iff
+ * v < w, with -0.0 just below +0.0 (which the sort treats as equal: either is
+ * a valid sorted order). The k-th smallest key of a column is built bit by bit
+ * from the top (radix descent): a bit is set when fewer than k keys lie below
+ * the prefix with that bit set. Each step is one counting pass over the
+ * column's n values; a block of BYZ_B columns (n x BYZ_B keys) stays in the
+ * L1/L2 cache for all of its passes, and the counting loop runs over the
+ * block's columns in SIMD lanes. The answer is a key of the data, so the
+ * value is exact. Bits above the highest bit where a column's smallest and
+ * largest keys differ are known before the first pass and skipped.
+ *
+ * Columns holding a NaN or an infinity are flagged in `bad` and left to the
+ * caller. The statistics mirror byzance/aggregators/_select.py's formulas in
+ * the same dtype and order of operations (compiled with -ffp-contract=off).
+ */
+#ifndef BYZ_T
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BYZ_T float
+#define BYZ_K int32_t
+#define BYZ_U uint32_t
+#define BYZ_BITS 32
+#define BYZ_B 32
+#define BYZ_EXP 0x7F800000u
+#define BYZ_NAME(name) name##_f32
+#include __FILE__
+#undef BYZ_T
+#undef BYZ_K
+#undef BYZ_U
+#undef BYZ_BITS
+#undef BYZ_B
+#undef BYZ_EXP
+#undef BYZ_NAME
+
+#define BYZ_T double
+#define BYZ_K int64_t
+#define BYZ_U uint64_t
+#define BYZ_BITS 64
+#define BYZ_B 16
+#define BYZ_EXP 0x7FF0000000000000ull
+#define BYZ_NAME(name) name##_f64
+#include __FILE__
+
+int byz_native_abi(void) { return 1; }
+
+#else /* one dtype's kernels */
+
+#define KMAX ((BYZ_K)((((BYZ_U)1) << (BYZ_BITS - 1)) - 1))
+#define SIGN (((BYZ_U)1) << (BYZ_BITS - 1))
+
+static inline BYZ_K BYZ_NAME(key)(BYZ_T v) {
+  BYZ_K b;
+  memcpy(&b, &v, sizeof b);
+  return b ^ ((b >> (BYZ_BITS - 1)) & KMAX);
+}
+
+static inline BYZ_T BYZ_NAME(value)(BYZ_K s) {
+  BYZ_K b = s ^ ((s >> (BYZ_BITS - 1)) & KMAX);
+  BYZ_T v;
+  memcpy(&v, &b, sizeof v);
+  return v;
+}
+
+/* Keys of columns c0 .. c0 + w - 1 into blk (n x BYZ_B; padding columns get
+ * KMAX), their smallest and largest keys, and whether each is all finite. */
+static void BYZ_NAME(load)(const BYZ_T *x, int64_t n, int64_t ld, int64_t c0, int w,
+                           BYZ_K *blk, BYZ_K *kmin, BYZ_K *kmax, uint8_t *nonfinite) {
+  BYZ_U nf[BYZ_B];
+  for (int j = 0; j < BYZ_B; j++) {
+    kmin[j] = KMAX;
+    kmax[j] = -KMAX - 1;
+    nf[j] = 0;
+  }
+  for (int64_t r = 0; r < n; r++) {
+    const BYZ_T *row = x + r * ld + c0;
+    BYZ_K *br = blk + r * BYZ_B;
+    if (w == BYZ_B) {
+      for (int j = 0; j < BYZ_B; j++) {
+        BYZ_K b;
+        memcpy(&b, &row[j], sizeof b);
+        nf[j] |= (BYZ_U)(((BYZ_U)b & BYZ_EXP) == BYZ_EXP);
+        BYZ_K k = b ^ ((b >> (BYZ_BITS - 1)) & KMAX);
+        br[j] = k;
+        kmin[j] = k < kmin[j] ? k : kmin[j];
+        kmax[j] = k > kmax[j] ? k : kmax[j];
+      }
+    } else {
+      for (int j = 0; j < w; j++) {
+        BYZ_K b;
+        memcpy(&b, &row[j], sizeof b);
+        nf[j] |= (BYZ_U)(((BYZ_U)b & BYZ_EXP) == BYZ_EXP);
+        BYZ_K k = b ^ ((b >> (BYZ_BITS - 1)) & KMAX);
+        br[j] = k;
+        kmin[j] = k < kmin[j] ? k : kmin[j];
+        kmax[j] = k > kmax[j] ? k : kmax[j];
+      }
+      for (int j = w; j < BYZ_B; j++) br[j] = KMAX;
+    }
+  }
+  for (int j = 0; j < w; j++) nonfinite[j] = (uint8_t)(nf[j] != 0);
+}
+
+/* Highest bit where some column's smallest and largest keys differ (-1 if none). */
+static int BYZ_NAME(top_bit)(const BYZ_K *kmin, const BYZ_K *kmax, int w) {
+  BYZ_U diff = 0;
+  for (int j = 0; j < w; j++) diff |= (BYZ_U)kmin[j] ^ (BYZ_U)kmax[j];
+  int bit = -1;
+  while (diff) {
+    diff >>= 1;
+    bit++;
+  }
+  return bit;
+}
+
+/* The (k0 + 1)-th and (k1 + 1)-th smallest keys of every column of blk
+ * (0-based ranks k0 <= k1; pass k1 = -1 for one rank only). */
+static void BYZ_NAME(descend)(const BYZ_K *blk, int64_t n, int w, const BYZ_K *kmin,
+                              const BYZ_K *kmax, int64_t k0, int64_t k1, BYZ_K *out0,
+                              BYZ_K *out1) {
+  int two = k1 >= 0;
+  /* Ranks at the ends are the smallest and largest keys. */
+  int need0 = k0 != 0 && k0 != n - 1;
+  int need1 = two && k1 != 0 && k1 != n - 1;
+  int top = BYZ_NAME(top_bit)(kmin, kmax, w);
+  BYZ_U pre0[BYZ_B], pre1[BYZ_B];
+  for (int j = 0; j < BYZ_B; j++) {
+    BYZ_U lo = (BYZ_U)kmin[j] ^ SIGN;
+    BYZ_U keep = top + 1 >= BYZ_BITS ? 0 : ~((((BYZ_U)1) << (top + 1)) - 1);
+    pre0[j] = lo & keep;
+    pre1[j] = lo & keep;
+  }
+  for (int bit = top; bit >= 0 && (need0 || need1); bit--) {
+    BYZ_U step = ((BYZ_U)1) << bit;
+    BYZ_K c0[BYZ_B], c1[BYZ_B], n0[BYZ_B], n1[BYZ_B];
+    for (int j = 0; j < BYZ_B; j++) {
+      c0[j] = (BYZ_K)((pre0[j] | step) ^ SIGN);
+      c1[j] = (BYZ_K)((pre1[j] | step) ^ SIGN);
+      n0[j] = 0;
+      n1[j] = 0;
+    }
+    if (need0 && need1) {
+      for (int64_t r = 0; r < n; r++) {
+        const BYZ_K *br = blk + r * BYZ_B;
+        for (int j = 0; j < BYZ_B; j++) {
+          n0[j] += br[j] < c0[j];
+          n1[j] += br[j] < c1[j];
+        }
+      }
+    } else if (need0) {
+      for (int64_t r = 0; r < n; r++) {
+        const BYZ_K *br = blk + r * BYZ_B;
+        for (int j = 0; j < BYZ_B; j++) n0[j] += br[j] < c0[j];
+      }
+    } else {
+      for (int64_t r = 0; r < n; r++) {
+        const BYZ_K *br = blk + r * BYZ_B;
+        for (int j = 0; j < BYZ_B; j++) n1[j] += br[j] < c1[j];
+      }
+    }
+    for (int j = 0; j < BYZ_B; j++) {
+      if (need0 && n0[j] <= k0) pre0[j] |= step;
+      if (need1 && n1[j] <= k1) pre1[j] |= step;
+    }
+  }
+  for (int j = 0; j < w; j++) {
+    out0[j] = k0 == 0 ? kmin[j] : k0 == n - 1 ? kmax[j] : (BYZ_K)(pre0[j] ^ SIGN);
+    if (two) out1[j] = k1 == 0 ? kmin[j] : k1 == n - 1 ? kmax[j] : (BYZ_K)(pre1[j] ^ SIGN);
+  }
+}
+
+/* Median of every column (the mean of the two middle values for even n):
+ * halves first, as median_of_sorted. */
+static void BYZ_NAME(median_block)(const BYZ_K *blk, int64_t n, int w, const BYZ_K *kmin,
+                                   const BYZ_K *kmax, BYZ_T *med) {
+  BYZ_K lower[BYZ_B];
+  if (n % 2) {
+    BYZ_NAME(descend)(blk, n, w, kmin, kmax, n / 2, -1, lower, NULL);
+    for (int j = 0; j < w; j++) med[j] = BYZ_NAME(value)(lower[j]);
+    return;
+  }
+  BYZ_NAME(descend)(blk, n, w, kmin, kmax, n / 2 - 1, -1, lower, NULL);
+  /* The next value: the same one if it is repeated, else the smallest key above it. */
+  BYZ_K at_most[BYZ_B], above[BYZ_B];
+  for (int j = 0; j < BYZ_B; j++) {
+    at_most[j] = 0;
+    above[j] = KMAX;
+  }
+  for (int64_t r = 0; r < n; r++) {
+    const BYZ_K *br = blk + r * BYZ_B;
+    for (int j = 0; j < BYZ_B; j++) {
+      BYZ_K k = br[j];
+      at_most[j] += k <= lower[j];
+      BYZ_K a = k > lower[j] ? k : KMAX;
+      above[j] = a < above[j] ? a : above[j];
+    }
+  }
+  for (int j = 0; j < w; j++) {
+    BYZ_T lo = BYZ_NAME(value)(lower[j]);
+    BYZ_T hi = at_most[j] > n / 2 ? lo : BYZ_NAME(value)(above[j]);
+    med[j] = lo * (BYZ_T)0.5 + hi * (BYZ_T)0.5;
+  }
+}
+
+int BYZ_NAME(byz_median)(const BYZ_T *x, int64_t n, int64_t ld, int64_t c0, int64_t c1,
+                         BYZ_T *out, uint8_t *bad) {
+  BYZ_K *blk = malloc((size_t)n * BYZ_B * sizeof(BYZ_K));
+  if (!blk) return -1;
+  BYZ_K kmin[BYZ_B], kmax[BYZ_B];
+  BYZ_T med[BYZ_B];
+  for (int64_t c = c0; c < c1; c += BYZ_B) {
+    int w = (int)(c1 - c < BYZ_B ? c1 - c : BYZ_B);
+    BYZ_NAME(load)(x, n, ld, c, w, blk, kmin, kmax, bad + c);
+    BYZ_NAME(median_block)(blk, n, w, kmin, kmax, med);
+    for (int j = 0; j < w; j++) out[c + j] = med[j];
+  }
+  free(blk);
+  return 0;
+}
+
+/* Mean of the values of ranks trim + 1 .. n - trim: the values strictly between
+ * the two order statistics a and b, plus a and b times their multiplicities
+ * inside the window (as _select.select_trimmed_mean). */
+int BYZ_NAME(byz_trimmed_mean)(const BYZ_T *x, int64_t n, int64_t ld, int64_t c0, int64_t c1,
+                               int64_t trim, BYZ_T *out, uint8_t *bad) {
+  BYZ_K *blk = malloc((size_t)n * BYZ_B * sizeof(BYZ_K));
+  if (!blk) return -1;
+  BYZ_K kmin[BYZ_B], kmax[BYZ_B], ka[BYZ_B], kb[BYZ_B];
+  int64_t keep = n - 2 * trim;
+  for (int64_t c = c0; c < c1; c += BYZ_B) {
+    int w = (int)(c1 - c < BYZ_B ? c1 - c : BYZ_B);
+    BYZ_NAME(load)(x, n, ld, c, w, blk, kmin, kmax, bad + c);
+    BYZ_NAME(descend)(blk, n, w, kmin, kmax, trim, n - trim - 1, ka, kb);
+    BYZ_T a[BYZ_B], b[BYZ_B], inner[BYZ_B];
+    BYZ_K le_a[BYZ_B], lt_b[BYZ_B];
+    for (int j = 0; j < BYZ_B; j++) {
+      if (j >= w) ka[j] = kb[j] = 0;
+      a[j] = BYZ_NAME(value)(ka[j]);
+      b[j] = BYZ_NAME(value)(kb[j]);
+      inner[j] = 0;
+      le_a[j] = 0;
+      lt_b[j] = 0;
+    }
+    /* Compared as keys: they differ from the float order only between -0.0 and
+     * +0.0, whose contributions to the sum are zero either way. */
+    for (int64_t r = 0; r < n; r++) {
+      const BYZ_K *br = blk + r * BYZ_B;
+      for (int j = 0; j < BYZ_B; j++) {
+        BYZ_K kk = br[j];
+        BYZ_T v = BYZ_NAME(value)(kk);
+        BYZ_K inside = (BYZ_K)(kk > ka[j]) & (BYZ_K)(kk < kb[j]);
+        inner[j] += inside ? v : (BYZ_T)0;
+        le_a[j] += kk <= ka[j];
+        lt_b[j] += kk < kb[j];
+      }
+    }
+    for (int j = 0; j < w; j++) {
+      BYZ_T low = (BYZ_T)(le_a[j] - trim);
+      BYZ_T high = (BYZ_T)(n - trim - lt_b[j]);
+      BYZ_T total = a[j] == b[j] ? a[j] * (BYZ_T)keep : inner[j] + a[j] * low + b[j] * high;
+      out[c + j] = total / (BYZ_T)keep;
+    }
+  }
+  free(blk);
+  return 0;
+}
+
+/* Mean of the k values closest to the median (as _select.select_mean_around_median):
+ * the k-th smallest distance D by a second descent over the distances' keys,
+ * then the values nearer than D and the ties at D, those below the median
+ * first. A partly taken tie of distinct values is flagged in bad (the caller's
+ * sort decides it). */
+int BYZ_NAME(byz_mean_around_median)(const BYZ_T *x, int64_t n, int64_t ld, int64_t c0,
+                                     int64_t c1, int64_t k, BYZ_T *out, uint8_t *bad) {
+  BYZ_K *blk = malloc((size_t)n * BYZ_B * sizeof(BYZ_K) * 2);
+  if (!blk) return -1;
+  BYZ_K *dist = blk + (size_t)n * BYZ_B;
+  BYZ_K kmin[BYZ_B], kmax[BYZ_B], dmin[BYZ_B], dmax[BYZ_B], kd[BYZ_B];
+  BYZ_T med[BYZ_B];
+  for (int64_t c = c0; c < c1; c += BYZ_B) {
+    int w = (int)(c1 - c < BYZ_B ? c1 - c : BYZ_B);
+    BYZ_NAME(load)(x, n, ld, c, w, blk, kmin, kmax, bad + c);
+    BYZ_NAME(median_block)(blk, n, w, kmin, kmax, med);
+    for (int j = w; j < BYZ_B; j++) med[j] = 0;
+    for (int j = 0; j < BYZ_B; j++) {
+      dmin[j] = KMAX;
+      dmax[j] = -KMAX - 1;
+    }
+    for (int64_t r = 0; r < n; r++) {
+      const BYZ_K *br = blk + r * BYZ_B;
+      BYZ_K *dr = dist + r * BYZ_B;
+      for (int j = 0; j < BYZ_B; j++) {
+        BYZ_T v = BYZ_NAME(value)(br[j]);
+        BYZ_T dv = v <= med[j] ? med[j] - v : v - med[j];
+        BYZ_K kk = BYZ_NAME(key)(dv);
+        dr[j] = kk;
+        dmin[j] = kk < dmin[j] ? kk : dmin[j];
+        dmax[j] = kk > dmax[j] ? kk : dmax[j];
+      }
+    }
+    BYZ_NAME(descend)(dist, n, w, dmin, dmax, k - 1, -1, kd, NULL);
+    BYZ_T d[BYZ_B], near_sum[BYZ_B], low_sum[BYZ_B], high_sum[BYZ_B];
+    BYZ_T low_min[BYZ_B], low_max[BYZ_B], high_min[BYZ_B], high_max[BYZ_B];
+    BYZ_K near[BYZ_B], tie_low[BYZ_B], tie_high[BYZ_B];
+    for (int j = 0; j < BYZ_B; j++) {
+      d[j] = j < w ? BYZ_NAME(value)(kd[j]) : 0;
+      near_sum[j] = low_sum[j] = high_sum[j] = 0;
+      low_min[j] = high_min[j] = (BYZ_T)INFINITY;
+      low_max[j] = high_max[j] = -(BYZ_T)INFINITY;
+      near[j] = tie_low[j] = tie_high[j] = 0;
+    }
+    for (int64_t r = 0; r < n; r++) {
+      const BYZ_K *br = blk + r * BYZ_B;
+      for (int j = 0; j < BYZ_B; j++) {
+        BYZ_T v = BYZ_NAME(value)(br[j]);
+        BYZ_K low = (BYZ_K)(v <= med[j]);
+        BYZ_T dv = low ? med[j] - v : v - med[j];
+        BYZ_K is_near = (BYZ_K)(dv < d[j]);
+        BYZ_K tie = (BYZ_K)(dv == d[j]);
+        BYZ_K tl = tie & low;
+        BYZ_K th = tie & (low ^ 1);
+        near_sum[j] += is_near ? v : (BYZ_T)0;
+        near[j] += is_near;
+        low_sum[j] += tl ? v : (BYZ_T)0;
+        high_sum[j] += th ? v : (BYZ_T)0;
+        tie_low[j] += tl;
+        tie_high[j] += th;
+        BYZ_T lv = tl ? v : (BYZ_T)INFINITY;
+        BYZ_T lx = tl ? v : -(BYZ_T)INFINITY;
+        BYZ_T hv = th ? v : (BYZ_T)INFINITY;
+        BYZ_T hx = th ? v : -(BYZ_T)INFINITY;
+        low_min[j] = lv < low_min[j] ? lv : low_min[j];
+        low_max[j] = lx > low_max[j] ? lx : low_max[j];
+        high_min[j] = hv < high_min[j] ? hv : high_min[j];
+        high_max[j] = hx > high_max[j] ? hx : high_max[j];
+      }
+    }
+    for (int j = 0; j < w; j++) {
+      BYZ_K need = (BYZ_K)k - near[j];
+      BYZ_K take_low = tie_low[j] < need ? tie_low[j] : need;
+      BYZ_K take_high = need - take_low;
+      BYZ_T low_part = take_low == tie_low[j] ? low_sum[j] : (BYZ_T)take_low * low_max[j];
+      BYZ_T high_part = take_high == tie_high[j] ? high_sum[j]
+                        : take_high == 0        ? (BYZ_T)0
+                                                : (BYZ_T)take_high * high_min[j];
+      out[c + j] = (near_sum[j] + low_part + high_part) / (BYZ_T)k;
+      int undecided = (take_low < tie_low[j] && take_low > 0 && low_min[j] != low_max[j]) ||
+                      (take_high < tie_high[j] && take_high > 0 && high_min[j] != high_max[j]);
+      if (undecided) bad[c + j] = 1;
+    }
+  }
+  free(blk);
+  return 0;
+}
+
+#undef KMAX
+#undef SIGN
+#endif

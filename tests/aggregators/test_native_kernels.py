@@ -1,0 +1,91 @@
+"""The C radix-descent kernels (_native) at the shapes where blocks, tails and threads matter.
+
+test_select_exact.py checks the statistics against the sort with hypothesis
+at small sizes; here the sizes exercise the 32-column (float32) and
+16-column (float64) blocks with partial last blocks, the split of columns
+across threads, larger n, and the fallback when no library can be built.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from byzance.aggregators import _native, _order
+from byzance.aggregators._order import (
+    mean_around_median_of_sorted,
+    median_of_sorted,
+    trimmed_mean_of_sorted,
+)
+
+needs_native = pytest.mark.skipif(
+    shutil.which("cc") is None, reason="no C compiler here: the native kernels are not built"
+)
+
+
+@needs_native
+def test_the_library_builds_where_there_is_a_compiler():
+    assert _native.available()
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("n", "d"), [(33, 1), (64, 31), (257, 33), (1000, 70), (40, 1045)])
+def test_statistics_equal_the_sort_across_blocks_and_threads(dtype, n, d):
+    gen = torch.Generator().manual_seed(n * d)
+    x = torch.randn(n, d, generator=gen, dtype=dtype)
+    x[:, ::3] = torch.randint(-2, 3, (n, x[:, ::3].shape[1]), generator=gen).to(dtype)  # ties
+    rows = torch.sort(x, dim=0).values
+    trim, k = n // 5, n - n // 4
+    median, bad = _native.median(x)
+    assert not bad.any()
+    assert torch.equal(median, median_of_sorted(rows))
+    trimmed, _ = _native.trimmed_mean(x, trim)
+    torch.testing.assert_close(trimmed, trimmed_mean_of_sorted(rows, trim))
+    around, bad = _native.mean_around_median(x, k)
+    want = mean_around_median_of_sorted(rows, k)
+    torch.testing.assert_close(around[~bad], want[~bad])
+
+
+@needs_native
+def test_half_precision_is_widened_exactly():
+    x = torch.randn(41, 77, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
+    want = median_of_sorted(torch.sort(x, dim=0).values.float()).to(torch.bfloat16)
+    assert torch.equal(_order.coordinate_median(x), want)
+
+
+@needs_native
+def test_every_thread_count_gives_the_same_bits():
+    x = torch.randn(50, 32 * 7 + 5, generator=torch.Generator().manual_seed(2))
+    before = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            results.append(_native.trimmed_mean(x, 5)[0])
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(r, results[0]) for r in results)
+
+
+def test_a_failed_build_warns_once_and_the_sort_answers(monkeypatch, tmp_path):
+    monkeypatch.setenv("BYZANCE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CC", shutil.which("false") or "false")
+    monkeypatch.setattr(_native, "_lib", None)
+    monkeypatch.setattr(_native, "_tried", False)
+    with pytest.warns(RuntimeWarning, match="native coordinate-wise kernels are unavailable"):
+        assert not _native.available()
+    assert not _native.available()  # decided once per process: no second warning
+    x = torch.randn(40, 9, generator=torch.Generator().manual_seed(3))
+    want = median_of_sorted(torch.sort(x, dim=0).values)
+    assert torch.equal(_order.coordinate_median(x), want)
+
+
+def test_byzance_native_0_turns_the_kernels_off(monkeypatch):
+    monkeypatch.setenv("BYZANCE_NATIVE", "0")
+    monkeypatch.setattr(_native, "_lib", None)
+    monkeypatch.setattr(_native, "_tried", False)
+    assert not _native.available()
+    assert not _order._use_native(torch.zeros(64, 64), median_of_sorted)
