@@ -12,6 +12,8 @@ import shutil
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from byzance.aggregators import _native, _order
 from byzance.aggregators._order import (
@@ -19,6 +21,7 @@ from byzance.aggregators._order import (
     median_of_sorted,
     trimmed_mean_of_sorted,
 )
+from byzance.aggregators.weighted import _sorted_weighted_median
 
 needs_native = pytest.mark.skipif(
     shutil.which("cc") is None, reason="no C compiler here: the native kernels are not built"
@@ -89,3 +92,29 @@ def test_byzance_native_0_turns_the_kernels_off(monkeypatch):
     monkeypatch.setattr(_native, "_tried", False)
     assert not _native.available()
     assert not _order._use_native(torch.zeros(64, 64), median_of_sorted)
+
+
+@needs_native
+@settings(max_examples=25, deadline=None, derandomize=True, database=None)
+@given(
+    n=st.integers(2, 70),
+    d=st.integers(1, 40),
+    seed=st.integers(0, 2**16),
+    weights=st.sampled_from(["equal", "integers", "zeros", "uniform"]),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+)
+def test_weighted_median_equals_the_sort(n, d, seed, weights, dtype):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randint(-3, 4, (n, d), generator=gen).to(dtype)  # ties
+    x[:, d // 2 :] = torch.randn(n, d - d // 2, generator=gen, dtype=dtype)
+    w = {
+        "equal": torch.ones(n, dtype=dtype),
+        "integers": torch.randint(0, 4, (n,), generator=gen).to(dtype),
+        "zeros": torch.where(torch.arange(n) % 3 == 0, 0.0, 1.0).to(dtype),
+        "uniform": torch.rand(n, generator=gen, dtype=dtype),
+    }[weights]
+    if float(w.sum()) == 0:
+        w[0] = 1.0
+    got, bad = _native.weighted_median(x, w)
+    assert not bad.any()
+    assert torch.equal(got, _sorted_weighted_median(x, w))

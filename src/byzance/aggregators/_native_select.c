@@ -85,6 +85,9 @@ static void BYZ_NAME(load)(const BYZ_T *x, int64_t n, int64_t ld, int64_t c0, in
   for (int64_t r = 0; r < n; r++) {
     const BYZ_T *row = x + r * ld + c0;
     BYZ_K *br = blk + r * BYZ_B;
+    /* The next block's part of this row: n strided streams defeat the hardware prefetcher. */
+    __builtin_prefetch(row + BYZ_B);
+    __builtin_prefetch(row + BYZ_B + 64 / sizeof(BYZ_T));
     if (w == BYZ_B) {
       for (int j = 0; j < BYZ_B; j++) {
         BYZ_K b;
@@ -123,60 +126,69 @@ static int BYZ_NAME(top_bit)(const BYZ_K *kmin, const BYZ_K *kmax, int w) {
   return bit;
 }
 
-/* The (k0 + 1)-th and (k1 + 1)-th smallest keys of every column of blk
- * (0-based ranks k0 <= k1; pass k1 = -1 for one rank only). */
+/* The (k + 1)-th smallest key of every column of blk (0-based rank k), by
+ * radix descent from the highest bit where some column's smallest and largest
+ * keys differ. The descent keeps, per column, the counts of keys below the
+ * prefix and below the prefix's upper end; it stops once every column's
+ * interval holds a single key (about log2 n passes on smooth data instead of
+ * one per bit), and a last pass takes the smallest key at or above each prefix. */
+static void BYZ_NAME(descend_one)(const BYZ_K *blk, int64_t n, int w, const BYZ_K *kmin,
+                                  const BYZ_K *kmax, int64_t k, BYZ_K *out) {
+  if (k == 0 || k == n - 1) { /* the smallest or largest key */
+    for (int j = 0; j < w; j++) out[j] = k == 0 ? kmin[j] : kmax[j];
+    return;
+  }
+  int top = BYZ_NAME(top_bit)(kmin, kmax, w);
+  BYZ_U pre[BYZ_B];
+  BYZ_K below[BYZ_B], upto[BYZ_B]; /* keys below the prefix, below its upper end */
+  BYZ_U keep = top + 1 >= BYZ_BITS ? 0 : ~((((BYZ_U)1) << (top + 1)) - 1);
+  for (int j = 0; j < BYZ_B; j++) {
+    pre[j] = ((BYZ_U)kmin[j] ^ SIGN) & keep;
+    below[j] = 0;
+    upto[j] = j < w ? (BYZ_K)n : 1;
+  }
+  for (int bit = top; bit >= 0; bit--) {
+    int open = 0;
+    for (int j = 0; j < BYZ_B; j++) open |= upto[j] - below[j] > 1;
+    if (!open) break;
+    BYZ_U step = ((BYZ_U)1) << bit;
+    BYZ_K cut[BYZ_B], cnt[BYZ_B];
+    for (int j = 0; j < BYZ_B; j++) {
+      cut[j] = (BYZ_K)((pre[j] | step) ^ SIGN);
+      cnt[j] = 0;
+    }
+    for (int64_t r = 0; r < n; r++) {
+      const BYZ_K *br = blk + r * BYZ_B;
+      for (int j = 0; j < BYZ_B; j++) cnt[j] += br[j] < cut[j];
+    }
+    for (int j = 0; j < BYZ_B; j++) {
+      int up = cnt[j] <= k;
+      pre[j] = up ? pre[j] | step : pre[j];
+      below[j] = up ? cnt[j] : below[j];
+      upto[j] = up ? upto[j] : cnt[j];
+    }
+  }
+  BYZ_K lo[BYZ_B], best[BYZ_B];
+  for (int j = 0; j < BYZ_B; j++) {
+    lo[j] = (BYZ_K)(pre[j] ^ SIGN);
+    best[j] = KMAX;
+  }
+  for (int64_t r = 0; r < n; r++) {
+    const BYZ_K *br = blk + r * BYZ_B;
+    for (int j = 0; j < BYZ_B; j++) {
+      BYZ_K v = br[j] >= lo[j] ? br[j] : KMAX;
+      best[j] = v < best[j] ? v : best[j];
+    }
+  }
+  for (int j = 0; j < w; j++) out[j] = best[j];
+}
+
+/* Two ranks k0 and k1 (pass k1 = -1 for one). */
 static void BYZ_NAME(descend)(const BYZ_K *blk, int64_t n, int w, const BYZ_K *kmin,
                               const BYZ_K *kmax, int64_t k0, int64_t k1, BYZ_K *out0,
                               BYZ_K *out1) {
-  int two = k1 >= 0;
-  /* Ranks at the ends are the smallest and largest keys. */
-  int need0 = k0 != 0 && k0 != n - 1;
-  int need1 = two && k1 != 0 && k1 != n - 1;
-  int top = BYZ_NAME(top_bit)(kmin, kmax, w);
-  BYZ_U pre0[BYZ_B], pre1[BYZ_B];
-  for (int j = 0; j < BYZ_B; j++) {
-    BYZ_U lo = (BYZ_U)kmin[j] ^ SIGN;
-    BYZ_U keep = top + 1 >= BYZ_BITS ? 0 : ~((((BYZ_U)1) << (top + 1)) - 1);
-    pre0[j] = lo & keep;
-    pre1[j] = lo & keep;
-  }
-  for (int bit = top; bit >= 0 && (need0 || need1); bit--) {
-    BYZ_U step = ((BYZ_U)1) << bit;
-    BYZ_K c0[BYZ_B], c1[BYZ_B], n0[BYZ_B], n1[BYZ_B];
-    for (int j = 0; j < BYZ_B; j++) {
-      c0[j] = (BYZ_K)((pre0[j] | step) ^ SIGN);
-      c1[j] = (BYZ_K)((pre1[j] | step) ^ SIGN);
-      n0[j] = 0;
-      n1[j] = 0;
-    }
-    if (need0 && need1) {
-      for (int64_t r = 0; r < n; r++) {
-        const BYZ_K *br = blk + r * BYZ_B;
-        for (int j = 0; j < BYZ_B; j++) {
-          n0[j] += br[j] < c0[j];
-          n1[j] += br[j] < c1[j];
-        }
-      }
-    } else if (need0) {
-      for (int64_t r = 0; r < n; r++) {
-        const BYZ_K *br = blk + r * BYZ_B;
-        for (int j = 0; j < BYZ_B; j++) n0[j] += br[j] < c0[j];
-      }
-    } else {
-      for (int64_t r = 0; r < n; r++) {
-        const BYZ_K *br = blk + r * BYZ_B;
-        for (int j = 0; j < BYZ_B; j++) n1[j] += br[j] < c1[j];
-      }
-    }
-    for (int j = 0; j < BYZ_B; j++) {
-      if (need0 && n0[j] <= k0) pre0[j] |= step;
-      if (need1 && n1[j] <= k1) pre1[j] |= step;
-    }
-  }
-  for (int j = 0; j < w; j++) {
-    out0[j] = k0 == 0 ? kmin[j] : k0 == n - 1 ? kmax[j] : (BYZ_K)(pre0[j] ^ SIGN);
-    if (two) out1[j] = k1 == 0 ? kmin[j] : k1 == n - 1 ? kmax[j] : (BYZ_K)(pre1[j] ^ SIGN);
-  }
+  BYZ_NAME(descend_one)(blk, n, w, kmin, kmax, k0, out0);
+  if (k1 >= 0) BYZ_NAME(descend_one)(blk, n, w, kmin, kmax, k1, out1);
 }
 
 /* Median of every column (the mean of the two middle values for even n):
@@ -358,6 +370,140 @@ int BYZ_NAME(byz_mean_around_median)(const BYZ_T *x, int64_t n, int64_t ld, int6
                       (take_high < tie_high[j] && take_high > 0 && high_min[j] != high_max[j]);
       if (undecided) bad[c + j] = 1;
     }
+  }
+  free(blk);
+  return 0;
+}
+
+/* Weighted median (as weights.weighted_median_of_columns): the midpoint of the
+ * lower value (the first, in sorted order, whose cumulative weight reaches
+ * lo = W/2 - slack) and the upper one (the first whose cumulative weight
+ * exceeds hi = W/2 + slack). The lower key is the largest prefix p with
+ * sum(w, key < p) < lo, the upper the largest with sum(w, key < p) <= hi; both
+ * descents share each pass. Weights are float64, one per row. */
+int BYZ_NAME(byz_weighted_median)(const BYZ_T *x, int64_t n, int64_t ld, int64_t c0,
+                                  int64_t c1, const double *weight, double lo, double hi,
+                                  BYZ_T *out, uint8_t *bad) {
+  BYZ_K *blk = malloc((size_t)n * BYZ_B * sizeof(BYZ_K));
+  if (!blk) return -1;
+  BYZ_K kmin[BYZ_B], kmax[BYZ_B];
+  for (int64_t c = c0; c < c1; c += BYZ_B) {
+    int w = (int)(c1 - c < BYZ_B ? c1 - c : BYZ_B);
+    BYZ_NAME(load)(x, n, ld, c, w, blk, kmin, kmax, bad + c);
+    int top = BYZ_NAME(top_bit)(kmin, kmax, w);
+    BYZ_U pre0[BYZ_B], pre1[BYZ_B];
+    for (int j = 0; j < BYZ_B; j++) {
+      BYZ_U base = (BYZ_U)kmin[j] ^ SIGN;
+      BYZ_U keep = top + 1 >= BYZ_BITS ? 0 : ~((((BYZ_U)1) << (top + 1)) - 1);
+      pre0[j] = pre1[j] = base & keep;
+    }
+    for (int bit = top; bit >= 0; bit--) {
+      BYZ_U step = ((BYZ_U)1) << bit;
+      BYZ_K t0[BYZ_B], t1[BYZ_B];
+      double s0[BYZ_B], s1[BYZ_B];
+      for (int j = 0; j < BYZ_B; j++) {
+        t0[j] = (BYZ_K)((pre0[j] | step) ^ SIGN);
+        t1[j] = (BYZ_K)((pre1[j] | step) ^ SIGN);
+        s0[j] = s1[j] = 0.0;
+      }
+      for (int64_t r = 0; r < n; r++) {
+        const BYZ_K *br = blk + r * BYZ_B;
+        double wr = weight[r];
+        for (int j = 0; j < BYZ_B; j++) {
+          s0[j] += br[j] < t0[j] ? wr : 0.0;
+          s1[j] += br[j] < t1[j] ? wr : 0.0;
+        }
+      }
+      for (int j = 0; j < BYZ_B; j++) {
+        if (s0[j] < lo) pre0[j] |= step;
+        if (s1[j] <= hi) pre1[j] |= step;
+      }
+    }
+    for (int j = 0; j < w; j++) {
+      BYZ_T a = BYZ_NAME(value)((BYZ_K)(pre0[j] ^ SIGN));
+      BYZ_T b = BYZ_NAME(value)((BYZ_K)(pre1[j] ^ SIGN));
+      out[c + j] = a / (BYZ_T)2 + b / (BYZ_T)2;
+    }
+  }
+  free(blk);
+  return 0;
+}
+
+/* The statistics of few rows by a sorting network over a block of values in
+ * the cache (min/max of whole block rows, in SIMD lanes): `pairs` holds the
+ * network's comparators (i, j), i < j, pruned by the caller to those the
+ * statistic reads. kind 0: median; 1: trimmed mean (param = trim); 2: mean
+ * around the median (param = k), as _order's *_of_sorted definitions. */
+int BYZ_NAME(byz_network)(const BYZ_T *x, int64_t n, int64_t ld, int64_t c0, int64_t c1,
+                          const int32_t *pairs, int64_t npairs, int64_t kind, int64_t param,
+                          BYZ_T *out, uint8_t *bad) {
+  BYZ_T *blk = malloc((size_t)n * BYZ_B * sizeof(BYZ_T));
+  if (!blk) return -1;
+  for (int64_t c = c0; c < c1; c += BYZ_B) {
+    int w = (int)(c1 - c < BYZ_B ? c1 - c : BYZ_B);
+    BYZ_U nf[BYZ_B];
+    for (int j = 0; j < BYZ_B; j++) nf[j] = 0;
+    for (int64_t r = 0; r < n; r++) {
+      const BYZ_T *row = x + r * ld + c;
+      BYZ_T *br = blk + r * BYZ_B;
+      for (int j = 0; j < w; j++) {
+        BYZ_K b;
+        memcpy(&b, &row[j], sizeof b);
+        nf[j] |= (BYZ_U)(((BYZ_U)b & BYZ_EXP) == BYZ_EXP);
+        br[j] = row[j];
+      }
+      for (int j = w; j < BYZ_B; j++) br[j] = 0;
+    }
+    for (int j = 0; j < w; j++) bad[c + j] = (uint8_t)(nf[j] != 0);
+    for (int64_t p = 0; p < npairs; p++) {
+      BYZ_T *restrict a = blk + (int64_t)pairs[2 * p] * BYZ_B; /* i < j: distinct rows */
+      BYZ_T *restrict b = blk + (int64_t)pairs[2 * p + 1] * BYZ_B;
+#pragma GCC ivdep
+      for (int j = 0; j < BYZ_B; j++) {
+        BYZ_T u = a[j], v = b[j];
+        a[j] = v < u ? v : u;
+        b[j] = v < u ? u : v;
+      }
+    }
+    BYZ_T res[BYZ_B];
+    if (kind == 0) {
+      const BYZ_T *mid = blk + (n / 2) * BYZ_B;
+      const BYZ_T *below = blk + (n / 2 - 1) * BYZ_B;
+      for (int j = 0; j < BYZ_B; j++)
+        res[j] = n % 2 ? mid[j] : below[j] * (BYZ_T)0.5 + mid[j] * (BYZ_T)0.5;
+    } else if (kind == 1) {
+      for (int j = 0; j < BYZ_B; j++) res[j] = 0;
+      for (int64_t r = param; r < n - param; r++)
+        for (int j = 0; j < BYZ_B; j++) res[j] += blk[r * BYZ_B + j];
+      for (int j = 0; j < BYZ_B; j++) res[j] = res[j] / (BYZ_T)(n - 2 * param);
+    } else {
+      int64_t k = param;
+      BYZ_T med[BYZ_B], start[BYZ_B];
+      const BYZ_T *mid = blk + (n / 2) * BYZ_B;
+      const BYZ_T *below = blk + (n / 2 - 1) * BYZ_B;
+      for (int j = 0; j < BYZ_B; j++) {
+        med[j] = n % 2 ? mid[j] : below[j] * (BYZ_T)0.5 + mid[j] * (BYZ_T)0.5;
+        start[j] = (BYZ_T)(n - k);
+      }
+      for (int64_t i = n - k; i >= 0; i--) { /* descending: the lowest valid window is kept */
+        for (int j = 0; j < BYZ_B; j++) {
+          int valid = 1;
+          if (i > 0)
+            valid &= (med[j] - blk[(i - 1) * BYZ_B + j]) >= (blk[(i + k - 1) * BYZ_B + j] - med[j]);
+          if (i < n - k)
+            valid &= (blk[(i + k) * BYZ_B + j] - med[j]) >= (med[j] - blk[i * BYZ_B + j]);
+          start[j] = valid ? (BYZ_T)i : start[j];
+        }
+      }
+      for (int j = 0; j < BYZ_B; j++) res[j] = 0;
+      for (int64_t r = 0; r < n; r++)
+        for (int j = 0; j < BYZ_B; j++) {
+          int inside = (BYZ_T)r >= start[j] && (BYZ_T)r < start[j] + (BYZ_T)k;
+          res[j] += inside ? blk[r * BYZ_B + j] : (BYZ_T)0;
+        }
+      for (int j = 0; j < BYZ_B; j++) res[j] = res[j] / (BYZ_T)k;
+    }
+    for (int j = 0; j < w; j++) out[c + j] = res[j];
   }
   free(blk);
   return 0;

@@ -64,6 +64,7 @@ from typing import Any, Literal
 import torch
 
 from byzance.aggregators import _native
+from byzance.aggregators._network import odd_even_merge_network
 from byzance.aggregators._shard import whole_numel
 
 Rows = Sequence[torch.Tensor] | torch.Tensor
@@ -139,27 +140,6 @@ def mean_around_median_of_sorted(rows: Rows, k: int) -> torch.Tensor:
 
 
 # -- sorting networks --------------------------------------------------------------
-@functools.cache
-def odd_even_merge_network(n: int) -> tuple[tuple[int, int], ...]:
-    """Comparators (i, j), i < j, of Batcher's odd-even merge sort for n wires.
-
-    Applying ``(lo, hi) = (min, max)`` to wires i and j in order sorts any input
-    ascending. O(n log^2 n) comparators (103 for n = 20).
-    """
-    pairs: list[tuple[int, int]] = []
-    p = 1
-    while p < n:
-        k = p
-        while k >= 1:
-            for j in range(k % p, n - k, 2 * k):
-                for i in range(min(k, n - j - k)):
-                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
-                        pairs.append((i + j, i + j + k))
-            k //= 2
-        p *= 2
-    return tuple(pairs)
-
-
 _KERNEL_TEMPLATE = """
 def {name}(x):
     rows = list(x.unbind(0))
@@ -233,17 +213,15 @@ def _use_compiled(x: torch.Tensor) -> bool:
     return x.shape[0] <= MAX_NETWORK_ROWS and x.shape[0] < select_min_rows and _compilable(x)
 
 
-def _use_native(x: torch.Tensor, statistic: Statistic) -> bool:
-    """Radix descent in C (:mod:`._native`): CPU inputs of at least ``native_min_rows`` rows.
+def native_allowed(x: torch.Tensor) -> bool:
+    """Whether the C kernels (:mod:`._native`) may take ``x``: any size (nothing is compiled
+    per shape), unless the compile mode is ``never``."""
+    return _mode != "never" and _native.supports(x)
 
-    Any size (nothing is compiled per shape), unless the compile mode is ``never``.
-    """
-    return (
-        statistic in _SELECTORS
-        and _mode != "never"
-        and x.shape[0] >= native_min_rows
-        and _native.supports(x)
-    )
+
+def _use_native(x: torch.Tensor, statistic: Statistic) -> bool:
+    """Radix descent in C (:mod:`._native`): CPU inputs of at least ``native_min_rows`` rows."""
+    return statistic in _SELECTORS and x.shape[0] >= native_min_rows and native_allowed(x)
 
 
 def _native_statistic(

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from byzance.aggregators import _native, _order
 from byzance.aggregators._registry import Requirement, Rule, register
 from byzance.errors import InvalidParameterError
 
@@ -65,7 +66,23 @@ def weighted_median_of_columns(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor
     reaches W/2) and the upper one (the first whose cumulative weight exceeds
     W/2). Equal weights give the ordinary median (the mean of the two middle
     values for even n); a zero-weight value is never chosen.
+
+    Large CPU inputs with one weight per row take the radix descent of
+    :mod:`byzance.aggregators._native` (no sort; the weights summed in another
+    order than the sorted cumulative sum, within the same 1e-12 W slack).
     """
+    if w.ndim == 1 and x.shape[0] >= _order.native_min_rows and _order.native_allowed(x):
+        out, bad = _native.weighted_median(x, w)
+        out = out.to(x.dtype)
+        if bool(bad.any()):
+            cols = bad.nonzero().flatten()
+            out[cols] = _sorted_weighted_median(x[:, cols], w)
+        return out
+    return _sorted_weighted_median(x, w)
+
+
+def _sorted_weighted_median(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """:func:`weighted_median_of_columns` by a sort along dim 0."""
     values, order = torch.sort(x, dim=0)
     wk = (w[:, None].expand_as(x) if w.ndim == 1 else w).gather(0, order).to(torch.float64)
     cum = torch.cumsum(wk, dim=0)
@@ -127,7 +144,8 @@ weighted_median = register(
         summary="coordinate-wise weighted median, one weight per participant",
         cost=(
             "O(nd log n): one sort along dim 0, then cumulative weights and one gather per "
-            "coordinate."
+            "coordinate; on the CPU, O(nd) by radix descent (about 32 weighted counting "
+            "passes over each cache-resident block)."
         ),
         missing="whole_vectors",
         speed_floor="pass",
