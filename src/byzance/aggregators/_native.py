@@ -34,7 +34,6 @@ the sort), with one warning when a build was attempted and failed.
 from __future__ import annotations
 
 import ctypes
-import functools
 import hashlib
 import os
 import platform
@@ -48,8 +47,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from byzance.aggregators._network import odd_even_merge_network
 
 SOURCE = Path(__file__).with_name("_native_select.c")
 FLAGS = (
@@ -142,10 +139,7 @@ def _declare(lib: ctypes.CDLL) -> None:
             *(ptr, i64, i64, i64, i64, ptr),
             *(ctypes.c_double, ctypes.c_double, ptr, ptr),
         ]
-        getattr(lib, f"byz_network_{suffix}").argtypes = [
-            *(ptr, i64, i64, i64, i64, ptr, i64, i64, i64, ptr, ptr)
-        ]
-    for fn in ("median", "trimmed_mean", "mean_around_median", "weighted_median", "network"):
+    for fn in ("median", "trimmed_mean", "mean_around_median", "weighted_median"):
         for suffix in ("f32", "f64"):
             getattr(lib, f"byz_{fn}_{suffix}").restype = ctypes.c_int
 
@@ -281,41 +275,6 @@ def weighted_median(x: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tenso
     total = float(w.sum())
     half, slack = total / 2, 1e-12 * total
     return _run("weighted_median", x, w.data_ptr(), half - slack, half + slack)
-
-
-NETWORK_KINDS = {"median": 0, "trimmed_mean": 1, "mean_around_median": 2}
-
-
-@functools.cache
-def _pruned_network(n: int, kind: str, param: int) -> torch.Tensor:
-    """Batcher's network for n rows without the comparators the statistic never reads; (P, 2) int32."""
-    if kind == "median":
-        needed = {n // 2, n // 2 - 1} if n % 2 == 0 else {n // 2}
-    elif kind == "trimmed_mean":
-        needed = set(range(param, n - param))
-    else:
-        needed = set(range(n))
-    kept = []
-    for i, j in reversed(odd_even_merge_network(n)):
-        if i in needed or j in needed:
-            kept.append((i, j))
-            needed |= {i, j}
-    kept.reverse()
-    return (
-        torch.tensor(kept or [(0, 0)], dtype=torch.int32).reshape(-1, 2)[: len(kept)].contiguous()
-    )
-
-
-def network(x: torch.Tensor, kind: str, param: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The statistic ``kind`` of ``x`` (n, d) with few rows, by a sorting network in the cache.
-
-    ``kind`` is "median", "trimmed_mean" (``param`` = trim) or
-    "mean_around_median" (``param`` = k); the sum runs over the sorted rows,
-    as the ``*_of_sorted`` definitions. Returns the (d,) statistic and the
-    mask of columns holding a non-finite value.
-    """
-    pairs = _pruned_network(x.shape[0], kind, param)
-    return _run("network", x, pairs.data_ptr(), pairs.shape[0], NETWORK_KINDS[kind], param)
 
 
 def _self_check() -> None:
