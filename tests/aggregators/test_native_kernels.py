@@ -118,3 +118,15 @@ def test_weighted_median_equals_the_sort(n, d, seed, weights, dtype):
     got, bad = _native.weighted_median(x, w)
     assert not bad.any()
     assert torch.equal(got, _sorted_weighted_median(x, w))
+
+
+@needs_native
+def test_a_changing_small_n_compiles_nothing_in_auto_mode(monkeypatch):
+    # Large enough for the compiled network in auto mode; the C kernels take every n instead.
+    monkeypatch.setattr(_order, "_compiled", {})
+    _order.set_compile_mode("auto")
+    for n in (3, 4, 5, 8):
+        x = torch.randn(n, (1 << 20) // n + 1)
+        want = median_of_sorted(torch.sort(x, dim=0).values)
+        assert torch.equal(_order.coordinate_median(x), want)
+    assert _order._compiled == {}

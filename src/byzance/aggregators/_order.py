@@ -22,10 +22,15 @@ ways to get the sorted rows:
   comparators run in registers, the comparators the statistic does not need
   are removed as dead code, and the cost is close to reading the input once.
   One kernel is compiled per (statistic, n, parameters, dtype); d is dynamic;
-  used for 2 <= n < ``select_min_rows``.
+  used for 2 <= n < ``select_min_rows`` when the native kernels are not, or
+  in mode ``always`` below ``native_min_rows``: at n = 20 it runs at
+  1.8x-4x one pass against 4.5x-11x for the native kernels, but its first
+  call at each new n compiles for seconds (a minute for meamed at n = 50),
+  which client sampling and dropped stragglers would pay round after round.
 
-- native (``n >= native_min_rows``, CPU, float dtypes; the first choice
-  when available): radix descent over the float bits in C, one
+- native (CPU, float dtypes, every n >= 2 in compile mode ``auto``, n >=
+  ``native_min_rows`` in mode ``always``; the first choice when available):
+  radix descent over the float bits in C, one
   cache-resident block of columns at a time (:mod:`byzance.aggregators._native`):
   2.8x-5x one pass for a median from n = 100 to 1000, with n and d
   runtime arguments (nothing compiled per shape; the library is built once
@@ -40,8 +45,9 @@ ways to get the sorted rows:
   cannot decide, are computed by the sort.
 
 ``BYZANCE_COMPILE=auto|always|never`` (or :func:`set_compile_mode`) chooses:
-``auto`` compiles CPU inputs of at least 2**20 elements, ``always`` every CPU
-input; ``never`` also turns the native kernels off (pure torch: the sort). Only CPU kernels are compiled: a CUDA kernel from ``torch.compile``
+``auto`` compiles CPU inputs of at least 2**20 elements that the native
+kernels do not take, ``always`` every CPU input (and the network below
+``native_min_rows`` rows); ``never`` also turns the native kernels off (pure torch: the sort). Only CPU kernels are compiled: a CUDA kernel from ``torch.compile``
 (Triton) is not built or tested by byzance's test suite, so CUDA inputs
 always take the eager path.
 
@@ -219,9 +225,18 @@ def native_allowed(x: torch.Tensor) -> bool:
     return _mode != "never" and _native.supports(x)
 
 
+def native_takes(x: torch.Tensor) -> bool:
+    """Whether the C kernels take ``x``: CPU inputs of at least ``native_min_rows`` rows, and in
+    compile mode ``auto`` every n >= 2. Below ``native_min_rows`` the compiled network is faster
+    once compiled, but it compiles once per n (seconds): mode ``always`` opts into it."""
+    rows = x.shape[0]
+    enough = rows >= native_min_rows or (_mode == "auto" and rows >= 2)
+    return enough and native_allowed(x)
+
+
 def _use_native(x: torch.Tensor, statistic: Statistic) -> bool:
-    """Radix descent in C (:mod:`._native`): CPU inputs of at least ``native_min_rows`` rows."""
-    return statistic in _SELECTORS and x.shape[0] >= native_min_rows and native_allowed(x)
+    """Radix descent in C (:mod:`._native`) for the statistics it implements (:func:`native_takes`)."""
+    return statistic in _SELECTORS and native_takes(x)
 
 
 def _native_statistic(

@@ -71,7 +71,7 @@ def weighted_median_of_columns(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor
     :mod:`byzance.aggregators._native` (no sort; the weights summed in another
     order than the sorted cumulative sum, within the same 1e-12 W slack).
     """
-    if w.ndim == 1 and x.shape[0] >= _order.native_min_rows and _order.native_allowed(x):
+    if w.ndim == 1 and _order.native_takes(x):
         out, bad = _native.weighted_median(x, w)
         out = out.to(x.dtype)
         if bool(bad.any()):
