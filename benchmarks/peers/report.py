@@ -105,7 +105,7 @@ def render(
         "rule is timed in both libraries in the same process, on the same float32 input, the "
         "two calls interleaved in rounds so that they share the machine's load; the median "
         "of the timed calls is reported, after one untimed warm-up call each (byzance's first "
-        "call compiles its coordinate-wise kernels for large inputs: see the first-call "
+        "call of a process loads its C coordinate-wise kernels: see the first-call "
         "column). Inputs: n - f honest rows N(0.1, 1) and f Byzantine rows near -4 times "
         "their mean, f = n // 5. Speed-up = ByzFL's time / byzance's time.\n"
     )
@@ -188,7 +188,8 @@ def _reading(out: list[str]) -> None:
         "silently). On average, at its floor in both libraries, that pass is the gap.",
         "Where ByzFL sorts or selects along each coordinate (median via `torch.quantile`, "
         "trimmed mean via `torch.sort`, meamed via `torch.topk` on strided columns), byzance's "
-        "compiled sorting networks run close to one pass, hence the large speed-ups; the "
+        "radix descent over the float bits (C, cache-resident blocks of columns, no sort) "
+        "runs within a few passes, hence the large speed-ups; the "
         "distance-based rules cost byzance about one Gram product, ByzFL a `torch.cdist` "
         "and, for NNM, an (n, n - f, d) gather.",
         "Centered clipping: one iteration needs the distances to the center before the "
@@ -220,10 +221,10 @@ def _reading(out: list[str]) -> None:
         "seed 0) is a float32 tie: the two candidate values are exactly equally far from the "
         "median in float32 and 3e-8 apart in float64; byzance's documented rule takes the "
         "lower window, ByzFL's `torch.topk` happened to take the one float64 prefers.",
-        "byzance's first call of a coordinate-wise rule at a new n on a large input compiles "
-        "its kernel (seconds; minutes for n = 50 on a loaded machine; cached on disk by torch "
-        "for later runs): paid once per process and n, reported in the first-call column and "
-        "not in the medians.",
+        "byzance's coordinate-wise kernels take n and d at run time: a new n compiles "
+        "nothing. The C library is built once per machine (about a second, cached on disk); "
+        "a process's first call loads it, reported in the first-call column and not in the "
+        "medians.",
     ):
         out.append(f"- {line}")
     out.append("")
@@ -282,11 +283,7 @@ def _steps(out: list[str], steps: Sequence[StepRow]) -> None:
         "(ByzFL within a few times the floor), so no training loop can be 5x faster; "
         "byzance's vectorized step stays within about 1.5x of one ordinary backward pass. "
         "With the small network ByzFL's per-client loop dominates. byzance's remaining "
-        "overhead there: its coordinate-wise rules compile only for inputs of at least "
-        "2^20 elements (`BYZANCE_COMPILE=auto`), so at n = 10 (10 x 79,510 = 795k "
-        "elements) the trimmed mean takes the eager `torch.sort` path, about 35x slower "
-        "than the compiled kernel measured alone (14 ms vs 0.4 ms on this machine), most of "
-        "that step; and `SyncSimulator.step` records per-step statistics (honest mean, "
+        "overhead there: `SyncSimulator.step` records per-step statistics (honest mean, "
         "spread, deviation) and checks the gradients for NaN/inf, a few more passes over "
         "(n, d).\n"
     )

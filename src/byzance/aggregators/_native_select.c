@@ -88,27 +88,21 @@ static void BYZ_NAME(load)(const BYZ_T *x, int64_t n, int64_t ld, int64_t c0, in
     /* The next block's part of this row: n strided streams defeat the hardware prefetcher. */
     __builtin_prefetch(row + BYZ_B);
     __builtin_prefetch(row + BYZ_B + 64 / sizeof(BYZ_T));
-    if (w == BYZ_B) {
-      for (int j = 0; j < BYZ_B; j++) {
-        BYZ_K b;
-        memcpy(&b, &row[j], sizeof b);
-        nf[j] |= (BYZ_U)(((BYZ_U)b & BYZ_EXP) == BYZ_EXP);
-        BYZ_K k = b ^ ((b >> (BYZ_BITS - 1)) & KMAX);
-        br[j] = k;
-        kmin[j] = k < kmin[j] ? k : kmin[j];
-        kmax[j] = k > kmax[j] ? k : kmax[j];
-      }
-    } else {
-      for (int j = 0; j < w; j++) {
-        BYZ_K b;
-        memcpy(&b, &row[j], sizeof b);
-        nf[j] |= (BYZ_U)(((BYZ_U)b & BYZ_EXP) == BYZ_EXP);
-        BYZ_K k = b ^ ((b >> (BYZ_BITS - 1)) & KMAX);
-        br[j] = k;
-        kmin[j] = k < kmin[j] ? k : kmin[j];
-        kmax[j] = k > kmax[j] ? k : kmax[j];
-      }
-      for (int j = w; j < BYZ_B; j++) br[j] = KMAX;
+    const BYZ_T *src = row;
+    BYZ_T pad[BYZ_B]; /* a partial last block: the missing columns read as KMAX's value */
+    if (w < BYZ_B) {
+      memcpy(pad, row, (size_t)w * sizeof(BYZ_T));
+      for (int j = w; j < BYZ_B; j++) pad[j] = BYZ_NAME(value)(KMAX);
+      src = pad;
+    }
+    for (int j = 0; j < BYZ_B; j++) {
+      BYZ_K b;
+      memcpy(&b, &src[j], sizeof b);
+      nf[j] |= (BYZ_U)(((BYZ_U)b & BYZ_EXP) == BYZ_EXP);
+      BYZ_K k = b ^ ((b >> (BYZ_BITS - 1)) & KMAX);
+      br[j] = k;
+      kmin[j] = k < kmin[j] ? k : kmin[j];
+      kmax[j] = k > kmax[j] ? k : kmax[j];
     }
   }
   for (int j = 0; j < w; j++) nonfinite[j] = (uint8_t)(nf[j] != 0);
@@ -375,53 +369,87 @@ int BYZ_NAME(byz_mean_around_median)(const BYZ_T *x, int64_t n, int64_t ld, int6
   return 0;
 }
 
+/* The smallest key p of every column such that the keys below p weigh at least
+ * `target` (strict) or more than `target` (not strict), minus one step: the
+ * largest prefix p with sum(weight, key < p) < target (strict) or <= target,
+ * by radix descent as descend_one. The descent keeps the invariant that the
+ * keys below the prefix weigh under the target and those below the
+ * interval's upper end do not, so once an interval holds a single key that
+ * key is the answer (a zero-weight key cannot be: it would break the
+ * invariant); a last pass takes the smallest key at or above each prefix. */
+static void BYZ_NAME(weighted_descend)(const BYZ_K *blk, int64_t n, int w, const BYZ_K *kmin,
+                                       const BYZ_K *kmax, const double *weight, double target,
+                                       int strict, BYZ_K *out) {
+  int top = BYZ_NAME(top_bit)(kmin, kmax, w);
+  BYZ_U keep = top + 1 >= BYZ_BITS ? 0 : ~((((BYZ_U)1) << (top + 1)) - 1);
+  BYZ_U pre[BYZ_B];
+  BYZ_K below[BYZ_B], upto[BYZ_B];
+  for (int j = 0; j < BYZ_B; j++) {
+    pre[j] = ((BYZ_U)kmin[j] ^ SIGN) & keep;
+    below[j] = 0;
+    upto[j] = j < w ? (BYZ_K)n : 1;
+  }
+  for (int bit = top; bit >= 0; bit--) {
+    int open = 0;
+    for (int j = 0; j < BYZ_B; j++) open |= upto[j] - below[j] > 1;
+    if (!open) break;
+    BYZ_U step = ((BYZ_U)1) << bit;
+    BYZ_K cut[BYZ_B], cnt[BYZ_B];
+    double sum[BYZ_B];
+    for (int j = 0; j < BYZ_B; j++) {
+      cut[j] = (BYZ_K)((pre[j] | step) ^ SIGN);
+      cnt[j] = 0;
+      sum[j] = 0.0;
+    }
+    for (int64_t r = 0; r < n; r++) {
+      const BYZ_K *br = blk + r * BYZ_B;
+      double wr = weight[r];
+      for (int j = 0; j < BYZ_B; j++) {
+        cnt[j] += br[j] < cut[j];
+        sum[j] += br[j] < cut[j] ? wr : 0.0;
+      }
+    }
+    for (int j = 0; j < BYZ_B; j++) {
+      int up = strict ? sum[j] < target : sum[j] <= target;
+      pre[j] = up ? pre[j] | step : pre[j];
+      below[j] = up ? cnt[j] : below[j];
+      upto[j] = up ? upto[j] : cnt[j];
+    }
+  }
+  BYZ_K lo[BYZ_B], best[BYZ_B];
+  for (int j = 0; j < BYZ_B; j++) {
+    lo[j] = (BYZ_K)(pre[j] ^ SIGN);
+    best[j] = KMAX;
+  }
+  for (int64_t r = 0; r < n; r++) {
+    const BYZ_K *br = blk + r * BYZ_B;
+    for (int j = 0; j < BYZ_B; j++) {
+      BYZ_K v = br[j] >= lo[j] ? br[j] : KMAX;
+      best[j] = v < best[j] ? v : best[j];
+    }
+  }
+  for (int j = 0; j < w; j++) out[j] = best[j];
+}
+
 /* Weighted median (as weights.weighted_median_of_columns): the midpoint of the
  * lower value (the first, in sorted order, whose cumulative weight reaches
  * lo = W/2 - slack) and the upper one (the first whose cumulative weight
- * exceeds hi = W/2 + slack). The lower key is the largest prefix p with
- * sum(w, key < p) < lo, the upper the largest with sum(w, key < p) <= hi; both
- * descents share each pass. Weights are float64, one per row. */
+ * exceeds hi = W/2 + slack): the largest p with sum(w, key < p) < lo, and the
+ * largest with sum(w, key < p) <= hi. Weights are float64, one per row. */
 int BYZ_NAME(byz_weighted_median)(const BYZ_T *x, int64_t n, int64_t ld, int64_t c0,
                                   int64_t c1, const double *weight, double lo, double hi,
                                   BYZ_T *out, uint8_t *bad) {
   BYZ_K *blk = malloc((size_t)n * BYZ_B * sizeof(BYZ_K));
   if (!blk) return -1;
-  BYZ_K kmin[BYZ_B], kmax[BYZ_B];
+  BYZ_K kmin[BYZ_B], kmax[BYZ_B], ka[BYZ_B], kb[BYZ_B];
   for (int64_t c = c0; c < c1; c += BYZ_B) {
     int w = (int)(c1 - c < BYZ_B ? c1 - c : BYZ_B);
     BYZ_NAME(load)(x, n, ld, c, w, blk, kmin, kmax, bad + c);
-    int top = BYZ_NAME(top_bit)(kmin, kmax, w);
-    BYZ_U pre0[BYZ_B], pre1[BYZ_B];
-    for (int j = 0; j < BYZ_B; j++) {
-      BYZ_U base = (BYZ_U)kmin[j] ^ SIGN;
-      BYZ_U keep = top + 1 >= BYZ_BITS ? 0 : ~((((BYZ_U)1) << (top + 1)) - 1);
-      pre0[j] = pre1[j] = base & keep;
-    }
-    for (int bit = top; bit >= 0; bit--) {
-      BYZ_U step = ((BYZ_U)1) << bit;
-      BYZ_K t0[BYZ_B], t1[BYZ_B];
-      double s0[BYZ_B], s1[BYZ_B];
-      for (int j = 0; j < BYZ_B; j++) {
-        t0[j] = (BYZ_K)((pre0[j] | step) ^ SIGN);
-        t1[j] = (BYZ_K)((pre1[j] | step) ^ SIGN);
-        s0[j] = s1[j] = 0.0;
-      }
-      for (int64_t r = 0; r < n; r++) {
-        const BYZ_K *br = blk + r * BYZ_B;
-        double wr = weight[r];
-        for (int j = 0; j < BYZ_B; j++) {
-          s0[j] += br[j] < t0[j] ? wr : 0.0;
-          s1[j] += br[j] < t1[j] ? wr : 0.0;
-        }
-      }
-      for (int j = 0; j < BYZ_B; j++) {
-        if (s0[j] < lo) pre0[j] |= step;
-        if (s1[j] <= hi) pre1[j] |= step;
-      }
-    }
+    BYZ_NAME(weighted_descend)(blk, n, w, kmin, kmax, weight, lo, 1, ka);
+    BYZ_NAME(weighted_descend)(blk, n, w, kmin, kmax, weight, hi, 0, kb);
     for (int j = 0; j < w; j++) {
-      BYZ_T a = BYZ_NAME(value)((BYZ_K)(pre0[j] ^ SIGN));
-      BYZ_T b = BYZ_NAME(value)((BYZ_K)(pre1[j] ^ SIGN));
+      BYZ_T a = BYZ_NAME(value)(ka[j]);
+      BYZ_T b = BYZ_NAME(value)(kb[j]);
       out[c + j] = a / (BYZ_T)2 + b / (BYZ_T)2;
     }
   }
