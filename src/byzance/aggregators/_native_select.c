@@ -112,12 +112,9 @@ static void BYZ_NAME(load)(const BYZ_T *x, int64_t n, int64_t ld, int64_t c0, in
 static int BYZ_NAME(top_bit)(const BYZ_K *kmin, const BYZ_K *kmax, int w) {
   BYZ_U diff = 0;
   for (int j = 0; j < w; j++) diff |= (BYZ_U)kmin[j] ^ (BYZ_U)kmax[j];
-  int bit = -1;
-  while (diff) {
-    diff >>= 1;
-    bit++;
-  }
-  return bit;
+  return diff ? BYZ_BITS - 1 - (BYZ_BITS == 32 ? __builtin_clz((unsigned)diff)
+                                               : __builtin_clzll((unsigned long long)diff))
+              : -1;
 }
 
 /* The (k + 1)-th smallest key of every column of blk (0-based rank k), by
