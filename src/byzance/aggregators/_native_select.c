@@ -117,6 +117,39 @@ static int BYZ_NAME(top_bit)(const BYZ_K *kmin, const BYZ_K *kmax, int w) {
               : -1;
 }
 
+/* A descent's start: each column's prefix (the bits above the highest bit where
+ * some column's smallest and largest keys differ), no key below it and all n
+ * below its upper end (padding columns: a closed interval). Returns that bit. */
+static int BYZ_NAME(start)(int64_t n, int w, const BYZ_K *kmin, const BYZ_K *kmax, BYZ_U *pre,
+                           BYZ_K *below, BYZ_K *upto) {
+  int top = BYZ_NAME(top_bit)(kmin, kmax, w);
+  BYZ_U keep = top + 1 >= BYZ_BITS ? 0 : ~((((BYZ_U)1) << (top + 1)) - 1);
+  for (int j = 0; j < BYZ_B; j++) {
+    pre[j] = ((BYZ_U)kmin[j] ^ SIGN) & keep;
+    below[j] = 0;
+    upto[j] = j < w ? (BYZ_K)n : 1;
+  }
+  return top;
+}
+
+/* A descent's last pass: the smallest key at or above each column's prefix. */
+static void BYZ_NAME(first_from)(const BYZ_K *blk, int64_t n, int w, const BYZ_U *pre,
+                                 BYZ_K *out) {
+  BYZ_K lo[BYZ_B], best[BYZ_B];
+  for (int j = 0; j < BYZ_B; j++) {
+    lo[j] = (BYZ_K)(pre[j] ^ SIGN);
+    best[j] = KMAX;
+  }
+  for (int64_t r = 0; r < n; r++) {
+    const BYZ_K *br = blk + r * BYZ_B;
+    for (int j = 0; j < BYZ_B; j++) {
+      BYZ_K v = br[j] >= lo[j] ? br[j] : KMAX;
+      best[j] = v < best[j] ? v : best[j];
+    }
+  }
+  for (int j = 0; j < w; j++) out[j] = best[j];
+}
+
 /* The (k + 1)-th smallest key of every column of blk (0-based rank k), by
  * radix descent from the highest bit where some column's smallest and largest
  * keys differ. The descent keeps, per column, the counts of keys below the
@@ -129,15 +162,9 @@ static void BYZ_NAME(descend_one)(const BYZ_K *blk, int64_t n, int w, const BYZ_
     for (int j = 0; j < w; j++) out[j] = k == 0 ? kmin[j] : kmax[j];
     return;
   }
-  int top = BYZ_NAME(top_bit)(kmin, kmax, w);
   BYZ_U pre[BYZ_B];
   BYZ_K below[BYZ_B], upto[BYZ_B]; /* keys below the prefix, below its upper end */
-  BYZ_U keep = top + 1 >= BYZ_BITS ? 0 : ~((((BYZ_U)1) << (top + 1)) - 1);
-  for (int j = 0; j < BYZ_B; j++) {
-    pre[j] = ((BYZ_U)kmin[j] ^ SIGN) & keep;
-    below[j] = 0;
-    upto[j] = j < w ? (BYZ_K)n : 1;
-  }
+  int top = BYZ_NAME(start)(n, w, kmin, kmax, pre, below, upto);
   for (int bit = top; bit >= 0; bit--) {
     int open = 0;
     for (int j = 0; j < BYZ_B; j++) open |= upto[j] - below[j] > 1;
@@ -159,19 +186,7 @@ static void BYZ_NAME(descend_one)(const BYZ_K *blk, int64_t n, int w, const BYZ_
       upto[j] = up ? upto[j] : cnt[j];
     }
   }
-  BYZ_K lo[BYZ_B], best[BYZ_B];
-  for (int j = 0; j < BYZ_B; j++) {
-    lo[j] = (BYZ_K)(pre[j] ^ SIGN);
-    best[j] = KMAX;
-  }
-  for (int64_t r = 0; r < n; r++) {
-    const BYZ_K *br = blk + r * BYZ_B;
-    for (int j = 0; j < BYZ_B; j++) {
-      BYZ_K v = br[j] >= lo[j] ? br[j] : KMAX;
-      best[j] = v < best[j] ? v : best[j];
-    }
-  }
-  for (int j = 0; j < w; j++) out[j] = best[j];
+  BYZ_NAME(first_from)(blk, n, w, pre, out);
 }
 
 /* Two ranks k0 and k1 (pass k1 = -1 for one). */
@@ -377,15 +392,9 @@ int BYZ_NAME(byz_mean_around_median)(const BYZ_T *x, int64_t n, int64_t ld, int6
 static void BYZ_NAME(weighted_descend)(const BYZ_K *blk, int64_t n, int w, const BYZ_K *kmin,
                                        const BYZ_K *kmax, const double *weight, double target,
                                        int strict, BYZ_K *out) {
-  int top = BYZ_NAME(top_bit)(kmin, kmax, w);
-  BYZ_U keep = top + 1 >= BYZ_BITS ? 0 : ~((((BYZ_U)1) << (top + 1)) - 1);
   BYZ_U pre[BYZ_B];
-  BYZ_K below[BYZ_B], upto[BYZ_B];
-  for (int j = 0; j < BYZ_B; j++) {
-    pre[j] = ((BYZ_U)kmin[j] ^ SIGN) & keep;
-    below[j] = 0;
-    upto[j] = j < w ? (BYZ_K)n : 1;
-  }
+  BYZ_K below[BYZ_B], upto[BYZ_B]; /* keys below the prefix, below its upper end */
+  int top = BYZ_NAME(start)(n, w, kmin, kmax, pre, below, upto);
   for (int bit = top; bit >= 0; bit--) {
     int open = 0;
     for (int j = 0; j < BYZ_B; j++) open |= upto[j] - below[j] > 1;
@@ -413,19 +422,7 @@ static void BYZ_NAME(weighted_descend)(const BYZ_K *blk, int64_t n, int w, const
       upto[j] = up ? upto[j] : cnt[j];
     }
   }
-  BYZ_K lo[BYZ_B], best[BYZ_B];
-  for (int j = 0; j < BYZ_B; j++) {
-    lo[j] = (BYZ_K)(pre[j] ^ SIGN);
-    best[j] = KMAX;
-  }
-  for (int64_t r = 0; r < n; r++) {
-    const BYZ_K *br = blk + r * BYZ_B;
-    for (int j = 0; j < BYZ_B; j++) {
-      BYZ_K v = br[j] >= lo[j] ? br[j] : KMAX;
-      best[j] = v < best[j] ? v : best[j];
-    }
-  }
-  for (int j = 0; j < w; j++) out[j] = best[j];
+  BYZ_NAME(first_from)(blk, n, w, pre, out);
 }
 
 /* Weighted median (as weights.weighted_median_of_columns): the midpoint of the
