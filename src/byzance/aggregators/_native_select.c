@@ -381,10 +381,9 @@ int BYZ_NAME(byz_mean_around_median)(const BYZ_T *x, int64_t n, int64_t ld, int6
   return 0;
 }
 
-/* The smallest key p of every column such that the keys below p weigh at least
- * `target` (strict) or more than `target` (not strict), minus one step: the
- * largest prefix p with sum(weight, key < p) < target (strict) or <= target,
- * by radix descent as descend_one. The descent keeps the invariant that the
+/* For every column, the largest key p with sum(weight, key < p) < target
+ * (strict) or <= target (not strict), by radix descent as descend_one, with
+ * row weights in place of counts. The descent keeps the invariant that the
  * keys below the prefix weigh under the target and those below the
  * interval's upper end do not, so once an interval holds a single key that
  * key is the answer (a zero-weight key cannot be: it would break the

@@ -24,7 +24,7 @@ ways to get the sorted rows:
   One kernel is compiled per (statistic, n, parameters, dtype); d is dynamic;
   used for 2 <= n < ``select_min_rows`` when the native kernels are not, or
   in mode ``always`` below ``native_min_rows``: at n = 20 it runs at
-  1.8x-4x one pass against 4.5x-11x for the native kernels, but its first
+  1.8x-4x one pass against 4.5x-14x for the native kernels, but its first
   call at each new n compiles for seconds (a minute for meamed at n = 50),
   which client sampling and dropped stragglers would pay round after round.
 
@@ -32,7 +32,7 @@ ways to get the sorted rows:
   ``native_min_rows`` in mode ``always``; the first choice when available):
   radix descent over the float bits in C, one
   cache-resident block of columns at a time (:mod:`byzance.aggregators._native`):
-  2.8x-5x one pass for a median from n = 100 to 1000, with n and d
+  4x-5x one pass for a median from n = 50 to 1000, with n and d
   runtime arguments (nothing compiled per shape; the library is built once
   per machine and cached). Columns holding a non-finite value, and the rare
   ties that counts cannot decide, are computed by the sort.
@@ -82,8 +82,8 @@ MAX_NETWORK_ROWS = 128
 # Inputs of at least this many rows take selection (counting passes) instead of the
 # network: one kernel for every n, and fewer operations per value for large n.
 select_min_rows = 129
-# CPU inputs of at least this many rows take the C radix descent (:mod:`._native`) when it is
-# available: faster than the network from here on, and nothing to compile per n.
+# In compile mode ``always``, CPU inputs of at least this many rows take the C radix descent
+# (:mod:`._native`) and smaller ones the compiled network (mode ``auto``: the C kernels at every n).
 native_min_rows = 33
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -219,19 +219,14 @@ def _use_compiled(x: torch.Tensor) -> bool:
     return x.shape[0] <= MAX_NETWORK_ROWS and x.shape[0] < select_min_rows and _compilable(x)
 
 
-def native_allowed(x: torch.Tensor) -> bool:
-    """Whether the C kernels (:mod:`._native`) may take ``x``: any size (nothing is compiled
-    per shape), unless the compile mode is ``never``."""
-    return _mode != "never" and _native.supports(x)
-
-
 def native_takes(x: torch.Tensor) -> bool:
-    """Whether the C kernels take ``x``: CPU inputs of at least ``native_min_rows`` rows, and in
-    compile mode ``auto`` every n >= 2. Below ``native_min_rows`` the compiled network is faster
-    once compiled, but it compiles once per n (seconds): mode ``always`` opts into it."""
-    rows = x.shape[0]
-    enough = rows >= native_min_rows or (_mode == "auto" and rows >= 2)
-    return enough and native_allowed(x)
+    """Whether the C kernels (:mod:`._native`) take ``x``: in compile mode ``auto`` every input
+    they support (CPU floats, n >= 2; nothing is compiled per shape), in mode ``always`` those of
+    at least ``native_min_rows`` rows (below, the compiled network is faster once compiled, but
+    it compiles once per n), in mode ``never`` none."""
+    if _mode == "never" or not _native.supports(x):
+        return False
+    return _mode == "auto" or x.shape[0] >= native_min_rows
 
 
 def _use_native(x: torch.Tensor, statistic: Statistic) -> bool:
