@@ -253,20 +253,23 @@ SHARED_RULES: tuple[SharedRule, ...] = (
     SharedRule(
         "clipping",
         "Clipping",
-        lambda x, c: agg.clipping(x, c.f, c=c.clip_c),
+        lambda x, c: agg.clipping(x, c.f, c=c.clip_c, out=x),
         lambda B, x, c: B.preaggregators.Clipping(c=c.clip_c)(x),
         params="c = median input norm",
-        difference="same; ByzFL clips its input in place (default c=2.0, byzance c=1.0)",
+        difference=(
+            "same; both clip their input in place here (byzance with out=x); default c=2.0 "
+            "in ByzFL, 1.0 in byzance"
+        ),
         python_loop="the n inputs",
     ),
     SharedRule(
         "arc",
         "ARC",
-        lambda x, c: agg.arc(x, c.f),
+        lambda x, c: agg.arc(x, c.f, out=x),
         lambda B, x, c: B.preaggregators.ARC(f=c.f)(x),
         difference=(
-            "same k = floor(2f(n - f)/n) (Allouah et al., ICLR 2025); ByzFL clips in place "
-            "and accepts any f <= n, where the paper assumes n > 2f"
+            "same k = floor(2f(n - f)/n) (Allouah et al., ICLR 2025); both clip in place "
+            "here (byzance with out=x); ByzFL accepts any f <= n, where the paper assumes n > 2f"
         ),
         python_loop="the n inputs (norms, sort, clipping)",
     ),

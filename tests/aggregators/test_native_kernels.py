@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import shutil
 
+import math
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -49,7 +51,22 @@ def test_statistics_equal_the_sort_across_blocks_and_threads(dtype, n, d):
     torch.testing.assert_close(trimmed, trimmed_mean_of_sorted(rows, trim))
     around, bad = _native.mean_around_median(x, k)
     want = mean_around_median_of_sorted(rows, k)
-    torch.testing.assert_close(around[~bad], want[~bad])
+    decided = bad == 0
+    torch.testing.assert_close(around[decided], want[decided])
+
+
+@needs_native
+def test_the_codes_tell_a_non_finite_column_from_an_undecided_tie():
+    # Column 0: 1e-8 and 2e-8 are both at float32 distance 1.0 from the median 1.0, and only
+    # one of them is taken (an undecidable tie); column 1 also holds an infinity.
+    col = [1e-8, 2e-8, 1.0, 1.5, 5.0]
+    x = torch.tensor([col, [*col[:4], math.inf], [0.0, 1.0, 2.0, 3.0, 4.0]]).T.contiguous()
+    _, bad = _native.mean_around_median(x, 3)
+    assert bad[0].item() == _native.BAD_TIE
+    assert bad[1].item() & _native.BAD_NONFINITE
+    assert bad[2].item() == 0
+    _, bad = _native.median(x)
+    assert bad.tolist() == [0, _native.BAD_NONFINITE, 0]
 
 
 @needs_native

@@ -200,6 +200,11 @@ def supports(x: torch.Tensor) -> bool:
     )
 
 
+# The codes of the columns a kernel leaves to its caller (BYZ_BAD_* in _native_select.c).
+BAD_TIE = 1
+BAD_NONFINITE = 2
+
+
 def _threads() -> ThreadPoolExecutor:
     global _pool, _pool_size
     want = max(1, torch.get_num_threads())
@@ -216,9 +221,10 @@ def _run(name: str, x: torch.Tensor, *params: Any) -> tuple[torch.Tensor, torch.
     """Run kernel ``name`` over the columns of ``x`` (n, d), split across torch's thread count.
 
     Returns:
-        ``(out, bad)``: the (d,) statistic in the accumulation dtype, and a (d,)
-        bool mask of the columns the caller must compute another way
-        (non-finite values, undecidable ties).
+        ``(out, bad)``: the (d,) statistic in the accumulation dtype, and (d,)
+        uint8 codes, nonzero for the columns the caller must compute another
+        way: ``BAD_NONFINITE`` for a NaN or an infinity, ``BAD_TIE`` for an
+        undecidable tie (both bits may be set).
     """
     lib = library()
     assert lib is not None
@@ -245,7 +251,7 @@ def _run(name: str, x: torch.Tensor, *params: Any) -> tuple[torch.Tensor, torch.
     )
     if any(codes):
         raise MemoryError("byzance: the native kernel could not allocate its block buffer")
-    return out, bad.bool()
+    return out, bad
 
 
 def median(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

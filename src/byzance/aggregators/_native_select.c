@@ -16,8 +16,9 @@
  * value is exact. Bits above the highest bit where a column's smallest and
  * largest keys differ are known before the first pass and skipped.
  *
- * Columns holding a NaN or an infinity are flagged in `bad` and left to the
- * caller. The statistics mirror byzance/aggregators/_select.py's formulas in
+ * Columns left to the caller are flagged in `bad`: BYZ_BAD_NONFINITE for a
+ * NaN or an infinity (which also tells the caller a row is non-finite, with no
+ * pass of its own), BYZ_BAD_TIE for a tie the kernel cannot decide. The statistics mirror byzance/aggregators/_select.py's formulas in
  * the same dtype and order of operations (compiled with -ffp-contract=off).
  */
 #ifndef BYZ_T
@@ -26,6 +27,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define BYZ_BAD_TIE 1
+#define BYZ_BAD_NONFINITE 2
 
 #define BYZ_T float
 #define BYZ_K int32_t
@@ -105,7 +109,7 @@ static void BYZ_NAME(load)(const BYZ_T *x, int64_t n, int64_t ld, int64_t c0, in
       kmax[j] = k > kmax[j] ? k : kmax[j];
     }
   }
-  for (int j = 0; j < w; j++) nonfinite[j] = (uint8_t)(nf[j] != 0);
+  for (int j = 0; j < w; j++) nonfinite[j] = nf[j] ? BYZ_BAD_NONFINITE : 0;
 }
 
 /* Highest bit where some column's smallest and largest keys differ (-1 if none). */
@@ -374,7 +378,7 @@ int BYZ_NAME(byz_mean_around_median)(const BYZ_T *x, int64_t n, int64_t ld, int6
       out[c + j] = (near_sum[j] + low_part + high_part) / (BYZ_T)k;
       int undecided = (take_low < tie_low[j] && take_low > 0 && low_min[j] != low_max[j]) ||
                       (take_high < tie_high[j] && take_high > 0 && high_min[j] != high_max[j]);
-      if (undecided) bad[c + j] = 1;
+      if (undecided) bad[c + j] |= BYZ_BAD_TIE;
     }
   }
   free(blk);

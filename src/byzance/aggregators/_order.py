@@ -71,7 +71,8 @@ import torch
 
 from byzance.aggregators import _native
 from byzance.aggregators._network import odd_even_merge_network
-from byzance.aggregators._shard import whole_numel
+from byzance.aggregators._input import first_pass, first_pass_armed
+from byzance.aggregators._shard import is_sharded, whole_numel
 
 Rows = Sequence[torch.Tensor] | torch.Tensor
 Statistic = Callable[..., torch.Tensor]
@@ -245,11 +246,26 @@ def _native_statistic(
         out, bad = _native.trimmed_mean(x, params["trim"])
     else:
         out, bad = _native.mean_around_median(x, params["k"])
+    report_native_rows(bad)
     out = out.to(x.dtype)
     if bool(bad.any()):
         cols = bad.nonzero().flatten()
         out[cols] = _sorted_statistic(x[:, cols], statistic, params)
     return out
+
+
+def report_native_rows(bad: torch.Tensor) -> None:
+    """Report the kernel's load as the rule's first pass over the rows (see
+    :func:`~byzance.aggregators._input.first_pass`): the rows are finite unless a
+    column was flagged ``BAD_NONFINITE`` (codes ``bad`` (d,) from :mod:`._native`).
+
+    Raises ``NonFiniteRows`` then, before the sort computes the flagged columns
+    of a result that will be discarded. Not on a block of a sharded evaluation:
+    another block (another rank) may not take the C kernels, and every block
+    must report alike, so the caller's row check stands there.
+    """
+    if first_pass_armed() and not is_sharded():
+        first_pass(not bool((bad & _native.BAD_NONFINITE).any()))
 
 
 def _use_selection(x: torch.Tensor, statistic: Statistic) -> bool:

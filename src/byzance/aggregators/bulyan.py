@@ -107,7 +107,7 @@ bulyan = register(
             "Phase 1, n - 2f selection rounds: with Krum, one Gram product, O(n^2 d), "
             "reused by every round (then O(n^2) per round); with another rule, one "
             "application of it per round. Phase 2: one fused coordinate-wise pass over "
-            "the n - 2f selected rows (sorting network or counting-pass selection, as meamed)."
+            "the n - 2f selected rows (radix descent in C on the CPU, as meamed)."
         ),
         missing="whole_vectors",
         speed_floor="gram",

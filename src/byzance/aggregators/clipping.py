@@ -27,13 +27,30 @@ def clip_rows(
     The result is written into ``out`` (n, d) when given, which may be ``x``
     itself (in place), else into a new tensor, in huge pages when large (see
     :mod:`byzance.aggregators._alloc`); one product with the (n, 1) scales.
+    In place, with wide rows, only the rows whose scale is below 1 are read
+    and written: the others are already their result (x * 1 == x, bit for bit).
     """
     if norms is None:
         norms = row_norms(x)
     scale = torch.clamp(threshold / norms.clamp(min=torch.finfo(norms.dtype).tiny), max=1.0)
+    scale = scale.to(x.dtype)
     if out is None:
         out = empty_rows(x.shape, like=x)
-    return torch.mul(x, scale.to(x.dtype)[:, None], out=out)
+    elif _same_view(out, x) and x.shape[1] >= _ROW_BY_ROW_MIN_WIDTH:
+        for row in (scale < 1).nonzero().flatten().tolist():
+            out[row].mul_(scale[row])
+        return out
+    return torch.mul(x, scale[:, None], out=out)
+
+
+# In place, rows at least this wide are scaled one by one (one kernel per clipped row);
+# narrower ones in one product over all rows, cheaper than n kernel launches.
+_ROW_BY_ROW_MIN_WIDTH = 4096
+
+
+def _same_view(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``a`` and ``b`` are the same elements (same start, shape and strides)."""
+    return a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
 
 
 def row_norms(x: torch.Tensor) -> torch.Tensor:

@@ -37,12 +37,11 @@ meamed = register(
         paper="Xie, Koyejo, Gupta, Generalized Byzantine-tolerant SGD, arXiv:1802.10116, 2018",
         summary="coordinate-wise mean of the n - f values closest to the median",
         cost=(
-            "As median: one fused sorting-network pass for n < 129, O(nd) reads, the window of "
-            "n - f values closest to the median picked from the sorted values (O(f) per "
-            "coordinate); for larger n, counting-pass selection of the median and of the "
-            "(n - f)-th distance to it, then one masked summing pass."
+            "As median: a radix descent to the median, one pass of distances to it, a second "
+            "descent to the (n - f)-th smallest distance, then one summing pass: O(nd)."
         ),
         missing="coordinate_wise",
+        checks_rows=True,
         speed_floor="pass",
         speed_target=5.0,
     )

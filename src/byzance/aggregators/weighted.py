@@ -73,6 +73,7 @@ def weighted_median_of_columns(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor
     """
     if w.ndim == 1 and _order.native_takes(x):
         out, bad = _native.weighted_median(x, w)
+        _order.report_native_rows(bad)
         out = out.to(x.dtype)
         if bool(bad.any()):
             cols = bad.nonzero().flatten()
@@ -144,11 +145,12 @@ weighted_median = register(
         summary="coordinate-wise weighted median, one weight per participant",
         cost=(
             "O(nd log n): one sort along dim 0, then cumulative weights and one gather per "
-            "coordinate; on the CPU, O(nd) by radix descent (about 32 weighted counting "
-            "passes over each cache-resident block)."
+            "coordinate; on the CPU, O(nd) by two weighted radix descents over each "
+            "cache-resident block (whose load also checks the rows for NaN/inf)."
         ),
         missing="whole_vectors",
         speed_floor="pass",
         row_params=("weights",),
+        checks_rows=True,
     )
 )
