@@ -8,9 +8,8 @@ across threads, larger n, and the fallback when no library can be built.
 
 from __future__ import annotations
 
-import shutil
-
 import math
+import shutil
 
 import pytest
 import torch

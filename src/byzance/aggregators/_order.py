@@ -70,8 +70,8 @@ from typing import Any, Literal
 import torch
 
 from byzance.aggregators import _native
-from byzance.aggregators._network import odd_even_merge_network
 from byzance.aggregators._input import first_pass, first_pass_armed
+from byzance.aggregators._network import odd_even_merge_network
 from byzance.aggregators._shard import is_sharded, whole_numel
 
 Rows = Sequence[torch.Tensor] | torch.Tensor
