@@ -189,6 +189,24 @@ def test_out_may_be_the_input_itself(name):
     assert torch.equal(x, expected)
 
 
+@pytest.mark.parametrize("name", ["clipping", "arc"])
+def test_in_place_on_wide_rows_scales_only_the_clipped_rows(name, monkeypatch):
+    # Wide rows take the row-by-row path: the same bits as the product over all rows.
+    x = _rows(10, 5000, dtype=torch.float32) * torch.linspace(0.01, 0.1, 10)[:, None]
+    expected = agg.get(name)(x, 2, c=1.0) if name == "clipping" else agg.get(name)(x, 2)
+    short = torch.linalg.vector_norm(x, dim=1) <= float(
+        torch.linalg.vector_norm(expected, dim=1).max()
+    )
+    products = []
+    real_mul = torch.Tensor.mul_
+    monkeypatch.setattr(torch.Tensor, "mul_", lambda t, s: products.append(1) or real_mul(t, s))
+    params = {"c": 1.0} if name == "clipping" else {}
+    same = agg.get(name)(x, 2, out=x, **params)
+    assert same.data_ptr() == x.data_ptr()
+    assert torch.equal(x, expected)
+    assert len(products) == int((~short).sum()) > 0
+
+
 def test_out_with_a_dropped_row_gets_the_kept_rows_first():
     x = _rows(10, 7)
     x[3, 0] = math.nan
