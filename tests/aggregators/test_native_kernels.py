@@ -111,12 +111,12 @@ def test_byzance_native_0_turns_the_kernels_off(monkeypatch):
 
 
 @needs_native
-@settings(max_examples=25, deadline=None, derandomize=True, database=None)
+@settings(max_examples=40, deadline=None, derandomize=True, database=None)
 @given(
     n=st.integers(2, 70),
     d=st.integers(1, 40),
     seed=st.integers(0, 2**16),
-    weights=st.sampled_from(["equal", "integers", "zeros", "uniform"]),
+    weights=st.sampled_from(["equal", "integers", "zeros", "uniform", "tiny"]),
     dtype=st.sampled_from([torch.float32, torch.float64]),
 )
 def test_weighted_median_equals_the_sort(n, d, seed, weights, dtype):
@@ -128,6 +128,8 @@ def test_weighted_median_equals_the_sort(n, d, seed, weights, dtype):
         "integers": torch.randint(0, 4, (n,), generator=gen).to(dtype),
         "zeros": torch.where(torch.arange(n) % 3 == 0, 0.0, 1.0).to(dtype),
         "uniform": torch.rand(n, generator=gen, dtype=dtype),
+        # Weights within the 1e-12 W slack: the kernel's second descent, not the next key.
+        "tiny": torch.where(torch.arange(n) % 4 == 1, 1e-15, 1.0).to(dtype),
     }[weights]
     if float(w.sum()) == 0:
         w[0] = 1.0
