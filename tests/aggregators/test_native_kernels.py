@@ -69,6 +69,30 @@ def test_the_codes_tell_a_non_finite_column_from_an_undecided_tie():
 
 
 @needs_native
+@pytest.mark.parametrize("n", [5, 6, 33, 100, 40_000])
+def test_values_that_differ_only_in_their_low_bits(n):
+    # float32 keys with equal high halves (1 + i ulp) need the short descent's second
+    # phase; mixed with columns of spread values that close in the first. Beyond 32767
+    # rows the 16-bit counts would overflow: the 32-bit descent takes them.
+    gen = torch.Generator().manual_seed(n)
+    ulps = torch.randint(0, 60, (n, 40), generator=gen).to(torch.float32)
+    x = 1.0 + ulps * torch.finfo(torch.float32).eps
+    x[:, ::3] = torch.randn(n, x[:, ::3].shape[1], generator=gen)
+    x[:, 1::5] = -x[:, 1::5]
+    rows = torch.sort(x, dim=0).values
+    median, bad = _native.median(x)
+    assert not bad.any()
+    assert torch.equal(median, median_of_sorted(rows))
+    trim = n // 5
+    trimmed, _ = _native.trimmed_mean(x, trim)
+    torch.testing.assert_close(trimmed, trimmed_mean_of_sorted(rows, trim))
+    k = n - n // 4
+    around, bad = _native.mean_around_median(x, k)
+    decided = bad == 0
+    torch.testing.assert_close(around[decided], mean_around_median_of_sorted(rows, k)[decided])
+
+
+@needs_native
 def test_half_precision_is_widened_exactly():
     x = torch.randn(41, 77, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
     want = median_of_sorted(torch.sort(x, dim=0).values.float()).to(torch.bfloat16)

@@ -16,7 +16,8 @@ Why C and not a library: the algorithm needs a loop nest that
 ``torch.compile`` does not generate (many dependent passes over one block
 while it is in the cache; inductor's fused version spent 5 s on the
 bit-casts), and numba's version of the same loops was not vectorized
-(28x-30x one pass). The C file is about 300 lines with no dependency.
+(28x-30x one pass). The C (``_native_select.c`` and the descents in
+``_native_descent.h``) is about 700 lines with no dependency.
 
 Build: the first use compiles the file with the system C compiler
 (``$CC``, else ``cc``) into the user's cache directory
@@ -49,6 +50,8 @@ from typing import Any
 import torch
 
 SOURCE = Path(__file__).with_name("_native_select.c")
+# Every file the build reads (SOURCE includes the header): the library's name hashes them all.
+SOURCES = (SOURCE, Path(__file__).with_name("_native_descent.h"))
 FLAGS = (
     "-O3",
     "-march=native",
@@ -103,7 +106,7 @@ def _library_path(cc: str) -> Path:
     ).stdout
     digest = hashlib.sha256()
     for part in (
-        SOURCE.read_bytes(),
+        *(source.read_bytes() for source in SOURCES),
         " ".join(FLAGS).encode(),
         version.encode(),
         _cpu_flags().encode(),
