@@ -163,6 +163,18 @@ def test_weighted_median_equals_the_sort(n, d, seed, weights, dtype):
 
 
 @needs_native
+def test_the_float32_weighted_descent_is_checked_in_float64():
+    # In float32 the first weight rounds to 0.5 = W/2: a float32 descent alone would take
+    # the first value as the lower one, where the float64 cumulative weight reaches W/2
+    # only at the second.
+    w = torch.tensor([0.5 - 1e-9, 2e-9, 0.5 - 1e-9], dtype=torch.float64)
+    x = torch.tensor([[0.0, 2.0, 0.0], [1.0, 1.0, 1.0], [2.0, 0.0, 2.0]]).repeat(1, 20)
+    got, bad = _native.weighted_median(x, w)
+    assert not bad.any()
+    assert torch.equal(got, _sorted_weighted_median(x, w))
+
+
+@needs_native
 def test_a_changing_small_n_compiles_nothing_in_auto_mode(monkeypatch):
     # Large enough for the compiled network in auto mode; the C kernels take every n instead.
     monkeypatch.setattr(_order, "_compiled", {})

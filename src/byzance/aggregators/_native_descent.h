@@ -16,21 +16,21 @@ static int BYZ_NAME(top_bit)(const BYZ_K *kmin, const BYZ_K *kmax, int w) {
 /* A descent's start: each column's prefix (the bits above the highest bit where
  * some column's smallest and largest keys differ), no key below it and all n
  * below its upper end (padding columns: a closed interval). Returns that bit. */
-static int BYZ_NAME(start)(int64_t n, int w, const BYZ_K *kmin, const BYZ_K *kmax, BYZ_U *pre,
-                           BYZ_K *below, BYZ_K *upto) {
-  int top = BYZ_NAME(top_bit)(kmin, kmax, w);
+static int BYZ_NAME(start)(const BYZ_NAME(block) *b, BYZ_U *pre, BYZ_K *below, BYZ_K *upto) {
+  int top = BYZ_NAME(top_bit)(b->kmin, b->kmax, b->w);
   BYZ_U keep = top + 1 >= BYZ_BITS ? 0 : ~((((BYZ_U)1) << (top + 1)) - 1);
   for (int j = 0; j < BYZ_B; j++) {
-    pre[j] = ((BYZ_U)kmin[j] ^ SIGN) & keep;
+    pre[j] = ((BYZ_U)b->kmin[j] ^ SIGN) & keep;
     below[j] = 0;
-    upto[j] = j < w ? (BYZ_K)n : 1;
+    upto[j] = j < b->w ? (BYZ_K)b->n : 1;
   }
   return top;
 }
 
 /* A descent's last pass: the smallest key at or above each column's prefix. */
-static void BYZ_NAME(first_from)(const BYZ_K *blk, int64_t n, int w, const BYZ_U *pre,
-                                 BYZ_K *out) {
+static void BYZ_NAME(first_from)(const BYZ_NAME(block) *b, const BYZ_U *pre, BYZ_K *out) {
+  const BYZ_K *blk = b->keys;
+  int64_t n = b->n;
   BYZ_K lo[BYZ_B], best[BYZ_B];
   for (int j = 0; j < BYZ_B; j++) {
     lo[j] = (BYZ_K)(pre[j] ^ SIGN);
@@ -43,14 +43,16 @@ static void BYZ_NAME(first_from)(const BYZ_K *blk, int64_t n, int w, const BYZ_U
       best[j] = v < best[j] ? v : best[j];
     }
   }
-  for (int j = 0; j < w; j++) out[j] = best[j];
+  for (int j = 0; j < b->w; j++) out[j] = best[j];
 }
 
 /* A plain descent's last pass: each column's smallest key at or above its
  * prefix when the rank sought is the first of its interval (k == below),
  * else its largest key at or below the interval's upper end (the last). */
-static void BYZ_NAME(end_of_interval)(const BYZ_K *blk, int64_t n, int w, const BYZ_U *pre,
-                                      BYZ_U span, const BYZ_K *below, BYZ_K k, BYZ_K *out) {
+static void BYZ_NAME(end_of_interval)(const BYZ_NAME(block) *b, const BYZ_U *pre, BYZ_U span,
+                                      const BYZ_K *below, BYZ_K k, BYZ_K *out) {
+  const BYZ_K *blk = b->keys;
+  int64_t n = b->n;
   BYZ_K lo[BYZ_B], hi[BYZ_B], least[BYZ_B], most[BYZ_B];
   for (int j = 0; j < BYZ_B; j++) {
     lo[j] = (BYZ_K)(pre[j] ^ SIGN);
@@ -68,7 +70,7 @@ static void BYZ_NAME(end_of_interval)(const BYZ_K *blk, int64_t n, int w, const 
       most[j] = b > most[j] ? b : most[j];
     }
   }
-  for (int j = 0; j < w; j++) out[j] = below[j] == k ? least[j] : most[j];
+  for (int j = 0; j < b->w; j++) out[j] = below[j] == k ? least[j] : most[j];
 }
 
 #if BYZ_BITS == 32
@@ -78,6 +80,7 @@ static void BYZ_NAME(end_of_interval)(const BYZ_K *blk, int64_t n, int w, const 
  * open, over the low halves, where a key whose high half is below (above) its
  * column's prefix reads as the smallest (largest) low half: it is counted
  * below every cut, as it is in the full keys, so the counts stay exact. */
+
 /* descend_one's loop over 16-bit keys h (n x 32) from `bit` down; returns the
  * bit it stopped at (-1: all 16 bits decided). */
 static int descend16(const int16_t *h, int64_t n, int16_t rank, int bit, uint16_t *pre,
@@ -106,13 +109,14 @@ static int descend16(const int16_t *h, int64_t n, int16_t rank, int bit, uint16_
   return bit;
 }
 
-/* descend_one for float32 blocks of at most SHORT_MAX_ROWS rows; half is a
- * scratch of n x 32 int16. Leaves each column's prefix (pre), the interval's
- * span and the counts below it as the 32-bit descent does. */
-static uint32_t descend_short(const int32_t *blk, int64_t n, int w, const int32_t *kmin,
-                              const int32_t *kmax, int16_t rank, int16_t *half, uint32_t *pre,
-                              int32_t *below32) {
-  int top = top_bit_f32(kmin, kmax, w);
+/* descend_one for float32 blocks with high halves (b->high). Leaves each
+ * column's prefix (pre), the interval's span and the counts below it as the
+ * 32-bit descent does. */
+static uint32_t descend_short(const block_f32 *b, int16_t rank, uint32_t *pre, int32_t *below32) {
+  const int32_t *blk = b->keys, *kmin = b->kmin;
+  int64_t n = b->n;
+  int16_t *low = b->low;
+  int top = top_bit_f32(kmin, b->kmax, b->w);
   uint16_t hi_pre[32], lo_pre[32];
   int16_t below[32], upto[32];
   int bit = top - 16; /* the high halves' bit */
@@ -120,12 +124,9 @@ static uint32_t descend_short(const int32_t *blk, int64_t n, int w, const int32_
   for (int j = 0; j < 32; j++) {
     hi_pre[j] = (uint16_t)((((uint32_t)kmin[j] ^ SIGN) >> 16) & keep);
     below[j] = 0;
-    upto[j] = j < w ? (int16_t)n : 1;
+    upto[j] = j < b->w ? (int16_t)n : 1;
   }
-  if (bit >= 0) {
-    for (int64_t i = 0; i < n * 32; i++) half[i] = (int16_t)(blk[i] >> 16);
-    bit = descend16(half, n, rank, bit, hi_pre, below, upto);
-  }
+  if (bit >= 0) bit = descend16(b->high, n, rank, bit, hi_pre, below, upto);
   uint32_t span;
   if (bit >= 0) { /* every column closed within the high halves */
     span = bit + 17 >= 32 ? ~0u : (1u << (bit + 17)) - 1;
@@ -136,7 +137,7 @@ static uint32_t descend_short(const int32_t *blk, int64_t n, int w, const int32_
     for (int j = 0; j < 32; j++) lo_pre[j] = (uint16_t)(((uint32_t)kmin[j] ^ SIGN) & low_keep);
     for (int64_t r = 0; r < n; r++) {
       const int32_t *br = blk + r * 32;
-      int16_t *hr = half + r * 32;
+      int16_t *hr = low + r * 32;
       for (int j = 0; j < 32; j++) {
         uint32_t u = (uint32_t)br[j] ^ SIGN;
         uint16_t high = (uint16_t)(u >> 16);
@@ -144,7 +145,7 @@ static uint32_t descend_short(const int32_t *blk, int64_t n, int w, const int32_
         hr[j] = high < hi_pre[j] ? INT16_MIN : high > hi_pre[j] ? INT16_MAX : low;
       }
     }
-    bit = low_bit >= 0 ? descend16(half, n, rank, low_bit, lo_pre, below, upto) : -1;
+    bit = low_bit >= 0 ? descend16(low, n, rank, low_bit, lo_pre, below, upto) : -1;
     span = (1u << (bit + 1)) - 1;
     for (int j = 0; j < 32; j++) pre[j] = ((uint32_t)hi_pre[j] << 16) | lo_pre[j];
   }
@@ -162,24 +163,23 @@ static uint32_t descend_short(const int32_t *blk, int64_t n, int w, const int32_
  * single key left in the interval needs both (on smooth data about 3 fewer
  * passes of the 15-18 that the worst of a block's columns takes). A last pass
  * then takes the smallest or the largest key of each interval. */
-static void BYZ_NAME(descend_one)(const BYZ_K *blk, int64_t n, int w, const BYZ_K *kmin,
-                                  const BYZ_K *kmax, int64_t k, int16_t *half, BYZ_K *out) {
+static void BYZ_NAME(descend_one)(const BYZ_NAME(block) *b, int64_t k, BYZ_K *out) {
+  const BYZ_K *blk = b->keys;
+  int64_t n = b->n;
   if (k == 0 || k == n - 1) { /* the smallest or largest key */
-    for (int j = 0; j < w; j++) out[j] = k == 0 ? kmin[j] : kmax[j];
+    for (int j = 0; j < b->w; j++) out[j] = k == 0 ? b->kmin[j] : b->kmax[j];
     return;
   }
   BYZ_U pre[BYZ_B];
   BYZ_K below[BYZ_B], upto[BYZ_B], rank = (BYZ_K)k;
 #if BYZ_BITS == 32
-  if (half) {
-    BYZ_U span = descend_short(blk, n, w, kmin, kmax, (int16_t)k, half, pre, below);
-    BYZ_NAME(end_of_interval)(blk, n, w, pre, span, below, rank, out);
+  if (b->high) {
+    BYZ_U span = descend_short(b, (int16_t)k, pre, below);
+    BYZ_NAME(end_of_interval)(b, pre, span, below, rank, out);
     return;
   }
-#else
-  (void)half;
 #endif
-  int bit = BYZ_NAME(start)(n, w, kmin, kmax, pre, below, upto);
+  int bit = BYZ_NAME(start)(b, pre, below, upto);
   for (; bit >= 0; bit--) {
     int open = 0;
     for (int j = 0; j < BYZ_B; j++) open |= (below[j] < rank) & (rank < upto[j] - 1);
@@ -203,15 +203,7 @@ static void BYZ_NAME(descend_one)(const BYZ_K *blk, int64_t n, int w, const BYZ_
   }
   /* Bits above `bit` are decided: the interval is pre .. pre | span. */
   BYZ_U span = bit + 1 >= BYZ_BITS ? ~(BYZ_U)0 : (((BYZ_U)1) << (bit + 1)) - 1;
-  BYZ_NAME(end_of_interval)(blk, n, w, pre, span, below, rank, out);
-}
-
-/* Two ranks k0 and k1 (pass k1 = -1 for one). */
-static void BYZ_NAME(descend)(const BYZ_K *blk, int64_t n, int w, const BYZ_K *kmin,
-                              const BYZ_K *kmax, int64_t k0, int64_t k1, int16_t *half,
-                              BYZ_K *out0, BYZ_K *out1) {
-  BYZ_NAME(descend_one)(blk, n, w, kmin, kmax, k0, half, out0);
-  if (k1 >= 0) BYZ_NAME(descend_one)(blk, n, w, kmin, kmax, k1, half, out1);
+  BYZ_NAME(end_of_interval)(b, pre, span, below, rank, out);
 }
 
 
@@ -224,11 +216,13 @@ static void BYZ_NAME(descend)(const BYZ_K *blk, int64_t n, int w, const BYZ_K *k
  * invariant). Leaves each column's prefix in pre and the weight of the keys
  * below its interval's upper end in wupto (total: the weight of all rows);
  * returns the bit it stopped at (the interval is pre .. pre | span(bit)). */
-static int BYZ_NAME(weighted_descend)(const BYZ_K *blk, int64_t n, int w, const BYZ_K *kmin,
-                                      const BYZ_K *kmax, const double *weight, double target,
-                                      int strict, double total, BYZ_U *pre, double *wupto) {
+static int BYZ_NAME(weighted_descend)(const BYZ_NAME(block) *b, const double *weight,
+                                      double target, int strict, double total, BYZ_U *pre,
+                                      double *wupto) {
+  const BYZ_K *blk = b->keys;
+  int64_t n = b->n;
   BYZ_K below[BYZ_B], upto[BYZ_B]; /* keys below the prefix, below its upper end */
-  int bit = BYZ_NAME(start)(n, w, kmin, kmax, pre, below, upto);
+  int bit = BYZ_NAME(start)(b, pre, below, upto);
   for (int j = 0; j < BYZ_B; j++) wupto[j] = total;
   for (; bit >= 0; bit--) {
     int open = 0;
@@ -261,6 +255,81 @@ static int BYZ_NAME(weighted_descend)(const BYZ_K *blk, int64_t n, int w, const 
   return bit;
 }
 
+#if BYZ_BITS == 32
+/* Whether cand is, in every column, the weighted median's lower key: the
+ * first in sorted order whose cumulative weight reaches lo, i.e. W(key < p)
+ * < lo <= W(key <= p), in float64 sums in row order. If so, the lower keys
+ * into ka and the upper ones into kb (as weighted_keys: no tiny weight). */
+static int weighted_check(const block_f32 *b, const byz_params *p, const int32_t *cand, int32_t *ka,
+                          int32_t *kb) {
+  double lt[BYZ_B], le[BYZ_B];
+  BYZ_K next[BYZ_B];
+  for (int j = 0; j < BYZ_B; j++) {
+    lt[j] = le[j] = 0.0;
+    next[j] = KMAX;
+  }
+  for (int64_t r = 0; r < b->n; r++) {
+    const BYZ_K *br = b->keys + r * BYZ_B;
+    double wr = p->weight[r];
+    BYZ_K positive = wr > 0.0;
+    for (int j = 0; j < BYZ_B; j++) {
+      BYZ_K v = br[j];
+      lt[j] += v < cand[j] ? wr : 0.0;
+      le[j] += v <= cand[j] ? wr : 0.0;
+      BYZ_K above = positive & (v > cand[j]) ? v : KMAX;
+      next[j] = above < next[j] ? above : next[j];
+    }
+  }
+  for (int j = 0; j < b->w; j++)
+    if (!(lt[j] < p->lo && le[j] >= p->lo)) return 0;
+  for (int j = 0; j < b->w; j++) {
+    ka[j] = cand[j];
+    kb[j] = le[j] > p->hi || next[j] == KMAX ? cand[j] : next[j];
+  }
+  return 1;
+}
+
+/* The weighted descent to the lower key in float32 sums of the weights
+ * normalized to total 1 (p->weight32): 8 columns per instruction and no
+ * widening of the 32-bit compare masks, where float64 sums take 4 columns per
+ * instruction and widen them. Its rounding can misplace a cut near lo, so its
+ * candidate, the single key of each last interval, is checked in float64
+ * (weighted_check) before it is used. Returns the bit it stopped at. */
+static int weighted_descend32(const block_f32 *b, const byz_params *p, uint32_t *pre) {
+  const int32_t *blk = b->keys;
+  int32_t below[32], upto[32];
+  int bit = start_f32(b, pre, below, upto);
+  for (; bit >= 0; bit--) {
+    int open = 0;
+    for (int j = 0; j < 32; j++) open |= upto[j] - below[j] > 1;
+    if (!open) break;
+    uint32_t step = 1u << bit;
+    int32_t cut[32], cnt[32];
+    float sum[32];
+    for (int j = 0; j < 32; j++) {
+      cut[j] = (int32_t)((pre[j] | step) ^ SIGN);
+      cnt[j] = 0;
+      sum[j] = 0.0f;
+    }
+    for (int64_t r = 0; r < b->n; r++) {
+      const int32_t *br = blk + r * 32;
+      float wr = p->weight32[r];
+      for (int j = 0; j < 32; j++) {
+        cnt[j] += br[j] < cut[j];
+        sum[j] += br[j] < cut[j] ? wr : 0.0f;
+      }
+    }
+    for (int j = 0; j < 32; j++) {
+      int up = sum[j] < p->lo32;
+      pre[j] = up ? pre[j] | step : pre[j];
+      below[j] = up ? cnt[j] : below[j];
+      upto[j] = up ? upto[j] : cnt[j];
+    }
+  }
+  return bit;
+}
+#endif
+
 /* The lower and upper keys of the weighted median (see byz_weighted_median).
  * With no tiny weight (0 < w <= 2 (hi - lo)), one descent: the lower key p is
  * the single key of its final interval and wupto the weight of the keys up to
@@ -268,16 +337,27 @@ static int BYZ_NAME(weighted_descend)(const BYZ_K *blk, int64_t n, int w, const 
  * positive weight (a zero-weight key is never chosen, and the next positive
  * one lifts the weight above lo + 2 (hi - lo) > hi), found in the same last
  * pass as p. With a tiny weight, a second descent to hi. */
-static void BYZ_NAME(weighted_keys)(const BYZ_K *blk, int64_t n, int w, const BYZ_K *kmin,
-                                    const BYZ_K *kmax, const double *weight, double lo,
-                                    double hi, double total, int tiny, BYZ_K *ka, BYZ_K *kb) {
+static void BYZ_NAME(weighted_keys)(const BYZ_NAME(block) *b, const byz_params *p, BYZ_K *ka,
+                                    BYZ_K *kb) {
+  const BYZ_K *blk = b->keys;
+  const double *weight = p->weight;
+  int64_t n = b->n;
   BYZ_U pre[BYZ_B];
   double wupto[BYZ_B];
-  int bit = BYZ_NAME(weighted_descend)(blk, n, w, kmin, kmax, weight, lo, 1, total, pre, wupto);
-  if (tiny) {
-    BYZ_NAME(first_from)(blk, n, w, pre, ka);
-    BYZ_NAME(weighted_descend)(blk, n, w, kmin, kmax, weight, hi, 0, total, pre, wupto);
-    BYZ_NAME(first_from)(blk, n, w, pre, kb);
+#if BYZ_BITS == 32
+  if (p->weight32 && !p->tiny) {
+    BYZ_K cand[BYZ_B];
+    weighted_descend32(b, p, pre);
+    BYZ_NAME(first_from)(b, pre, cand);
+    for (int j = b->w; j < BYZ_B; j++) cand[j] = KMAX;
+    if (weighted_check(b, p, cand, ka, kb)) return;
+  }
+#endif
+  int bit = BYZ_NAME(weighted_descend)(b, weight, p->lo, 1, p->total, pre, wupto);
+  if (p->tiny) {
+    BYZ_NAME(first_from)(b, pre, ka);
+    BYZ_NAME(weighted_descend)(b, weight, p->hi, 0, p->total, pre, wupto);
+    BYZ_NAME(first_from)(b, pre, kb);
     return;
   }
   BYZ_U span = bit + 1 >= BYZ_BITS ? ~(BYZ_U)0 : (((BYZ_U)1) << (bit + 1)) - 1;
@@ -298,8 +378,8 @@ static void BYZ_NAME(weighted_keys)(const BYZ_K *blk, int64_t n, int w, const BY
       next[j] = b < next[j] ? b : next[j];
     }
   }
-  for (int j = 0; j < w; j++) {
+  for (int j = 0; j < b->w; j++) {
     ka[j] = least[j];
-    kb[j] = wupto[j] > hi || next[j] == KMAX ? least[j] : next[j];
+    kb[j] = wupto[j] > p->hi || next[j] == KMAX ? least[j] : next[j];
   }
 }

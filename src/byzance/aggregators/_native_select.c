@@ -43,6 +43,8 @@ typedef struct {
   const double *weight;
   double lo, hi, total;
   int tiny;
+  const float *weight32; /* the weights over their total, and lo over it (or NULL) */
+  float lo32;
 } byz_params;
 
 #define BYZ_T float
@@ -90,14 +92,28 @@ static inline BYZ_T BYZ_NAME(value)(BYZ_K s) {
   return v;
 }
 
+/* One block: n rows of BYZ_B keys (w of the columns real, the others
+ * padding), the columns' smallest and largest keys, and for float32 blocks of
+ * at most SHORT_MAX_ROWS rows the keys' high halves (n x 32) and a scratch of
+ * that size for the 16-bit descent (both NULL otherwise). */
+typedef struct {
+  const BYZ_K *keys, *kmin, *kmax;
+  const int16_t *high;
+  int16_t *low;
+  int64_t n;
+  int w;
+} BYZ_NAME(block);
+
 /* Keys of the pw columns c0 .. c0 + pw - 1 (a panel of whole and partial
  * blocks) into keys, block after block (block q: n x BYZ_B at keys + q n
- * BYZ_B; padding columns get KMAX), each column's smallest and largest keys
- * (kmin, kmax: one per lane of every block) and whether it is all finite.
- * A panel reads pw contiguous values of each row, not BYZ_B: reading n rows
- * one block at a time runs at under half the memory bandwidth. */
+ * BYZ_B; padding columns get KMAX), their high halves into high likewise
+ * (float32; unless NULL), each column's smallest and largest keys (kmin,
+ * kmax: one per lane of every block) and whether it is all finite. A panel
+ * reads pw contiguous values of each row, not BYZ_B: reading n rows one block
+ * at a time runs at under half the memory bandwidth. */
 static void BYZ_NAME(load_panel)(const BYZ_T *x, int64_t n, int64_t ld, int64_t c0, int pw,
-                                 BYZ_K *keys, BYZ_K *kmin, BYZ_K *kmax, uint8_t *nonfinite) {
+                                 BYZ_K *keys, int16_t *high, BYZ_K *kmin, BYZ_K *kmax,
+                                 uint8_t *nonfinite) {
   int blocks = (pw + BYZ_B - 1) / BYZ_B;
   BYZ_U nf[PANEL_MAX];
   for (int j = 0; j < blocks * BYZ_B; j++) {
@@ -132,6 +148,14 @@ static void BYZ_NAME(load_panel)(const BYZ_T *x, int64_t n, int64_t ld, int64_t 
         lo[j] = k < lo[j] ? k : lo[j];
         hi[j] = k > hi[j] ? k : hi[j];
       }
+#if BYZ_BITS == 32
+      if (high) {
+        int16_t *hr = high + ((int64_t)q * n + r) * 32;
+        for (int j = 0; j < 32; j++) hr[j] = (int16_t)(br[j] >> 16);
+      }
+#else
+      (void)high;
+#endif
     }
   }
   for (int j = 0; j < pw; j++) nonfinite[j] = nf[j] ? BYZ_BAD_NONFINITE : 0;
@@ -141,15 +165,17 @@ static void BYZ_NAME(load_panel)(const BYZ_T *x, int64_t n, int64_t ld, int64_t 
 
 /* Median of every column (the mean of the two middle values for even n):
  * halves first, as median_of_sorted. */
-static void BYZ_NAME(median_block)(const BYZ_K *blk, int64_t n, int w, const BYZ_K *kmin,
-                                   const BYZ_K *kmax, int16_t *half, BYZ_T *med) {
+static void BYZ_NAME(median_block)(const BYZ_NAME(block) *b, BYZ_T *med) {
+  const BYZ_K *blk = b->keys;
+  int64_t n = b->n;
+  int w = b->w;
   BYZ_K lower[BYZ_B];
   if (n % 2) {
-    BYZ_NAME(descend)(blk, n, w, kmin, kmax, n / 2, -1, half, lower, NULL);
+    BYZ_NAME(descend_one)(b, n / 2, lower);
     for (int j = 0; j < w; j++) med[j] = BYZ_NAME(value)(lower[j]);
     return;
   }
-  BYZ_NAME(descend)(blk, n, w, kmin, kmax, n / 2 - 1, -1, half, lower, NULL);
+  BYZ_NAME(descend_one)(b, n / 2 - 1, lower);
   /* The next value: the same one if it is repeated, else the smallest key above it. */
   BYZ_K at_most[BYZ_B], above[BYZ_B];
   for (int j = 0; j < BYZ_B; j++) {
@@ -172,25 +198,29 @@ static void BYZ_NAME(median_block)(const BYZ_K *blk, int64_t n, int w, const BYZ
   }
 }
 
-static void BYZ_NAME(median_cols)(const BYZ_K *blk, int64_t n, int w, const BYZ_K *kmin,
-                                  const BYZ_K *kmax, const byz_params *p, BYZ_K *work,
-                                  int16_t *half, BYZ_T *out, uint8_t *bad) {
+/* A kernel's statistic of one block's columns (see run): into out, with bad
+ * flagged for the columns it leaves to the caller; work (n x BYZ_B keys and
+ * their n x 32 high halves) is a scratch for a second array of keys. */
+static void BYZ_NAME(median_cols)(const BYZ_NAME(block) *b, const byz_params *p,
+                                  BYZ_NAME(block) *work, BYZ_T *out, uint8_t *bad) {
   (void)p, (void)work, (void)bad;
   BYZ_T med[BYZ_B];
-  BYZ_NAME(median_block)(blk, n, w, kmin, kmax, half, med);
-  for (int j = 0; j < w; j++) out[j] = med[j];
+  BYZ_NAME(median_block)(b, med);
+  for (int j = 0; j < b->w; j++) out[j] = med[j];
 }
 
 /* Mean of the values of ranks trim + 1 .. n - trim: the values strictly between
  * the two order statistics a and b, plus a and b times their multiplicities
  * inside the window (as _select.select_trimmed_mean). */
-static void BYZ_NAME(trimmed_cols)(const BYZ_K *blk, int64_t n, int w, const BYZ_K *kmin,
-                                   const BYZ_K *kmax, const byz_params *p, BYZ_K *work,
-                                   int16_t *half, BYZ_T *out, uint8_t *bad) {
+static void BYZ_NAME(trimmed_cols)(const BYZ_NAME(block) *blkp, const byz_params *p,
+                                   BYZ_NAME(block) *work, BYZ_T *out, uint8_t *bad) {
   (void)work, (void)bad;
-  int64_t trim = p->rank, keep = n - 2 * trim;
+  const BYZ_K *blk = blkp->keys;
+  int64_t n = blkp->n, trim = p->rank, keep = n - 2 * trim;
+  int w = blkp->w;
   BYZ_K ka[BYZ_B], kb[BYZ_B];
-  BYZ_NAME(descend)(blk, n, w, kmin, kmax, trim, n - trim - 1, half, ka, kb);
+  BYZ_NAME(descend_one)(blkp, trim, ka);
+  BYZ_NAME(descend_one)(blkp, n - trim - 1, kb);
   BYZ_T a[BYZ_B], b[BYZ_B], inner[BYZ_B];
   BYZ_K le_a[BYZ_B], lt_b[BYZ_B];
   for (int j = 0; j < BYZ_B; j++) {
@@ -222,19 +252,72 @@ static void BYZ_NAME(trimmed_cols)(const BYZ_K *blk, int64_t n, int w, const BYZ
   }
 }
 
+/* meamed_cols' columns where a tie at the distance D is partly taken: that
+ * many copies of the largest tie below the median (the smallest above it),
+ * flagged in bad when the tie holds distinct values (the caller's sort
+ * decides those). A second pass, made only for blocks with such a column. */
+static void BYZ_NAME(meamed_partial_ties)(const BYZ_NAME(block) *b, const BYZ_K *dist,
+                                          const BYZ_T *med, const BYZ_T *d,
+                                          const BYZ_K *take_low, const BYZ_K *take_high,
+                                          int64_t k, BYZ_T *out, uint8_t *bad) {
+  BYZ_T near_sum[BYZ_B], low_sum[BYZ_B], high_sum[BYZ_B];
+  BYZ_T low_min[BYZ_B], low_max[BYZ_B], high_min[BYZ_B], high_max[BYZ_B];
+  BYZ_K tie_low[BYZ_B], tie_high[BYZ_B];
+  for (int j = 0; j < BYZ_B; j++) {
+    near_sum[j] = low_sum[j] = high_sum[j] = 0;
+    low_min[j] = high_min[j] = (BYZ_T)INFINITY;
+    low_max[j] = high_max[j] = -(BYZ_T)INFINITY;
+    tie_low[j] = tie_high[j] = 0;
+  }
+  for (int64_t r = 0; r < b->n; r++) {
+    const BYZ_K *br = b->keys + r * BYZ_B, *dr = dist + r * BYZ_B;
+    for (int j = 0; j < BYZ_B; j++) {
+      BYZ_T v = BYZ_NAME(value)(br[j]);
+      BYZ_T dv = BYZ_NAME(value)(dr[j]);
+      BYZ_K low = (BYZ_K)(v <= med[j]);
+      BYZ_K tie = (BYZ_K)(dv == d[j]);
+      BYZ_K tl = tie & low;
+      BYZ_K th = tie & (low ^ 1);
+      near_sum[j] += dv < d[j] ? v : (BYZ_T)0;
+      low_sum[j] += tl ? v : (BYZ_T)0;
+      high_sum[j] += th ? v : (BYZ_T)0;
+      tie_low[j] += tl;
+      tie_high[j] += th;
+      low_min[j] = tl && v < low_min[j] ? v : low_min[j];
+      low_max[j] = tl && v > low_max[j] ? v : low_max[j];
+      high_min[j] = th && v < high_min[j] ? v : high_min[j];
+      high_max[j] = th && v > high_max[j] ? v : high_max[j];
+    }
+  }
+  for (int j = 0; j < b->w; j++) {
+    BYZ_K tl = take_low[j], th = take_high[j];
+    if (!(tl < tie_low[j] && tl > 0) && !(th < tie_high[j] && th > 0)) continue;
+    BYZ_T low_part = tl == tie_low[j] ? low_sum[j] : (BYZ_T)tl * low_max[j];
+    BYZ_T high_part = th == tie_high[j] ? high_sum[j]
+                      : th == 0        ? (BYZ_T)0
+                                       : (BYZ_T)th * high_min[j];
+    out[j] = (near_sum[j] + low_part + high_part) / (BYZ_T)k;
+    int undecided = (tl < tie_low[j] && tl > 0 && low_min[j] != low_max[j]) ||
+                    (th < tie_high[j] && th > 0 && high_min[j] != high_max[j]);
+    if (undecided) bad[j] |= BYZ_BAD_TIE;
+  }
+}
+
 /* Mean of the k values closest to the median (as _select.select_mean_around_median):
  * the k-th smallest distance D by a second descent over the distances' keys,
  * then the values nearer than D and the ties at D, those below the median
  * first. A partly taken tie of distinct values is flagged in bad (the caller's
  * sort decides it). */
-static void BYZ_NAME(meamed_cols)(const BYZ_K *blk, int64_t n, int w, const BYZ_K *kmin,
-                                  const BYZ_K *kmax, const byz_params *p, BYZ_K *work,
-                                  int16_t *half, BYZ_T *out, uint8_t *bad) {
-  int64_t k = p->rank;
-  BYZ_K *dist = work;
+static void BYZ_NAME(meamed_cols)(const BYZ_NAME(block) *b, const byz_params *p,
+                                  BYZ_NAME(block) *work, BYZ_T *out, uint8_t *bad) {
+  const BYZ_K *blk = b->keys;
+  int64_t n = b->n, k = p->rank;
+  int w = b->w;
+  BYZ_K *dist = (BYZ_K *)work->keys;
+  int16_t *dist_high = (int16_t *)work->high;
   BYZ_K dmin[BYZ_B], dmax[BYZ_B], kd[BYZ_B];
   BYZ_T med[BYZ_B];
-  BYZ_NAME(median_block)(blk, n, w, kmin, kmax, half, med);
+  BYZ_NAME(median_block)(b, med);
   for (int j = w; j < BYZ_B; j++) med[j] = 0;
   for (int j = 0; j < BYZ_B; j++) {
     dmin[j] = KMAX;
@@ -251,24 +334,29 @@ static void BYZ_NAME(meamed_cols)(const BYZ_K *blk, int64_t n, int w, const BYZ_
       dmin[j] = kk < dmin[j] ? kk : dmin[j];
       dmax[j] = kk > dmax[j] ? kk : dmax[j];
     }
+#if BYZ_BITS == 32
+    if (dist_high)
+      for (int j = 0; j < 32; j++) dist_high[r * 32 + j] = (int16_t)(dr[j] >> 16);
+#else
+    (void)dist_high;
+#endif
   }
-  BYZ_NAME(descend)(dist, n, w, dmin, dmax, k - 1, -1, half, kd, NULL);
+  BYZ_NAME(block) distances = {dist, dmin, dmax, dist_high, b->low, n, w};
+  BYZ_NAME(descend_one)(&distances, k - 1, kd);
   BYZ_T d[BYZ_B], near_sum[BYZ_B], low_sum[BYZ_B], high_sum[BYZ_B];
-  BYZ_T low_min[BYZ_B], low_max[BYZ_B], high_min[BYZ_B], high_max[BYZ_B];
   BYZ_K near[BYZ_B], tie_low[BYZ_B], tie_high[BYZ_B];
   for (int j = 0; j < BYZ_B; j++) {
     d[j] = j < w ? BYZ_NAME(value)(kd[j]) : 0;
     near_sum[j] = low_sum[j] = high_sum[j] = 0;
-    low_min[j] = high_min[j] = (BYZ_T)INFINITY;
-    low_max[j] = high_max[j] = -(BYZ_T)INFINITY;
     near[j] = tie_low[j] = tie_high[j] = 0;
   }
+  /* The distances from their keys (not recomputed): the same floats. */
   for (int64_t r = 0; r < n; r++) {
-    const BYZ_K *br = blk + r * BYZ_B;
+    const BYZ_K *br = blk + r * BYZ_B, *dr = dist + r * BYZ_B;
     for (int j = 0; j < BYZ_B; j++) {
       BYZ_T v = BYZ_NAME(value)(br[j]);
+      BYZ_T dv = BYZ_NAME(value)(dr[j]);
       BYZ_K low = (BYZ_K)(v <= med[j]);
-      BYZ_T dv = low ? med[j] - v : v - med[j];
       BYZ_K is_near = (BYZ_K)(dv < d[j]);
       BYZ_K tie = (BYZ_K)(dv == d[j]);
       BYZ_K tl = tie & low;
@@ -279,29 +367,22 @@ static void BYZ_NAME(meamed_cols)(const BYZ_K *blk, int64_t n, int w, const BYZ_
       high_sum[j] += th ? v : (BYZ_T)0;
       tie_low[j] += tl;
       tie_high[j] += th;
-      BYZ_T lv = tl ? v : (BYZ_T)INFINITY;
-      BYZ_T lx = tl ? v : -(BYZ_T)INFINITY;
-      BYZ_T hv = th ? v : (BYZ_T)INFINITY;
-      BYZ_T hx = th ? v : -(BYZ_T)INFINITY;
-      low_min[j] = lv < low_min[j] ? lv : low_min[j];
-      low_max[j] = lx > low_max[j] ? lx : low_max[j];
-      high_min[j] = hv < high_min[j] ? hv : high_min[j];
-      high_max[j] = hx > high_max[j] ? hx : high_max[j];
     }
   }
+  BYZ_K take_low[BYZ_B], take_high[BYZ_B];
+  int partial = 0;
   for (int j = 0; j < w; j++) {
     BYZ_K need = (BYZ_K)k - near[j];
-    BYZ_K take_low = tie_low[j] < need ? tie_low[j] : need;
-    BYZ_K take_high = need - take_low;
-    BYZ_T low_part = take_low == tie_low[j] ? low_sum[j] : (BYZ_T)take_low * low_max[j];
-    BYZ_T high_part = take_high == tie_high[j] ? high_sum[j]
-                      : take_high == 0        ? (BYZ_T)0
-                                              : (BYZ_T)take_high * high_min[j];
-    out[j] = (near_sum[j] + low_part + high_part) / (BYZ_T)k;
-    int undecided = (take_low < tie_low[j] && take_low > 0 && low_min[j] != low_max[j]) ||
-                    (take_high < tie_high[j] && take_high > 0 && high_min[j] != high_max[j]);
-    if (undecided) bad[j] |= BYZ_BAD_TIE;
+    take_low[j] = tie_low[j] < need ? tie_low[j] : need;
+    take_high[j] = need - take_low[j];
+    partial |= (take_low[j] < tie_low[j] && take_low[j] > 0) ||
+               (take_high[j] < tie_high[j] && take_high[j] > 0);
   }
+  for (int j = 0; j < w; j++) /* no tie partly taken: the sums are the statistic */
+    out[j] = (near_sum[j] + (take_low[j] ? low_sum[j] : (BYZ_T)0) +
+              (take_high[j] ? high_sum[j] : (BYZ_T)0)) /
+             (BYZ_T)k;
+  if (partial) BYZ_NAME(meamed_partial_ties)(b, dist, med, d, take_low, take_high, k, out, bad);
 }
 
 /* Weighted median (as weights.weighted_median_of_columns): the midpoint of the
@@ -309,23 +390,20 @@ static void BYZ_NAME(meamed_cols)(const BYZ_K *blk, int64_t n, int w, const BYZ_
  * lo = W/2 - slack) and the upper one (the first whose cumulative weight
  * exceeds hi = W/2 + slack): the largest p with sum(w, key < p) < lo, and the
  * largest with sum(w, key < p) <= hi. Weights are float64, one per row. */
-static void BYZ_NAME(weighted_cols)(const BYZ_K *blk, int64_t n, int w, const BYZ_K *kmin,
-                                    const BYZ_K *kmax, const byz_params *p, BYZ_K *work,
-                                    int16_t *half, BYZ_T *out, uint8_t *bad) {
-  (void)work, (void)half, (void)bad;
+static void BYZ_NAME(weighted_cols)(const BYZ_NAME(block) *b, const byz_params *p,
+                                    BYZ_NAME(block) *work, BYZ_T *out, uint8_t *bad) {
+  (void)work, (void)bad;
   BYZ_K ka[BYZ_B], kb[BYZ_B];
-  BYZ_NAME(weighted_keys)(blk, n, w, kmin, kmax, p->weight, p->lo, p->hi, p->total, p->tiny, ka,
-                          kb);
-  for (int j = 0; j < w; j++) {
+  BYZ_NAME(weighted_keys)(b, p, ka, kb);
+  for (int j = 0; j < b->w; j++) {
     BYZ_T a = BYZ_NAME(value)(ka[j]);
     BYZ_T b = BYZ_NAME(value)(kb[j]);
     out[j] = a / (BYZ_T)2 + b / (BYZ_T)2;
   }
 }
 
-typedef void (*BYZ_NAME(block_fn))(const BYZ_K *blk, int64_t n, int w, const BYZ_K *kmin,
-                                   const BYZ_K *kmax, const byz_params *p, BYZ_K *work,
-                                   int16_t *half, BYZ_T *out, uint8_t *bad);
+typedef void (*BYZ_NAME(block_fn))(const BYZ_NAME(block) *b, const byz_params *p,
+                                   BYZ_NAME(block) *work, BYZ_T *out, uint8_t *bad);
 
 /* fn over columns c0 .. c1 - 1 of x (n x ld, row-major), one panel of blocks at
  * a time (as many whole blocks as fit PANEL_BYTES of keys, at most PANEL_MAX
@@ -337,21 +415,25 @@ static int BYZ_NAME(run)(const BYZ_T *x, int64_t n, int64_t ld, int64_t c0, int6
                          uint8_t *bad) {
   int64_t fit = PANEL_BYTES / ((int64_t)sizeof(BYZ_K) * n) / BYZ_B * BYZ_B;
   int width = fit < BYZ_B ? BYZ_B : fit > PANEL_MAX ? PANEL_MAX : (int)fit;
-  size_t keys = (size_t)n * (size_t)width, scratch = work ? (size_t)n * BYZ_B : 0;
-  int short_rows = BYZ_BITS == 32 && n <= SHORT_MAX_ROWS;
-  size_t extra = short_rows ? (size_t)n * 32 * sizeof(int16_t) : 0;
-  BYZ_K *buf = malloc((keys + scratch) * sizeof(BYZ_K) + extra);
+  int halves = BYZ_BITS == 32 && n <= SHORT_MAX_ROWS;
+  /* keys of the panel, of the scratch; high halves of the panel, of the scratch; low halves */
+  size_t panel = (size_t)n * (size_t)width, scratch = work ? (size_t)n * BYZ_B : 0;
+  size_t shorts = halves ? panel + scratch + (size_t)n * 32 : 0;
+  BYZ_K *buf = malloc((panel + scratch) * sizeof(BYZ_K) + shorts * sizeof(int16_t));
   if (!buf) return -1;
-  BYZ_K *wk = work ? buf + keys : NULL;
-  int16_t *half = short_rows ? (int16_t *)(buf + keys + scratch) : NULL;
+  int16_t *high = halves ? (int16_t *)(buf + panel + scratch) : NULL;
+  BYZ_NAME(block) spare = {buf + panel, NULL, NULL, halves ? high + panel : NULL,
+                           halves ? high + panel + scratch : NULL, n, 0};
   BYZ_K kmin[PANEL_MAX], kmax[PANEL_MAX];
   for (int64_t c = c0; c < c1; c += width) {
     int pw = (int)(c1 - c < width ? c1 - c : width);
-    BYZ_NAME(load_panel)(x, n, ld, c, pw, buf, kmin, kmax, bad + c);
+    BYZ_NAME(load_panel)(x, n, ld, c, pw, buf, high, kmin, kmax, bad + c);
     for (int q = 0; q * BYZ_B < pw; q++) {
-      int w = pw - q * BYZ_B < BYZ_B ? pw - q * BYZ_B : BYZ_B;
-      fn(buf + (size_t)q * (size_t)n * BYZ_B, n, w, kmin + q * BYZ_B, kmax + q * BYZ_B, p, wk,
-         half, out + c + q * BYZ_B, bad + c + q * BYZ_B);
+      size_t at = (size_t)q * (size_t)n * BYZ_B;
+      BYZ_NAME(block) b = {buf + at,    kmin + q * BYZ_B,  kmax + q * BYZ_B,
+                           halves ? high + at : NULL, spare.low, n,
+                           pw - q * BYZ_B < BYZ_B ? pw - q * BYZ_B : BYZ_B};
+      fn(&b, p, &spare, out + c + q * BYZ_B, bad + c + q * BYZ_B);
     }
   }
   free(buf);
@@ -386,7 +468,15 @@ int BYZ_NAME(byz_weighted_median)(const BYZ_T *x, int64_t n, int64_t ld, int64_t
     p.total += weight[r];
     p.tiny |= weight[r] > 0.0 && weight[r] <= 2.0 * (hi - lo);
   }
-  return BYZ_NAME(run)(x, n, ld, c0, c1, BYZ_NAME(weighted_cols), &p, 0, out, bad);
+  float *weight32 = BYZ_BITS == 32 && p.total > 0.0 ? malloc((size_t)n * sizeof(float)) : NULL;
+  if (weight32) {
+    for (int64_t r = 0; r < n; r++) weight32[r] = (float)(weight[r] / p.total);
+    p.weight32 = weight32;
+    p.lo32 = (float)(lo / p.total);
+  }
+  int code = BYZ_NAME(run)(x, n, ld, c0, c1, BYZ_NAME(weighted_cols), &p, 0, out, bad);
+  free(weight32);
+  return code;
 }
 
 #undef KMAX
