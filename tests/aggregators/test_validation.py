@@ -141,7 +141,7 @@ def test_weights_follow_dropped_rows():
     x = torch.tensor([[0.0], [1.0], [float("nan")], [10.0]])
     out = agg.geometric_median(x, f=1, weights=[1.0, 1.0, 100.0, 5.0], tol=1e-12, max_iter=500)
     assert torch.allclose(out, torch.tensor([10.0]), atol=1e-3)
-    with pytest.raises(errors.InvalidParameterError, match="one entry per input"):
+    with pytest.raises(errors.InvalidParameterError, match="one per input"):
         agg.geometric_median(x, f=1, weights=[1.0, 1.0])
 
 
