@@ -163,15 +163,20 @@ def test_weighted_median_equals_the_sort(n, d, seed, weights, dtype):
 
 
 @needs_native
-def test_the_float32_weighted_descent_is_checked_in_float64():
-    # In float32 the first weight rounds to 0.5 = W/2: a float32 descent alone would take
-    # the first value as the lower one, where the float64 cumulative weight reaches W/2
-    # only at the second.
+def test_the_fixed_point_weighted_descent_is_checked_in_float64():
+    # Cumulative weights 2e-9 W past W/2, or reaching it exactly (1 + 1 + 1 of 6): rounded
+    # to 2^-30 of the total, the weights can put a cut on the wrong side of W/2 (they do
+    # for 1, 1, 1, 3), and the float64 check sends the block to the float64 descent.
     w = torch.tensor([0.5 - 1e-9, 2e-9, 0.5 - 1e-9], dtype=torch.float64)
-    x = torch.tensor([[0.0, 2.0, 0.0], [1.0, 1.0, 1.0], [2.0, 0.0, 2.0]]).repeat(1, 20)
-    got, bad = _native.weighted_median(x, w)
-    assert not bad.any()
-    assert torch.equal(got, _sorted_weighted_median(x, w))
+    w2 = torch.tensor([1.0, 1.0, 1.0, 3.0], dtype=torch.float64)
+    for weights, rows in ((w, 3), (w2, 4)):
+        x = torch.stack(
+            [torch.randperm(rows, generator=torch.Generator().manual_seed(c)) for c in range(64)],
+            dim=1,
+        ).float()
+        got, bad = _native.weighted_median(x, weights)
+        assert not bad.any()
+        assert torch.equal(got, _sorted_weighted_median(x, weights))
 
 
 @needs_native

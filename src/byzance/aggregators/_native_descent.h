@@ -289,13 +289,14 @@ static int weighted_check(const block_f32 *b, const byz_params *p, const int32_t
   return 1;
 }
 
-/* The weighted descent to the lower key in float32 sums of the weights
- * normalized to total 1 (p->weight32): 8 columns per instruction and no
- * widening of the 32-bit compare masks, where float64 sums take 4 columns per
- * instruction and widen them. Its rounding can misplace a cut near lo, so its
- * candidate, the single key of each last interval, is checked in float64
- * (weighted_check) before it is used. Returns the bit it stopped at. */
-static int weighted_descend32(const block_f32 *b, const byz_params *p, uint32_t *pre) {
+/* The weighted descent to the lower key in fixed point: each weight rounded
+ * to units of 2^-30 of the total (p->fixed), summed exactly in int32 lanes, 8
+ * columns per instruction with the compare masks as they are, where float64
+ * sums take 4 columns per instruction and widen the masks. The weights'
+ * rounding (under n 2^-31 of the total) can misplace a cut within that of lo,
+ * so its candidate, the single key of each last interval, is checked in
+ * float64 (weighted_check) before it is used. Returns the bit it stopped at. */
+static int weighted_descend_fixed(const block_f32 *b, const byz_params *p, uint32_t *pre) {
   const int32_t *blk = b->keys;
   int32_t below[32], upto[32];
   int bit = start_f32(b, pre, below, upto);
@@ -304,23 +305,22 @@ static int weighted_descend32(const block_f32 *b, const byz_params *p, uint32_t 
     for (int j = 0; j < 32; j++) open |= upto[j] - below[j] > 1;
     if (!open) break;
     uint32_t step = 1u << bit;
-    int32_t cut[32], cnt[32];
-    float sum[32];
+    int32_t cut[32], cnt[32], sum[32];
     for (int j = 0; j < 32; j++) {
       cut[j] = (int32_t)((pre[j] | step) ^ SIGN);
-      cnt[j] = 0;
-      sum[j] = 0.0f;
+      cnt[j] = sum[j] = 0;
     }
     for (int64_t r = 0; r < b->n; r++) {
       const int32_t *br = blk + r * 32;
-      float wr = p->weight32[r];
+      int32_t wr = p->fixed[r];
       for (int j = 0; j < 32; j++) {
-        cnt[j] += br[j] < cut[j];
-        sum[j] += br[j] < cut[j] ? wr : 0.0f;
+        int32_t below = -(int32_t)(br[j] < cut[j]);
+        cnt[j] -= below;
+        sum[j] += below & wr;
       }
     }
     for (int j = 0; j < 32; j++) {
-      int up = sum[j] < p->lo32;
+      int up = sum[j] < p->fixed_lo;
       pre[j] = up ? pre[j] | step : pre[j];
       below[j] = up ? cnt[j] : below[j];
       upto[j] = up ? upto[j] : cnt[j];
@@ -345,9 +345,9 @@ static void BYZ_NAME(weighted_keys)(const BYZ_NAME(block) *b, const byz_params *
   BYZ_U pre[BYZ_B];
   double wupto[BYZ_B];
 #if BYZ_BITS == 32
-  if (p->weight32 && !p->tiny) {
+  if (p->fixed && !p->tiny) {
     BYZ_K cand[BYZ_B];
-    weighted_descend32(b, p, pre);
+    weighted_descend_fixed(b, p, pre);
     BYZ_NAME(first_from)(b, pre, cand);
     for (int j = b->w; j < BYZ_B; j++) cand[j] = KMAX;
     if (weighted_check(b, p, cand, ka, kb)) return;

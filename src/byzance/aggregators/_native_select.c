@@ -34,6 +34,7 @@
 #define PANEL_BYTES (1 << 19)  /* the keys of one panel of blocks: about an L2 cache */
 #define PANEL_MAX 1024         /* columns of a panel */
 #define PREFETCH_BLOCKS 4      /* how far ahead in a row the load prefetches */
+#define FIXED_ONE 1073741824.0 /* 2^30: the total weight in the fixed-point descent */
 
 /* A kernel's parameters: the rank (trimmed mean: the trim; meamed: k) or the
  * weighted median's row weights, bounds, total weight and whether a positive
@@ -43,8 +44,8 @@ typedef struct {
   const double *weight;
   double lo, hi, total;
   int tiny;
-  const float *weight32; /* the weights over their total, and lo over it (or NULL) */
-  float lo32;
+  const int32_t *fixed; /* the weights in units of about 2^-30 of their total (or NULL), */
+  int32_t fixed_lo;     /* and lo in the same proportion of their sum, rounded up */
 } byz_params;
 
 #define BYZ_T float
@@ -468,14 +469,19 @@ int BYZ_NAME(byz_weighted_median)(const BYZ_T *x, int64_t n, int64_t ld, int64_t
     p.total += weight[r];
     p.tiny |= weight[r] > 0.0 && weight[r] <= 2.0 * (hi - lo);
   }
-  float *weight32 = BYZ_BITS == 32 && p.total > 0.0 ? malloc((size_t)n * sizeof(float)) : NULL;
-  if (weight32) {
-    for (int64_t r = 0; r < n; r++) weight32[r] = (float)(weight[r] / p.total);
-    p.weight32 = weight32;
-    p.lo32 = (float)(lo / p.total);
+  int32_t *fixed = BYZ_BITS == 32 && p.total > 0.0 ? malloc((size_t)n * sizeof(int32_t)) : NULL;
+  if (fixed) { /* the sum F of the rounded weights is within 2^30 + n/2: exact in int32 */
+    int64_t sum = 0;
+    for (int64_t r = 0; r < n; r++) {
+      fixed[r] = (int32_t)llround(weight[r] / p.total * FIXED_ONE);
+      sum += fixed[r];
+    }
+    p.fixed = fixed;
+    /* lo in the same proportion of F: equal weights decide exactly as in float64 */
+    p.fixed_lo = (int32_t)ceil((double)sum * (lo / p.total));
   }
   int code = BYZ_NAME(run)(x, n, ld, c0, c1, BYZ_NAME(weighted_cols), &p, 0, out, bad);
-  free(weight32);
+  free(fixed);
   return code;
 }
 

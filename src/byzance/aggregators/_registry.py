@@ -348,8 +348,7 @@ def _row_param(value: Any, name: str, n: int, who: str) -> torch.Tensor:
     value = torch.as_tensor(value)
     if value.shape[:1] != (n,):
         raise InvalidParameterError(
-            f"{who}: {name} must have shape ({n},), one per input; "
-            f"got {tuple(value.shape)}."
+            f"{who}: {name} must have shape ({n},), one per input; got {tuple(value.shape)}."
         )
     return value
 
