@@ -85,9 +85,10 @@ static void BYZ_NAME(end_of_interval)(const BYZ_NAME(block) *b, const BYZ_U *pre
  * bit it stopped at (-1: all 16 bits decided). */
 static int descend16(const int16_t *h, int64_t n, int16_t rank, int bit, uint16_t *pre,
                      int16_t *below, int16_t *upto) {
+  int16_t next = (int16_t)(rank + 1); /* upto > next: the rank is not the last (no widening) */
   for (; bit >= 0; bit--) {
-    int open = 0;
-    for (int j = 0; j < 32; j++) open |= (below[j] < rank) & (rank < upto[j] - 1);
+    int16_t open = 0;
+    for (int j = 0; j < 32; j++) open |= (int16_t)((below[j] < rank) & (upto[j] > next));
     if (!open) break;
     uint16_t step = (uint16_t)(1u << bit);
     int16_t cut[32], cnt[32];
