@@ -22,6 +22,7 @@ from byzance.aggregators._order import (
     median_of_sorted,
     trimmed_mean_of_sorted,
 )
+from byzance.aggregators._pairwise import distances_to
 from byzance.aggregators.weighted import _sorted_weighted_median
 
 needs_native = pytest.mark.skipif(
@@ -177,6 +178,30 @@ def test_the_fixed_point_weighted_descent_is_checked_in_float64():
         got, bad = _native.weighted_median(x, weights)
         assert not bad.any()
         assert torch.equal(got, _sorted_weighted_median(x, weights))
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("n", "d"), [(2, 1), (3, 255), (7, 4097), (33, 10_000)])
+def test_squared_distances_match_float64(dtype, n, d):
+    gen = torch.Generator().manual_seed(n + d)
+    big = torch.randn(n, d + 9, generator=gen, dtype=dtype) * torch.logspace(-3, 3, n)[:, None]
+    x = big[:, 4 : 4 + d]  # rows d + 9 apart: the kernel reads the row stride
+    z = torch.randn(d, generator=gen, dtype=dtype)
+    want = (x.double() - z.double()).square().sum(dim=1)
+    got = _native.sq_distances(x, z)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, want, rtol=1e-6 if dtype == torch.float32 else 1e-13, atol=0)
+
+
+@needs_native
+def test_squared_distances_of_non_finite_rows_are_not_finite():
+    x = torch.randn(4, 3000)
+    x[1, 5], x[2, 2999] = math.nan, math.inf
+    got = _native.sq_distances(x, torch.zeros(3000))
+    assert torch.isfinite(got).tolist() == [True, False, False, True]
+    big = torch.full((2, 10), 1e30)  # squares beyond float32's range: redone in float64
+    torch.testing.assert_close(distances_to(big, torch.zeros(10)), torch.full((2,), 1e30 * 10**0.5))
 
 
 @needs_native

@@ -51,7 +51,11 @@ import torch
 
 SOURCE = Path(__file__).with_name("_native_select.c")
 # Every file the build reads (SOURCE includes the header): the library's name hashes them all.
-SOURCES = (SOURCE, Path(__file__).with_name("_native_descent.h"))
+SOURCES = (
+    SOURCE,
+    Path(__file__).with_name("_native_descent.h"),
+    Path(__file__).with_name("_native_distances.h"),
+)
 FLAGS = (
     "-O3",
     "-march=native",
@@ -142,7 +146,8 @@ def _declare(lib: ctypes.CDLL) -> None:
             *(ptr, i64, i64, i64, i64, ptr),
             *(ctypes.c_double, ctypes.c_double, ptr, ptr),
         ]
-    for fn in ("median", "trimmed_mean", "mean_around_median", "weighted_median"):
+        getattr(lib, f"byz_sq_distances_{suffix}").argtypes = [ptr, i64, i64, i64, i64, ptr, ptr]
+    for fn in ("median", "trimmed_mean", "mean_around_median", "weighted_median", "sq_distances"):
         for suffix in ("f32", "f64"):
             getattr(lib, f"byz_{fn}_{suffix}").restype = ctypes.c_int
 
@@ -208,9 +213,13 @@ BAD_TIE = 1
 BAD_NONFINITE = 2
 
 
+def _threads_wanted() -> int:
+    return max(1, torch.get_num_threads())
+
+
 def _threads() -> ThreadPoolExecutor:
     global _pool, _pool_size
-    want = max(1, torch.get_num_threads())
+    want = _threads_wanted()
     with _lock:
         if _pool is None or _pool_size != want:
             if _pool is not None:
@@ -284,6 +293,35 @@ def weighted_median(x: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tenso
     total = float(w.sum())
     half, slack = total / 2, 1e-12 * total
     return _run("weighted_median", x, w.data_ptr(), half - slack, half + slack)
+
+
+def sq_distances(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Squared Euclidean distances (n,), float64, from the rows of ``x`` (n, d) to ``z`` (d,).
+
+    Same dtype for both (float32 or float64, CPU); rows split across torch's
+    thread count. Each lane sums 16 squared differences in the input's dtype,
+    then in float64 (see ``_native_distances.h``).
+    """
+    lib = library()
+    assert lib is not None
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    z = z.contiguous()
+    n, d = x.shape
+    out = torch.empty(n, dtype=torch.float64)
+    fn = getattr(lib, f"byz_sq_distances_{'f64' if x.dtype == torch.float64 else 'f32'}")
+    args = (x.data_ptr(), x.stride(0))
+    tasks = max(1, min(_threads_wanted(), n))
+    bounds = [(n * t // tasks, n * (t + 1) // tasks) for t in range(tasks)]
+
+    def work(r0: int, r1: int) -> int:
+        return fn(*args, r0, r1, d, z.data_ptr(), out.data_ptr())
+
+    if len(bounds) == 1:
+        work(*bounds[0])
+    else:
+        list(_threads().map(lambda b: work(*b), bounds))
+    return out
 
 
 def _self_check() -> None:

@@ -163,6 +163,7 @@ static void BYZ_NAME(load_panel)(const BYZ_T *x, int64_t n, int64_t ld, int64_t 
 }
 
 #include "_native_descent.h"
+#include "_native_distances.h"
 
 /* Median of every column (the mean of the two middle values for even n):
  * halves first, as median_of_sorted. */
