@@ -24,7 +24,7 @@ ways to get the sorted rows:
   One kernel is compiled per (statistic, n, parameters, dtype); d is dynamic;
   used for 2 <= n < ``select_min_rows`` when the native kernels are not, or
   in mode ``always`` below ``native_min_rows``: at n = 20 it runs at
-  1.8x-4x one pass against 4.5x-14x for the native kernels, but its first
+  1.8x-4x one pass against 5x-9x for the native kernels, but its first
   call at each new n compiles for seconds (a minute for meamed at n = 50),
   which client sampling and dropped stragglers would pay round after round.
 
@@ -32,7 +32,7 @@ ways to get the sorted rows:
   ``native_min_rows`` in mode ``always``; the first choice when available):
   radix descent over the float bits in C, one
   cache-resident block of columns at a time (:mod:`byzance.aggregators._native`):
-  4x-5x one pass for a median from n = 50 to 1000, with n and d
+  3x-3.6x one pass for a median from n = 50 to 1000, with n and d
   runtime arguments (nothing compiled per shape; the library is built once
   per machine and cached). Columns holding a non-finite value, and the rare
   ties that counts cannot decide, are computed by the sort.
