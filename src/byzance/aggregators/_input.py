@@ -17,6 +17,7 @@ directly, or a later pass of the same rule, is unaffected.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -191,7 +192,7 @@ def all_finite(t: torch.Tensor) -> bool:
     evaluation, the answer for every block (the same everywhere).
     """
     acc = torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else t.dtype
-    if not t.is_floating_point() or bool(torch.isfinite(t.sum(dtype=acc))):
+    if not t.is_floating_point() or math.isfinite(t.sum(dtype=acc).item()):
         local = True
     else:
         local = bool(torch.isfinite(t).all())

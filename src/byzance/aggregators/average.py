@@ -26,7 +26,7 @@ def _average(x: torch.Tensor, f: int) -> torch.Tensor:
     """
     out = x.mean(dim=0)
     # One reduction of the (d,) result first: a boolean mask of d values costs more than the mean.
-    bad = None if bool(torch.isfinite(out.sum())) else ~torch.isfinite(out)
+    bad = None if math.isfinite(out.sum().item()) else ~torch.isfinite(out)
     if bad is not None and bool(bad.any()):
         # Finite columns whose sum overflows (values near the dtype's largest): their mean
         # again in float64 on rows scaled by an exact power of two, so no sum overflows.
