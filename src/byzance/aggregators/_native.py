@@ -23,8 +23,8 @@ Why C and not a library: the algorithm needs a loop nest that
 ``torch.compile`` does not generate (many dependent passes over one block
 while it is in the cache; inductor's fused version spent 5 s on the
 bit-casts), and numba's version of the same loops was not vectorized
-(28x-30x one pass). The C (``_native_select.c`` and its two headers) is
-about 950 lines with no dependency.
+(28x-30x one pass). The C (``_native_select.c`` and its three headers) is
+about 940 lines with no dependency.
 
 Build: the first use compiles the file with the system C compiler
 (``$CC``, else ``cc``) into the user's cache directory
@@ -50,6 +50,7 @@ import subprocess
 import tempfile
 import threading
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,7 @@ from typing import Any
 import torch
 
 SOURCE = Path(__file__).with_name("_native_select.c")
-# Every file the build reads (SOURCE includes the header): the library's name hashes them all.
+# Every file the build reads (SOURCE includes the headers): the library's name hashes them all.
 SOURCES = (
     SOURCE,
     *(
@@ -217,6 +218,14 @@ def supports(x: torch.Tensor) -> bool:
     )
 
 
+def _in_parallel(work: Callable[[int, int], int], bounds: list[tuple[int, int]]) -> list[int]:
+    """``work(lo, hi)`` for every range of ``bounds``, on the thread pool when there are
+    several (ctypes releases the GIL); the kernels' return codes."""
+    if len(bounds) == 1:
+        return [work(*bounds[0])]
+    return list(_threads().map(lambda b: work(*b), bounds))
+
+
 # The codes of the columns a kernel leaves to its caller (BYZ_BAD_* in _native_select.c).
 BAD_TIE = 1
 BAD_NONFINITE = 2
@@ -256,8 +265,7 @@ def _run(name: str, x: torch.Tensor, *params: Any) -> tuple[torch.Tensor, torch.
     bad = torch.zeros(d, dtype=torch.uint8)
     fn = getattr(lib, f"byz_{name}_{'f64' if acc == torch.float64 else 'f32'}")
     args = (v.data_ptr(), n, d)
-    pool = _threads()
-    tasks = min(_pool_size, max(1, d // CHUNK_ALIGN))
+    tasks = min(_threads_wanted(), max(1, d // CHUNK_ALIGN))
     step = -(-d // tasks)
     step = -(-step // CHUNK_ALIGN) * CHUNK_ALIGN
     bounds = [(c, min(c + step, d)) for c in range(0, d, step)]
@@ -265,12 +273,7 @@ def _run(name: str, x: torch.Tensor, *params: Any) -> tuple[torch.Tensor, torch.
     def work(c0: int, c1: int) -> int:
         return fn(*args, c0, c1, *params, out.data_ptr(), bad.data_ptr())
 
-    codes = (
-        [work(*b) for b in bounds]
-        if len(bounds) == 1
-        else list(pool.map(lambda b: work(*b), bounds))
-    )
-    if any(codes):
+    if any(_in_parallel(work, bounds)):
         raise MemoryError("byzance: the native kernel could not allocate its block buffer")
     return out, bad
 
@@ -326,10 +329,7 @@ def sq_distances(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     def work(r0: int, r1: int) -> int:
         return fn(*args, r0, r1, d, z.data_ptr(), out.data_ptr())
 
-    if len(bounds) == 1:
-        work(*bounds[0])
-    else:
-        list(_threads().map(lambda b: work(*b), bounds))
+    _in_parallel(work, bounds)
     return out
 
 

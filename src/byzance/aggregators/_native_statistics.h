@@ -93,37 +93,39 @@ static void BYZ_NAME(trimmed_cols)(const BYZ_NAME(block) *blkp, const byz_params
   }
 }
 
-/* meamed_cols' columns where a tie at the distance D is partly taken: that
+/* meamed_cols' first pass over the values and their distances to the median:
+ * the k-th smallest distance d, the sum of the values nearer than d, the
+ * values at distance d below the median (low) and above it (high): their sums
+ * and counts, and how many of each the window takes. */
+typedef struct {
+  BYZ_T d[BYZ_B], near_sum[BYZ_B], low_sum[BYZ_B], high_sum[BYZ_B];
+  BYZ_K tie_low[BYZ_B], tie_high[BYZ_B], take_low[BYZ_B], take_high[BYZ_B];
+} BYZ_NAME(window);
+
+/* Whether a tie of `tie` values is partly taken (0 < take < tie). */
+static inline int BYZ_NAME(partly)(BYZ_K take, BYZ_K tie) { return take < tie && take > 0; }
+
+/* meamed_cols' columns where a tie at the distance d is partly taken: that
  * many copies of the largest tie below the median (the smallest above it),
  * flagged in bad when the tie holds distinct values (the caller's sort
- * decides those). A second pass, made only for blocks with such a column. */
+ * decides those). A second pass, for the ties' smallest and largest values,
+ * made only for blocks with such a column. */
 static void BYZ_NAME(meamed_partial_ties)(const BYZ_NAME(block) *b, const BYZ_K *dist,
-                                          const BYZ_T *med, const BYZ_T *d,
-                                          const BYZ_K *take_low, const BYZ_K *take_high,
+                                          const BYZ_T *med, const BYZ_NAME(window) *s,
                                           int64_t k, BYZ_T *out, uint8_t *bad) {
-  BYZ_T near_sum[BYZ_B], low_sum[BYZ_B], high_sum[BYZ_B];
   BYZ_T low_min[BYZ_B], low_max[BYZ_B], high_min[BYZ_B], high_max[BYZ_B];
-  BYZ_K tie_low[BYZ_B], tie_high[BYZ_B];
   for (int j = 0; j < BYZ_B; j++) {
-    near_sum[j] = low_sum[j] = high_sum[j] = 0;
     low_min[j] = high_min[j] = (BYZ_T)INFINITY;
     low_max[j] = high_max[j] = -(BYZ_T)INFINITY;
-    tie_low[j] = tie_high[j] = 0;
   }
   for (int64_t r = 0; r < b->n; r++) {
     const BYZ_K *br = b->keys + r * BYZ_B, *dr = dist + r * BYZ_B;
     for (int j = 0; j < BYZ_B; j++) {
       BYZ_T v = BYZ_NAME(value)(br[j]);
-      BYZ_T dv = BYZ_NAME(value)(dr[j]);
       BYZ_K low = (BYZ_K)(v <= med[j]);
-      BYZ_K tie = (BYZ_K)(dv == d[j]);
+      BYZ_K tie = (BYZ_K)(BYZ_NAME(value)(dr[j]) == s->d[j]);
       BYZ_K tl = tie & low;
       BYZ_K th = tie & (low ^ 1);
-      near_sum[j] += dv < d[j] ? v : (BYZ_T)0;
-      low_sum[j] += tl ? v : (BYZ_T)0;
-      high_sum[j] += th ? v : (BYZ_T)0;
-      tie_low[j] += tl;
-      tie_high[j] += th;
       low_min[j] = tl && v < low_min[j] ? v : low_min[j];
       low_max[j] = tl && v > low_max[j] ? v : low_max[j];
       high_min[j] = th && v < high_min[j] ? v : high_min[j];
@@ -131,16 +133,17 @@ static void BYZ_NAME(meamed_partial_ties)(const BYZ_NAME(block) *b, const BYZ_K 
     }
   }
   for (int j = 0; j < b->w; j++) {
-    BYZ_K tl = take_low[j], th = take_high[j];
-    if (!(tl < tie_low[j] && tl > 0) && !(th < tie_high[j] && th > 0)) continue;
-    BYZ_T low_part = tl == tie_low[j] ? low_sum[j] : (BYZ_T)tl * low_max[j];
-    BYZ_T high_part = th == tie_high[j] ? high_sum[j]
-                      : th == 0        ? (BYZ_T)0
-                                       : (BYZ_T)th * high_min[j];
-    out[j] = (near_sum[j] + low_part + high_part) / (BYZ_T)k;
-    int undecided = (tl < tie_low[j] && tl > 0 && low_min[j] != low_max[j]) ||
-                    (th < tie_high[j] && th > 0 && high_min[j] != high_max[j]);
-    if (undecided) bad[j] |= BYZ_BAD_TIE;
+    BYZ_K tl = s->take_low[j], th = s->take_high[j];
+    int low_partly = BYZ_NAME(partly)(tl, s->tie_low[j]);
+    int high_partly = BYZ_NAME(partly)(th, s->tie_high[j]);
+    if (!low_partly && !high_partly) continue;
+    BYZ_T low_part = tl == s->tie_low[j] ? s->low_sum[j] : (BYZ_T)tl * low_max[j];
+    BYZ_T high_part = th == s->tie_high[j] ? s->high_sum[j]
+                      : th == 0           ? (BYZ_T)0
+                                          : (BYZ_T)th * high_min[j];
+    out[j] = (s->near_sum[j] + low_part + high_part) / (BYZ_T)k;
+    if ((low_partly && low_min[j] != low_max[j]) || (high_partly && high_min[j] != high_max[j]))
+      bad[j] |= BYZ_BAD_TIE;
   }
 }
 
@@ -184,12 +187,12 @@ static void BYZ_NAME(meamed_cols)(const BYZ_NAME(block) *b, const byz_params *p,
   }
   BYZ_NAME(block) distances = {dist, dmin, dmax, dist_high, b->low, n, w};
   BYZ_NAME(descend_one)(&distances, k - 1, kd);
-  BYZ_T d[BYZ_B], near_sum[BYZ_B], low_sum[BYZ_B], high_sum[BYZ_B];
-  BYZ_K near[BYZ_B], tie_low[BYZ_B], tie_high[BYZ_B];
+  BYZ_NAME(window) s;
+  BYZ_K near[BYZ_B];
   for (int j = 0; j < BYZ_B; j++) {
-    d[j] = j < w ? BYZ_NAME(value)(kd[j]) : 0;
-    near_sum[j] = low_sum[j] = high_sum[j] = 0;
-    near[j] = tie_low[j] = tie_high[j] = 0;
+    s.d[j] = j < w ? BYZ_NAME(value)(kd[j]) : 0;
+    s.near_sum[j] = s.low_sum[j] = s.high_sum[j] = 0;
+    near[j] = s.tie_low[j] = s.tie_high[j] = 0;
   }
   /* The distances from their keys (not recomputed): the same floats. */
   for (int64_t r = 0; r < n; r++) {
@@ -198,32 +201,31 @@ static void BYZ_NAME(meamed_cols)(const BYZ_NAME(block) *b, const byz_params *p,
       BYZ_T v = BYZ_NAME(value)(br[j]);
       BYZ_T dv = BYZ_NAME(value)(dr[j]);
       BYZ_K low = (BYZ_K)(v <= med[j]);
-      BYZ_K is_near = (BYZ_K)(dv < d[j]);
-      BYZ_K tie = (BYZ_K)(dv == d[j]);
+      BYZ_K is_near = (BYZ_K)(dv < s.d[j]);
+      BYZ_K tie = (BYZ_K)(dv == s.d[j]);
       BYZ_K tl = tie & low;
       BYZ_K th = tie & (low ^ 1);
-      near_sum[j] += is_near ? v : (BYZ_T)0;
+      s.near_sum[j] += is_near ? v : (BYZ_T)0;
       near[j] += is_near;
-      low_sum[j] += tl ? v : (BYZ_T)0;
-      high_sum[j] += th ? v : (BYZ_T)0;
-      tie_low[j] += tl;
-      tie_high[j] += th;
+      s.low_sum[j] += tl ? v : (BYZ_T)0;
+      s.high_sum[j] += th ? v : (BYZ_T)0;
+      s.tie_low[j] += tl;
+      s.tie_high[j] += th;
     }
   }
-  BYZ_K take_low[BYZ_B], take_high[BYZ_B];
   int partial = 0;
   for (int j = 0; j < w; j++) {
     BYZ_K need = (BYZ_K)k - near[j];
-    take_low[j] = tie_low[j] < need ? tie_low[j] : need;
-    take_high[j] = need - take_low[j];
-    partial |= (take_low[j] < tie_low[j] && take_low[j] > 0) ||
-               (take_high[j] < tie_high[j] && take_high[j] > 0);
+    s.take_low[j] = s.tie_low[j] < need ? s.tie_low[j] : need;
+    s.take_high[j] = need - s.take_low[j];
+    partial |= BYZ_NAME(partly)(s.take_low[j], s.tie_low[j]) |
+               BYZ_NAME(partly)(s.take_high[j], s.tie_high[j]);
   }
   for (int j = 0; j < w; j++) /* no tie partly taken: the sums are the statistic */
-    out[j] = (near_sum[j] + (take_low[j] ? low_sum[j] : (BYZ_T)0) +
-              (take_high[j] ? high_sum[j] : (BYZ_T)0)) /
+    out[j] = (s.near_sum[j] + (s.take_low[j] ? s.low_sum[j] : (BYZ_T)0) +
+              (s.take_high[j] ? s.high_sum[j] : (BYZ_T)0)) /
              (BYZ_T)k;
-  if (partial) BYZ_NAME(meamed_partial_ties)(b, dist, med, d, take_low, take_high, k, out, bad);
+  if (partial) BYZ_NAME(meamed_partial_ties)(b, dist, med, &s, k, out, bad);
 }
 
 /* Weighted median (as weights.weighted_median_of_columns): the midpoint of the

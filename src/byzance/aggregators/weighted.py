@@ -145,8 +145,9 @@ weighted_median = register(
         summary="coordinate-wise weighted median, one weight per participant",
         cost=(
             "O(nd log n): one sort along dim 0, then cumulative weights and one gather per "
-            "coordinate; on the CPU, O(nd) by two weighted radix descents over each "
-            "cache-resident block (whose load also checks the rows for NaN/inf)."
+            "coordinate; on the CPU, O(nd) by one weighted radix descent over each "
+            "cache-resident block in fixed-point weights, checked in float64 (the load "
+            "also checks the rows for NaN/inf)."
         ),
         missing="whole_vectors",
         speed_floor="pass",
