@@ -33,6 +33,15 @@ def test_bad_f(f):
         agg.median(honest(), f=f)
 
 
+def test_wrong_f_is_named_in_one_short_line():
+    """A tensor passed as f (say, weights in f's place) is named by its shape, not printed."""
+    with pytest.raises(errors.InvalidFError) as caught:
+        agg.median(honest(), f=torch.rand(1000))
+    message = str(caught.value)
+    assert "a Tensor of shape (1000,)" in message
+    assert "\n" not in message and len(message) < 200
+
+
 def test_numpy_integer_f_is_accepted():
     assert agg.median(honest(), f=np.int64(1)).shape == (3,)
 

@@ -112,12 +112,21 @@ def _as_tensor(v: Any) -> torch.Tensor:
     return torch.as_tensor(v)  # Python numbers: the default float dtype
 
 
+def _brief(v: Any) -> str:
+    """``v`` for a one-line message: an array by its type and shape, else a short repr."""
+    if isinstance(v, torch.Tensor | np.ndarray):
+        return f"a {type(v).__name__} of shape {tuple(v.shape)}"
+    text = repr(v)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return f"{text} of type {type(v).__name__}"
+
+
 def check_f(f: Any, who: str) -> int:
     """Return ``f`` as an int, rejecting negatives and non-integers."""
     if isinstance(f, bool) or not isinstance(f, int | np.integer):
         raise InvalidFError(
             f"{who}: f (number of Byzantine inputs tolerated) must be a non-negative "
-            f"integer; got {f!r} of type {type(f).__name__}."
+            f"integer; got {_brief(f)}."
         )
     if f < 0:
         raise InvalidFError(
