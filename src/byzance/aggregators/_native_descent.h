@@ -48,29 +48,30 @@ static void BYZ_NAME(first_from)(const BYZ_NAME(block) *b, const BYZ_U *pre, BYZ
 
 /* A plain descent's last pass: each column's smallest key at or above its
  * prefix when the rank sought is the first of its interval (k == below),
- * else its largest key at or below the interval's upper end (the last). */
+ * else its largest key at or below the interval's upper end (the last). As
+ * unsigned distances from the interval's ends: a key outside wraps to a large
+ * one, so each side is a subtraction and a minimum. */
 static void BYZ_NAME(end_of_interval)(const BYZ_NAME(block) *b, const BYZ_U *pre, BYZ_U span,
                                       const BYZ_K *below, BYZ_K k, BYZ_K *out) {
   const BYZ_K *blk = b->keys;
   int64_t n = b->n;
-  BYZ_K lo[BYZ_B], hi[BYZ_B], least[BYZ_B], most[BYZ_B];
+  BYZ_U lo[BYZ_B], hi[BYZ_B], above_lo[BYZ_B], under_hi[BYZ_B];
   for (int j = 0; j < BYZ_B; j++) {
-    lo[j] = (BYZ_K)(pre[j] ^ SIGN);
-    hi[j] = (BYZ_K)((pre[j] | span) ^ SIGN);
-    least[j] = KMAX;
-    most[j] = -KMAX - 1;
+    lo[j] = pre[j] ^ SIGN;
+    hi[j] = (pre[j] | span) ^ SIGN;
+    above_lo[j] = under_hi[j] = ~(BYZ_U)0;
   }
   for (int64_t r = 0; r < n; r++) {
     const BYZ_K *br = blk + r * BYZ_B;
     for (int j = 0; j < BYZ_B; j++) {
-      BYZ_K v = br[j];
-      BYZ_K a = v >= lo[j] ? v : KMAX;
-      BYZ_K b = v <= hi[j] ? v : -KMAX - 1;
-      least[j] = a < least[j] ? a : least[j];
-      most[j] = b > most[j] ? b : most[j];
+      BYZ_U v = (BYZ_U)br[j];
+      BYZ_U a = v - lo[j], c = hi[j] - v;
+      above_lo[j] = a < above_lo[j] ? a : above_lo[j];
+      under_hi[j] = c < under_hi[j] ? c : under_hi[j];
     }
   }
-  for (int j = 0; j < b->w; j++) out[j] = below[j] == k ? least[j] : most[j];
+  for (int j = 0; j < b->w; j++)
+    out[j] = (BYZ_K)(below[j] == k ? lo[j] + above_lo[j] : hi[j] - under_hi[j]);
 }
 
 #if BYZ_BITS == 32

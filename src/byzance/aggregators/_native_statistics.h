@@ -93,28 +93,22 @@ static void BYZ_NAME(trimmed_cols)(const BYZ_NAME(block) *blkp, const byz_params
   }
 }
 
-/* meamed_cols' first pass over the values and their distances to the median:
- * the k-th smallest distance d, the sum of the values nearer than d, the
- * values at distance d below the median (low) and above it (high): their sums
- * and counts, and how many of each the window takes. */
-typedef struct {
-  BYZ_T d[BYZ_B], near_sum[BYZ_B], low_sum[BYZ_B], high_sum[BYZ_B];
-  BYZ_K tie_low[BYZ_B], tie_high[BYZ_B], take_low[BYZ_B], take_high[BYZ_B];
-} BYZ_NAME(window);
-
-/* Whether a tie of `tie` values is partly taken (0 < take < tie). */
-static inline int BYZ_NAME(partly)(BYZ_K take, BYZ_K tie) { return take < tie && take > 0; }
-
-/* meamed_cols' columns where a tie at the distance d is partly taken: that
- * many copies of the largest tie below the median (the smallest above it),
- * flagged in bad when the tie holds distinct values (the caller's sort
- * decides those). A second pass, for the ties' smallest and largest values,
- * made only for blocks with such a column. */
-static void BYZ_NAME(meamed_partial_ties)(const BYZ_NAME(block) *b, const BYZ_K *dist,
-                                          const BYZ_T *med, const BYZ_NAME(window) *s,
-                                          int64_t k, BYZ_T *out, uint8_t *bad) {
+/* meamed_cols' columns whose values at the k-th smallest distance d are not
+ * all taken (some at d below the median are left out, or some above it while
+ * those below are taken first): the values nearer than d, then the ties at d
+ * below the median (the largest first), then those above it (the smallest
+ * first). A tie partly taken is that many copies of its largest (smallest)
+ * value, flagged in bad when the tie holds distinct values (the caller's sort
+ * decides those). A second pass, made only for blocks with such a column. */
+static void BYZ_NAME(meamed_ties)(const BYZ_NAME(block) *b, const BYZ_K *dist, const BYZ_T *med,
+                                  const BYZ_K *kd, const BYZ_K *count_le, int64_t k, BYZ_T *out,
+                                  uint8_t *bad) {
+  BYZ_T near_sum[BYZ_B], low_sum[BYZ_B], high_sum[BYZ_B];
   BYZ_T low_min[BYZ_B], low_max[BYZ_B], high_min[BYZ_B], high_max[BYZ_B];
+  BYZ_K near[BYZ_B], tie_low[BYZ_B], tie_high[BYZ_B];
   for (int j = 0; j < BYZ_B; j++) {
+    near_sum[j] = low_sum[j] = high_sum[j] = 0;
+    near[j] = tie_low[j] = tie_high[j] = 0;
     low_min[j] = high_min[j] = (BYZ_T)INFINITY;
     low_max[j] = high_max[j] = -(BYZ_T)INFINITY;
   }
@@ -123,9 +117,16 @@ static void BYZ_NAME(meamed_partial_ties)(const BYZ_NAME(block) *b, const BYZ_K 
     for (int j = 0; j < BYZ_B; j++) {
       BYZ_T v = BYZ_NAME(value)(br[j]);
       BYZ_K low = (BYZ_K)(v <= med[j]);
-      BYZ_K tie = (BYZ_K)(BYZ_NAME(value)(dr[j]) == s->d[j]);
+      BYZ_K is_near = (BYZ_K)(dr[j] < kd[j]);
+      BYZ_K tie = (BYZ_K)(dr[j] == kd[j]);
       BYZ_K tl = tie & low;
       BYZ_K th = tie & (low ^ 1);
+      near_sum[j] += is_near ? v : (BYZ_T)0;
+      near[j] += is_near;
+      low_sum[j] += tl ? v : (BYZ_T)0;
+      high_sum[j] += th ? v : (BYZ_T)0;
+      tie_low[j] += tl;
+      tie_high[j] += th;
       low_min[j] = tl && v < low_min[j] ? v : low_min[j];
       low_max[j] = tl && v > low_max[j] ? v : low_max[j];
       high_min[j] = th && v < high_min[j] ? v : high_min[j];
@@ -133,25 +134,25 @@ static void BYZ_NAME(meamed_partial_ties)(const BYZ_NAME(block) *b, const BYZ_K 
     }
   }
   for (int j = 0; j < b->w; j++) {
-    BYZ_K tl = s->take_low[j], th = s->take_high[j];
-    int low_partly = BYZ_NAME(partly)(tl, s->tie_low[j]);
-    int high_partly = BYZ_NAME(partly)(th, s->tie_high[j]);
-    if (!low_partly && !high_partly) continue;
-    BYZ_T low_part = tl == s->tie_low[j] ? s->low_sum[j] : (BYZ_T)tl * low_max[j];
-    BYZ_T high_part = th == s->tie_high[j] ? s->high_sum[j]
-                      : th == 0           ? (BYZ_T)0
-                                          : (BYZ_T)th * high_min[j];
-    out[j] = (s->near_sum[j] + low_part + high_part) / (BYZ_T)k;
-    if ((low_partly && low_min[j] != low_max[j]) || (high_partly && high_min[j] != high_max[j]))
-      bad[j] |= BYZ_BAD_TIE;
+    if (count_le[j] == (BYZ_K)k) continue; /* every value up to d taken: out is right */
+    BYZ_K need = (BYZ_K)k - near[j];
+    BYZ_K take_low = tie_low[j] < need ? tie_low[j] : need, take_high = need - take_low;
+    BYZ_T low_part = take_low == tie_low[j] ? low_sum[j] : (BYZ_T)take_low * low_max[j];
+    BYZ_T high_part = take_high == tie_high[j] ? high_sum[j]
+                      : take_high == 0        ? (BYZ_T)0
+                                              : (BYZ_T)take_high * high_min[j];
+    out[j] = (near_sum[j] + low_part + high_part) / (BYZ_T)k;
+    int low_partly = take_low < tie_low[j] && take_low > 0 && low_min[j] != low_max[j];
+    int high_partly = take_high < tie_high[j] && take_high > 0 && high_min[j] != high_max[j];
+    if (low_partly || high_partly) bad[j] |= BYZ_BAD_TIE;
   }
 }
 
 /* Mean of the k values closest to the median (as _select.select_mean_around_median):
- * the k-th smallest distance D by a second descent over the distances' keys,
- * then the values nearer than D and the ties at D, those below the median
- * first. A partly taken tie of distinct values is flagged in bad (the caller's
- * sort decides it). */
+ * the k-th smallest distance d by a second descent over the distances' keys,
+ * then the sum of the values at distance at most d. When more than k values
+ * lie within d (a tie at d), meamed_ties takes the values nearer than d and
+ * then the ties, those below the median first. */
 static void BYZ_NAME(meamed_cols)(const BYZ_NAME(block) *b, const byz_params *p,
                                   BYZ_NAME(block) *work, BYZ_T *out, uint8_t *bad) {
   const BYZ_K *blk = b->keys;
@@ -165,15 +166,19 @@ static void BYZ_NAME(meamed_cols)(const BYZ_NAME(block) *b, const byz_params *p,
   for (int j = w; j < BYZ_B; j++) med[j] = 0;
   for (int j = 0; j < BYZ_B; j++) {
     dmin[j] = KMAX;
-    dmax[j] = -KMAX - 1;
+    dmax[j] = 0;
   }
+  /* |v - med| is med - v below the median and v - med above it (rounding is
+   * symmetric in sign), never -0.0; a distance's key is its bits (it is not
+   * negative). A NaN column is flagged by the load and decided by the caller. */
   for (int64_t r = 0; r < n; r++) {
     const BYZ_K *br = blk + r * BYZ_B;
     BYZ_K *dr = dist + r * BYZ_B;
     for (int j = 0; j < BYZ_B; j++) {
-      BYZ_T v = BYZ_NAME(value)(br[j]);
-      BYZ_T dv = v <= med[j] ? med[j] - v : v - med[j];
-      BYZ_K kk = BYZ_NAME(key)(dv);
+      BYZ_T dv = BYZ_NAME(value)(br[j]) - med[j];
+      BYZ_K kk;
+      memcpy(&kk, &dv, sizeof kk);
+      kk &= KMAX;
       dr[j] = kk;
       dmin[j] = kk < dmin[j] ? kk : dmin[j];
       dmax[j] = kk > dmax[j] ? kk : dmax[j];
@@ -187,45 +192,27 @@ static void BYZ_NAME(meamed_cols)(const BYZ_NAME(block) *b, const byz_params *p,
   }
   BYZ_NAME(block) distances = {dist, dmin, dmax, dist_high, b->low, n, w};
   BYZ_NAME(descend_one)(&distances, k - 1, kd);
-  BYZ_NAME(window) s;
-  BYZ_K near[BYZ_B];
+  for (int j = w; j < BYZ_B; j++) kd[j] = KMAX;
+  BYZ_T sum[BYZ_B];
+  BYZ_K count_le[BYZ_B];
   for (int j = 0; j < BYZ_B; j++) {
-    s.d[j] = j < w ? BYZ_NAME(value)(kd[j]) : 0;
-    s.near_sum[j] = s.low_sum[j] = s.high_sum[j] = 0;
-    near[j] = s.tie_low[j] = s.tie_high[j] = 0;
+    sum[j] = 0;
+    count_le[j] = 0;
   }
-  /* The distances from their keys (not recomputed): the same floats. */
   for (int64_t r = 0; r < n; r++) {
     const BYZ_K *br = blk + r * BYZ_B, *dr = dist + r * BYZ_B;
     for (int j = 0; j < BYZ_B; j++) {
-      BYZ_T v = BYZ_NAME(value)(br[j]);
-      BYZ_T dv = BYZ_NAME(value)(dr[j]);
-      BYZ_K low = (BYZ_K)(v <= med[j]);
-      BYZ_K is_near = (BYZ_K)(dv < s.d[j]);
-      BYZ_K tie = (BYZ_K)(dv == s.d[j]);
-      BYZ_K tl = tie & low;
-      BYZ_K th = tie & (low ^ 1);
-      s.near_sum[j] += is_near ? v : (BYZ_T)0;
-      near[j] += is_near;
-      s.low_sum[j] += tl ? v : (BYZ_T)0;
-      s.high_sum[j] += th ? v : (BYZ_T)0;
-      s.tie_low[j] += tl;
-      s.tie_high[j] += th;
+      BYZ_K within = (BYZ_K)(dr[j] <= kd[j]);
+      sum[j] += within ? BYZ_NAME(value)(br[j]) : (BYZ_T)0;
+      count_le[j] += within;
     }
   }
-  int partial = 0;
+  int ties = 0;
   for (int j = 0; j < w; j++) {
-    BYZ_K need = (BYZ_K)k - near[j];
-    s.take_low[j] = s.tie_low[j] < need ? s.tie_low[j] : need;
-    s.take_high[j] = need - s.take_low[j];
-    partial |= BYZ_NAME(partly)(s.take_low[j], s.tie_low[j]) |
-               BYZ_NAME(partly)(s.take_high[j], s.tie_high[j]);
+    out[j] = sum[j] / (BYZ_T)k;
+    ties |= count_le[j] != (BYZ_K)k;
   }
-  for (int j = 0; j < w; j++) /* no tie partly taken: the sums are the statistic */
-    out[j] = (s.near_sum[j] + (s.take_low[j] ? s.low_sum[j] : (BYZ_T)0) +
-              (s.take_high[j] ? s.high_sum[j] : (BYZ_T)0)) /
-             (BYZ_T)k;
-  if (partial) BYZ_NAME(meamed_partial_ties)(b, dist, med, &s, k, out, bad);
+  if (ties) BYZ_NAME(meamed_ties)(b, dist, med, kd, count_le, k, out, bad);
 }
 
 /* Weighted median (as weights.weighted_median_of_columns): the midpoint of the
