@@ -214,3 +214,25 @@ def test_a_changing_small_n_compiles_nothing_in_auto_mode(monkeypatch):
         want = median_of_sorted(torch.sort(x, dim=0).values)
         assert torch.equal(_order.coordinate_median(x), want)
     assert _order._compiled == {}
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n", [100, 33_000])
+def test_quantized_values_equal_the_sort(dtype, n):
+    # Few distinct values, each repeated: the descents' tie pass closes intervals that
+    # no cut can split (16-bit low halves, and full 32- and 64-bit keys beyond 32767 rows).
+    gen = torch.Generator().manual_seed(n)
+    x = (torch.randint(-8, 9, (n, 48), generator=gen) * 0.125).to(dtype)
+    x[:, ::4] *= 1e-30  # tiny values: the tie sits deep in the mantissa bits
+    rows = torch.sort(x, dim=0).values
+    median, bad = _native.median(x)
+    assert not bad.any()
+    assert torch.equal(median, median_of_sorted(rows))
+    trim = n // 5
+    trimmed, _ = _native.trimmed_mean(x, trim)
+    torch.testing.assert_close(trimmed, trimmed_mean_of_sorted(rows, trim))
+    k = n - n // 4
+    around, bad = _native.mean_around_median(x, k)
+    decided = bad == 0
+    torch.testing.assert_close(around[decided], mean_around_median_of_sorted(rows, k)[decided])

@@ -23,8 +23,8 @@ Why C and not a library: the algorithm needs a loop nest that
 ``torch.compile`` does not generate (many dependent passes over one block
 while it is in the cache; inductor's fused version spent 5 s on the
 bit-casts), and numba's version of the same loops was not vectorized
-(28x-30x one pass). The C (``_native_select.c`` and its three headers) is
-about 940 lines with no dependency.
+(28x-30x one pass). The C (``_native_select.c`` and its four headers) is
+about 1,050 lines with no dependency.
 
 Build: the first use compiles the file with the system C compiler
 (``$CC``, else ``cc``) into the user's cache directory
@@ -63,7 +63,7 @@ SOURCES = (
     SOURCE,
     *(
         Path(__file__).with_name(f"_native_{part}.h")
-        for part in ("descent", "distances", "statistics")
+        for part in ("descent", "distances", "statistics", "weighted")
     ),
 )
 FLAGS = (

@@ -1,6 +1,7 @@
 /* The radix descents of _native_select.c: the k-th smallest key of every
  * column of a block (plain, and 16-bit for float32 blocks of fewer than 32768
- * rows), and the weighted descent of the weighted median. Included by
+ * rows), with the tie pass for repeated values (_native_weighted.h has the
+ * weighted median's). Included by
  * _native_select.c once per dtype, inside its BYZ_T/BYZ_K/BYZ_NAME template
  * (no include guard); see that file for the keys and the blocks. */
 
@@ -82,15 +83,67 @@ static void BYZ_NAME(end_of_interval)(const BYZ_NAME(block) *b, const BYZ_U *pre
  * column's prefix reads as the smallest (largest) low half: it is counted
  * below every cut, as it is in the full keys, so the counts stay exact. */
 
-/* descend_one's loop over 16-bit keys h (n x 32) from `bit` down; returns the
- * bit it stopped at (-1: all 16 bits decided). */
-static int descend16(const int16_t *h, int64_t n, int16_t rank, int bit, uint16_t *pre,
-                     int16_t *below, int16_t *upto) {
+/* Ties: a descent whose open intervals hold a single repeated value (integer
+ * or quantized data) would halve them down to the last bit without ever
+ * splitting them. After TIE_STREAK passes in a row that split no open
+ * interval, one pass takes each open interval's smallest and largest key;
+ * where they are equal, that value is the rank's and the column is closed.
+ * Done over full keys only: the 32-bit or 64-bit descent, and the float32
+ * descent's low halves (its high halves are decided for every column before
+ * the low halves are rekeyed, closed columns included). The high halves'
+ * loop is compiled without it: there it cost 3% to 7% on smooth data. */
+
+/* descend16's tie pass over the low halves h: each open column's interval
+ * pre .. pre | span, closed at its single value where it has one: pre set to
+ * it, below to the rank and upto to the rank + 1, so that later passes keep
+ * it closed and the last pass takes that value from either end. */
+static int settle16(const int16_t *h, int64_t n, uint16_t span, const int16_t *open,
+                    int16_t rank, uint16_t *pre, int16_t *below, int16_t *upto) {
+  uint16_t lo[32], hi[32], least[32], most[32];
+  int closed = 0;
+  for (int j = 0; j < 32; j++) {
+    lo[j] = (uint16_t)(pre[j] ^ 0x8000u); /* as h holds them: sign-flipped */
+    hi[j] = (uint16_t)((pre[j] | span) ^ 0x8000u);
+    least[j] = most[j] = 0xFFFFu;
+  }
+  for (int64_t r = 0; r < n; r++) {
+    const int16_t *hr = h + r * 32;
+    for (int j = 0; j < 32; j++) {
+      uint16_t v = (uint16_t)hr[j], a = (uint16_t)(v - lo[j]), c = (uint16_t)(hi[j] - v);
+      least[j] = a < least[j] ? a : least[j];
+      most[j] = c < most[j] ? c : most[j];
+    }
+  }
+  for (int j = 0; j < 32; j++) {
+    uint16_t first = (uint16_t)(lo[j] + least[j]), last = (uint16_t)(hi[j] - most[j]);
+    if (open[j] && first == last) {
+      closed = 1;
+      pre[j] = (uint16_t)(first ^ 0x8000u);
+      below[j] = rank;
+      upto[j] = (int16_t)(rank + 1);
+    }
+  }
+  return closed;
+}
+
+/* descend_one's loop over 16-bit keys h (n x 32) from `bit` down; `ties`
+ * (a constant at each call): whether h holds the keys' low halves, where the
+ * tie pass applies. Returns how many low bits are left undecided once every
+ * column is closed (0 when the last pass closed them), or -1 when all 16 bits
+ * are decided and some column is still open. */
+static inline __attribute__((always_inline)) int descend16(const int16_t *h, int64_t n,
+                                                           int16_t rank, int bit, int ties,
+                                                           uint16_t *pre, int16_t *below,
+                                                           int16_t *upto) {
   int16_t next = (int16_t)(rank + 1); /* upto > next: the rank is not the last (no widening) */
+  int16_t open[32];
+  int stalls = 0, streak = TIE_STREAK;
   for (; bit >= 0; bit--) {
-    int16_t open = 0;
-    for (int j = 0; j < 32; j++) open |= (int16_t)((below[j] < rank) & (upto[j] > next));
-    if (!open) break;
+    int16_t any = 0;
+    for (int j = 0; j < 32; j++) any |= (int16_t)((below[j] < rank) & (upto[j] > next));
+    if (!any) return bit + 1;
+    if (ties)
+      for (int j = 0; j < 32; j++) open[j] = (int16_t)-((below[j] < rank) & (upto[j] > next));
     uint16_t step = (uint16_t)(1u << bit);
     int16_t cut[32], cnt[32];
     for (int j = 0; j < 32; j++) {
@@ -101,14 +154,27 @@ static int descend16(const int16_t *h, int64_t n, int16_t rank, int bit, uint16_
       const int16_t *hr = h + r * 32;
       for (int j = 0; j < 32; j++) cnt[j] = (int16_t)(cnt[j] + (hr[j] < cut[j]));
     }
+    int16_t split = 0;
+    if (ties)
+      for (int j = 0; j < 32; j++)
+        split |= open[j] & (int16_t)-((cnt[j] > below[j]) & (cnt[j] < upto[j]));
     for (int j = 0; j < 32; j++) { /* masks, not branches: 16-bit lanes throughout */
       int16_t up = (int16_t)-(cnt[j] <= rank);
       pre[j] = (uint16_t)(pre[j] | (step & (uint16_t)up));
       below[j] = (int16_t)((cnt[j] & up) | (below[j] & ~up));
       upto[j] = (int16_t)((upto[j] & up) | (cnt[j] & ~up));
     }
+    if (!ties) continue;
+    stalls = split ? 0 : stalls + 1;
+    if (stalls == streak && bit > 0) {
+      stalls = 0;
+      int closed = settle16(h, n, (uint16_t)(step - 1), open, rank, pre, below, upto);
+      streak = closed ? streak : 2 * streak; /* no tie there: wait longer before the next */
+    }
   }
-  return bit;
+  int16_t any = 0; /* whether the last pass closed every column */
+  for (int j = 0; j < 32; j++) any |= (int16_t)((below[j] < rank) & (upto[j] > next));
+  return any ? -1 : 0;
 }
 
 /* descend_one for float32 blocks with high halves (b->high). Leaves each
@@ -128,10 +194,11 @@ static uint32_t descend_short(const block_f32 *b, int16_t rank, uint32_t *pre, i
     below[j] = 0;
     upto[j] = j < b->w ? (int16_t)n : 1;
   }
-  if (bit >= 0) bit = descend16(b->high, n, rank, bit, hi_pre, below, upto);
+  /* the high halves' bits left undecided (-1: none, and a column may be open) */
+  int undecided = bit >= 0 ? descend16(b->high, n, rank, bit, 0, hi_pre, below, upto) : -1;
   uint32_t span;
-  if (bit >= 0) { /* every column closed within the high halves */
-    span = bit + 17 >= 32 ? ~0u : (1u << (bit + 17)) - 1;
+  if (undecided >= 0) { /* every column closed within the high halves */
+    span = undecided + 16 >= 32 ? ~0u : (1u << (undecided + 16)) - 1;
     for (int j = 0; j < 32; j++) pre[j] = (uint32_t)hi_pre[j] << 16;
   } else {
     int low_bit = top < 16 ? top : 15;
@@ -147,14 +214,44 @@ static uint32_t descend_short(const block_f32 *b, int16_t rank, uint32_t *pre, i
         hr[j] = high < hi_pre[j] ? INT16_MIN : high > hi_pre[j] ? INT16_MAX : low;
       }
     }
-    bit = low_bit >= 0 ? descend16(low, n, rank, low_bit, lo_pre, below, upto) : -1;
-    span = (1u << (bit + 1)) - 1;
+    undecided = low_bit >= 0 ? descend16(low, n, rank, low_bit, 1, lo_pre, below, upto) : 0;
+    span = undecided > 0 ? (1u << undecided) - 1 : 0;
     for (int j = 0; j < 32; j++) pre[j] = ((uint32_t)hi_pre[j] << 16) | lo_pre[j];
   }
   for (int j = 0; j < 32; j++) below32[j] = below[j];
   return span;
 }
 #endif
+
+/* descend_one's tie pass (see TIE_STREAK) over full keys: each open column's
+ * interval pre .. pre | span closed at its single value where it has one (as
+ * settle16). */
+static int BYZ_NAME(settle)(const BYZ_NAME(block) *b, BYZ_U span, const BYZ_K *open, BYZ_K rank,
+                            BYZ_U *pre, BYZ_K *below, BYZ_K *upto) {
+  BYZ_U lo[BYZ_B], hi[BYZ_B], least[BYZ_B], most[BYZ_B];
+  int closed = 0;
+  for (int j = 0; j < BYZ_B; j++) {
+    lo[j] = pre[j] ^ SIGN;
+    hi[j] = (pre[j] | span) ^ SIGN;
+    least[j] = most[j] = ~(BYZ_U)0;
+  }
+  for (int64_t r = 0; r < b->n; r++) {
+    const BYZ_K *br = b->keys + r * BYZ_B;
+    for (int j = 0; j < BYZ_B; j++) {
+      BYZ_U v = (BYZ_U)br[j], a = v - lo[j], c = hi[j] - v;
+      least[j] = a < least[j] ? a : least[j];
+      most[j] = c < most[j] ? c : most[j];
+    }
+  }
+  for (int j = 0; j < BYZ_B; j++)
+    if (open[j] && lo[j] + least[j] == hi[j] - most[j]) {
+      closed = 1;
+      pre[j] = (lo[j] + least[j]) ^ SIGN;
+      below[j] = rank;
+      upto[j] = rank + 1;
+    }
+  return closed;
+}
 
 /* The (k + 1)-th smallest key of every column of blk (0-based rank k), by
  * radix descent from the highest bit where some column's smallest and largest
@@ -181,11 +278,15 @@ static void BYZ_NAME(descend_one)(const BYZ_NAME(block) *b, int64_t k, BYZ_K *ou
     return;
   }
 #endif
-  int bit = BYZ_NAME(start)(b, pre, below, upto);
+  int bit = BYZ_NAME(start)(b, pre, below, upto), stalls = 0, streak = TIE_STREAK * BYZ_BITS / 32;
+  BYZ_K open[BYZ_B];
   for (; bit >= 0; bit--) {
-    int open = 0;
-    for (int j = 0; j < BYZ_B; j++) open |= (below[j] < rank) & (rank < upto[j] - 1);
-    if (!open) break;
+    BYZ_K any = 0;
+    for (int j = 0; j < BYZ_B; j++) {
+      open[j] = (below[j] < rank) & (rank < upto[j] - 1);
+      any |= open[j];
+    }
+    if (!any) break;
     BYZ_U step = ((BYZ_U)1) << bit;
     BYZ_K cut[BYZ_B], cnt[BYZ_B];
     for (int j = 0; j < BYZ_B; j++) {
@@ -196,192 +297,22 @@ static void BYZ_NAME(descend_one)(const BYZ_NAME(block) *b, int64_t k, BYZ_K *ou
       const BYZ_K *br = blk + r * BYZ_B;
       for (int j = 0; j < BYZ_B; j++) cnt[j] += br[j] < cut[j];
     }
+    BYZ_K split = 0;
     for (int j = 0; j < BYZ_B; j++) {
+      split |= open[j] & (cnt[j] > below[j]) & (cnt[j] < upto[j]);
       int up = cnt[j] <= rank;
       pre[j] = up ? pre[j] | step : pre[j];
       below[j] = up ? cnt[j] : below[j];
       upto[j] = up ? upto[j] : cnt[j];
     }
+    stalls = split ? 0 : stalls + 1;
+    if (stalls == streak && bit > 0) {
+      stalls = 0;
+      int closed = BYZ_NAME(settle)(b, step - 1, open, rank, pre, below, upto);
+      streak = closed ? streak : 2 * streak; /* no tie there: wait longer before the next */
+    }
   }
   /* Bits above `bit` are decided: the interval is pre .. pre | span. */
   BYZ_U span = bit + 1 >= BYZ_BITS ? ~(BYZ_U)0 : (((BYZ_U)1) << (bit + 1)) - 1;
   BYZ_NAME(end_of_interval)(b, pre, span, below, rank, out);
-}
-
-
-/* For every column, the largest key p with sum(weight, key < p) < target
- * (strict) or <= target (not strict), by radix descent as descend_one, with
- * row weights in place of counts. The descent keeps the invariant that the
- * keys below the prefix weigh under the target and those below the
- * interval's upper end do not, so once an interval holds a single key that
- * key is the answer (a zero-weight key cannot be: it would break the
- * invariant). Leaves each column's prefix in pre and the weight of the keys
- * below its interval's upper end in wupto (total: the weight of all rows);
- * returns the bit it stopped at (the interval is pre .. pre | span(bit)). */
-static int BYZ_NAME(weighted_descend)(const BYZ_NAME(block) *b, const double *weight,
-                                      double target, int strict, double total, BYZ_U *pre,
-                                      double *wupto) {
-  const BYZ_K *blk = b->keys;
-  int64_t n = b->n;
-  BYZ_K below[BYZ_B], upto[BYZ_B]; /* keys below the prefix, below its upper end */
-  int bit = BYZ_NAME(start)(b, pre, below, upto);
-  for (int j = 0; j < BYZ_B; j++) wupto[j] = total;
-  for (; bit >= 0; bit--) {
-    int open = 0;
-    for (int j = 0; j < BYZ_B; j++) open |= upto[j] - below[j] > 1;
-    if (!open) break;
-    BYZ_U step = ((BYZ_U)1) << bit;
-    BYZ_K cut[BYZ_B], cnt[BYZ_B];
-    double sum[BYZ_B];
-    for (int j = 0; j < BYZ_B; j++) {
-      cut[j] = (BYZ_K)((pre[j] | step) ^ SIGN);
-      cnt[j] = 0;
-      sum[j] = 0.0;
-    }
-    for (int64_t r = 0; r < n; r++) {
-      const BYZ_K *br = blk + r * BYZ_B;
-      double wr = weight[r];
-      for (int j = 0; j < BYZ_B; j++) {
-        cnt[j] += br[j] < cut[j];
-        sum[j] += br[j] < cut[j] ? wr : 0.0;
-      }
-    }
-    for (int j = 0; j < BYZ_B; j++) {
-      int up = strict ? sum[j] < target : sum[j] <= target;
-      pre[j] = up ? pre[j] | step : pre[j];
-      below[j] = up ? cnt[j] : below[j];
-      upto[j] = up ? upto[j] : cnt[j];
-      wupto[j] = up ? wupto[j] : sum[j];
-    }
-  }
-  return bit;
-}
-
-#if BYZ_BITS == 32
-/* Whether cand is, in every column, the weighted median's lower key: the
- * first in sorted order whose cumulative weight reaches lo, i.e. W(key < p)
- * < lo <= W(key <= p), in float64 sums in row order. If so, the lower keys
- * into ka and the upper ones into kb (as weighted_keys: no tiny weight). */
-static int weighted_check(const block_f32 *b, const byz_params *p, const int32_t *cand, int32_t *ka,
-                          int32_t *kb) {
-  double lt[BYZ_B], le[BYZ_B];
-  BYZ_K next[BYZ_B];
-  for (int j = 0; j < BYZ_B; j++) {
-    lt[j] = le[j] = 0.0;
-    next[j] = KMAX;
-  }
-  for (int64_t r = 0; r < b->n; r++) {
-    const BYZ_K *br = b->keys + r * BYZ_B;
-    double wr = p->weight[r];
-    BYZ_K positive = wr > 0.0;
-    for (int j = 0; j < BYZ_B; j++) {
-      BYZ_K v = br[j];
-      lt[j] += v < cand[j] ? wr : 0.0;
-      le[j] += v <= cand[j] ? wr : 0.0;
-      BYZ_K above = positive & (v > cand[j]) ? v : KMAX;
-      next[j] = above < next[j] ? above : next[j];
-    }
-  }
-  for (int j = 0; j < b->w; j++)
-    if (!(lt[j] < p->lo && le[j] >= p->lo)) return 0;
-  for (int j = 0; j < b->w; j++) {
-    ka[j] = cand[j];
-    kb[j] = le[j] > p->hi || next[j] == KMAX ? cand[j] : next[j];
-  }
-  return 1;
-}
-
-/* The weighted descent to the lower key in fixed point: each weight rounded
- * to units of 2^-30 of the total (p->fixed), summed exactly in int32 lanes, 8
- * columns per instruction with the compare masks as they are, where float64
- * sums take 4 columns per instruction and widen the masks. The weights'
- * rounding (under n 2^-31 of the total) can misplace a cut within that of lo,
- * so its candidate, the single key of each last interval, is checked in
- * float64 (weighted_check) before it is used. Returns the bit it stopped at. */
-static int weighted_descend_fixed(const block_f32 *b, const byz_params *p, uint32_t *pre) {
-  const int32_t *blk = b->keys;
-  int32_t below[32], upto[32];
-  int bit = start_f32(b, pre, below, upto);
-  for (; bit >= 0; bit--) {
-    int open = 0;
-    for (int j = 0; j < 32; j++) open |= upto[j] - below[j] > 1;
-    if (!open) break;
-    uint32_t step = 1u << bit;
-    int32_t cut[32], cnt[32], sum[32];
-    for (int j = 0; j < 32; j++) {
-      cut[j] = (int32_t)((pre[j] | step) ^ SIGN);
-      cnt[j] = sum[j] = 0;
-    }
-    for (int64_t r = 0; r < b->n; r++) {
-      const int32_t *br = blk + r * 32;
-      int32_t wr = p->fixed[r];
-      for (int j = 0; j < 32; j++) {
-        int32_t below = -(int32_t)(br[j] < cut[j]);
-        cnt[j] -= below;
-        sum[j] += below & wr;
-      }
-    }
-    for (int j = 0; j < 32; j++) {
-      int up = sum[j] < p->fixed_lo;
-      pre[j] = up ? pre[j] | step : pre[j];
-      below[j] = up ? cnt[j] : below[j];
-      upto[j] = up ? upto[j] : cnt[j];
-    }
-  }
-  return bit;
-}
-#endif
-
-/* The lower and upper keys of the weighted median (see byz_weighted_median).
- * With no tiny weight (0 < w <= 2 (hi - lo)), one descent: the lower key p is
- * the single key of its final interval and wupto the weight of the keys up to
- * p; the upper key is p when that weight exceeds hi, else the next key of
- * positive weight (a zero-weight key is never chosen, and the next positive
- * one lifts the weight above lo + 2 (hi - lo) > hi), found in the same last
- * pass as p. With a tiny weight, a second descent to hi. */
-static void BYZ_NAME(weighted_keys)(const BYZ_NAME(block) *b, const byz_params *p, BYZ_K *ka,
-                                    BYZ_K *kb) {
-  const BYZ_K *blk = b->keys;
-  const double *weight = p->weight;
-  int64_t n = b->n;
-  BYZ_U pre[BYZ_B];
-  double wupto[BYZ_B];
-#if BYZ_BITS == 32
-  if (p->fixed && !p->tiny) {
-    BYZ_K cand[BYZ_B];
-    weighted_descend_fixed(b, p, pre);
-    BYZ_NAME(first_from)(b, pre, cand);
-    for (int j = b->w; j < BYZ_B; j++) cand[j] = KMAX;
-    if (weighted_check(b, p, cand, ka, kb)) return;
-  }
-#endif
-  int bit = BYZ_NAME(weighted_descend)(b, weight, p->lo, 1, p->total, pre, wupto);
-  if (p->tiny) {
-    BYZ_NAME(first_from)(b, pre, ka);
-    BYZ_NAME(weighted_descend)(b, weight, p->hi, 0, p->total, pre, wupto);
-    BYZ_NAME(first_from)(b, pre, kb);
-    return;
-  }
-  BYZ_U span = bit + 1 >= BYZ_BITS ? ~(BYZ_U)0 : (((BYZ_U)1) << (bit + 1)) - 1;
-  BYZ_K from[BYZ_B], last[BYZ_B], least[BYZ_B], next[BYZ_B];
-  for (int j = 0; j < BYZ_B; j++) {
-    from[j] = (BYZ_K)(pre[j] ^ SIGN);
-    last[j] = (BYZ_K)((pre[j] | span) ^ SIGN);
-    least[j] = next[j] = KMAX;
-  }
-  for (int64_t r = 0; r < n; r++) {
-    const BYZ_K *br = blk + r * BYZ_B;
-    BYZ_K positive = weight[r] > 0.0; /* a zero-weight row is never next */
-    for (int j = 0; j < BYZ_B; j++) {
-      BYZ_K v = br[j];
-      BYZ_K a = v >= from[j] ? v : KMAX;
-      BYZ_K b = positive & (v > last[j]) ? v : KMAX;
-      least[j] = a < least[j] ? a : least[j];
-      next[j] = b < next[j] ? b : next[j];
-    }
-  }
-  for (int j = 0; j < b->w; j++) {
-    ka[j] = least[j];
-    kb[j] = wupto[j] > p->hi || next[j] == KMAX ? least[j] : next[j];
-  }
 }

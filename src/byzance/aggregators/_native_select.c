@@ -22,8 +22,9 @@
  *
  * This file: the keys, the panel load, the driver (run) and the exported
  * kernels, once per dtype (the file includes itself with BYZ_T, BYZ_K, ...
- * set). _native_descent.h: the descents; _native_statistics.h: the statistic
- * of a block; _native_distances.h: distances to a point.
+ * set). _native_descent.h: the descents; _native_weighted.h: the weighted
+ * median's; _native_statistics.h: the statistic of a block;
+ * _native_distances.h: distances to a point.
  */
 #ifndef BYZ_T
 
@@ -39,6 +40,7 @@
 #define PANEL_MAX 1024         /* columns of a panel */
 #define PREFETCH_BLOCKS 4      /* how far ahead in a row the load prefetches */
 #define FIXED_ONE 1073741824.0 /* 2^30: the total weight in the fixed-point descent */
+#define TIE_STREAK 4 /* passes in a row that split no interval before a tie pass (_native_descent.h) */
 
 /* A kernel's parameters: the rank (trimmed mean: the trim; meamed: k) or the
  * weighted median's row weights, bounds, total weight and whether a positive
@@ -167,6 +169,7 @@ static void BYZ_NAME(load_panel)(const BYZ_T *x, int64_t n, int64_t ld, int64_t 
 }
 
 #include "_native_descent.h"
+#include "_native_weighted.h"
 #include "_native_distances.h"
 #include "_native_statistics.h"
 

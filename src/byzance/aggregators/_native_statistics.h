@@ -127,10 +127,13 @@ static void BYZ_NAME(meamed_ties)(const BYZ_NAME(block) *b, const BYZ_K *dist, c
       high_sum[j] += th ? v : (BYZ_T)0;
       tie_low[j] += tl;
       tie_high[j] += th;
-      low_min[j] = tl && v < low_min[j] ? v : low_min[j];
-      low_max[j] = tl && v > low_max[j] ? v : low_max[j];
-      high_min[j] = th && v < high_min[j] ? v : high_min[j];
-      high_max[j] = th && v > high_max[j] ? v : high_max[j];
+      /* selects, then minima and maxima: no branch for the vectorizer to mask */
+      BYZ_T low_v = tl ? v : (BYZ_T)INFINITY, low_w = tl ? v : -(BYZ_T)INFINITY;
+      BYZ_T high_v = th ? v : (BYZ_T)INFINITY, high_w = th ? v : -(BYZ_T)INFINITY;
+      low_min[j] = low_v < low_min[j] ? low_v : low_min[j];
+      low_max[j] = low_w > low_max[j] ? low_w : low_max[j];
+      high_min[j] = high_v < high_min[j] ? high_v : high_min[j];
+      high_max[j] = high_w > high_max[j] ? high_w : high_max[j];
     }
   }
   for (int j = 0; j < b->w; j++) {
