@@ -236,3 +236,18 @@ def test_quantized_values_equal_the_sort(dtype, n):
     around, bad = _native.mean_around_median(x, k)
     decided = bad == 0
     torch.testing.assert_close(around[decided], mean_around_median_of_sorted(rows, k)[decided])
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_every_non_finite_value_is_flagged_from_the_columns_extremes(dtype):
+    # +inf, -inf, NaN and a NaN with its sign bit set, each alone in its column; the
+    # largest finite values of either sign are not flagged.
+    big = torch.finfo(dtype).max
+    x = torch.zeros(7, 6, dtype=dtype)
+    x[3, 0], x[3, 1], x[3, 2] = math.inf, -math.inf, math.nan
+    x[3, 3] = -torch.tensor(math.nan, dtype=dtype)
+    x[:, 4], x[:, 5] = big, -big
+    assert torch.signbit(x[3, 3])
+    for _, bad in (_native.median(x), _native.trimmed_mean(x, 1), _native.mean_around_median(x, 5)):
+        assert bad.tolist() == [_native.BAD_NONFINITE] * 4 + [0, 0]

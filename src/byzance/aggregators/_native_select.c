@@ -59,7 +59,6 @@ typedef struct {
 #define BYZ_U uint32_t
 #define BYZ_BITS 32
 #define BYZ_B 32
-#define BYZ_EXP 0x7F800000u
 #define BYZ_NAME(name) name##_f32
 #include __FILE__
 #undef BYZ_T
@@ -67,7 +66,6 @@ typedef struct {
 #undef BYZ_U
 #undef BYZ_BITS
 #undef BYZ_B
-#undef BYZ_EXP
 #undef BYZ_NAME
 
 #define BYZ_T double
@@ -75,7 +73,6 @@ typedef struct {
 #define BYZ_U uint64_t
 #define BYZ_BITS 64
 #define BYZ_B 16
-#define BYZ_EXP 0x7FF0000000000000ull
 #define BYZ_NAME(name) name##_f64
 #include __FILE__
 
@@ -115,18 +112,17 @@ typedef struct {
  * blocks) into keys, block after block (block q: n x BYZ_B at keys + q n
  * BYZ_B; padding columns get KMAX), their high halves into high likewise
  * (float32; unless NULL), each column's smallest and largest keys (kmin,
- * kmax: one per lane of every block) and whether it is all finite. A panel
+ * kmax: one per lane of every block) and whether it is all finite (from
+ * those: a NaN's key lies beyond an infinity's). A panel
  * reads pw contiguous values of each row, not BYZ_B: reading n rows one block
  * at a time runs at under half the memory bandwidth. */
 static void BYZ_NAME(load_panel)(const BYZ_T *x, int64_t n, int64_t ld, int64_t c0, int pw,
                                  BYZ_K *keys, int16_t *high, BYZ_K *kmin, BYZ_K *kmax,
                                  uint8_t *nonfinite) {
   int blocks = (pw + BYZ_B - 1) / BYZ_B;
-  BYZ_U nf[PANEL_MAX];
   for (int j = 0; j < blocks * BYZ_B; j++) {
     kmin[j] = KMAX;
     kmax[j] = -KMAX - 1;
-    nf[j] = 0;
   }
   for (int64_t r = 0; r < n; r++) {
     const BYZ_T *row = x + r * ld + c0;
@@ -145,11 +141,9 @@ static void BYZ_NAME(load_panel)(const BYZ_T *x, int64_t n, int64_t ld, int64_t 
       }
       BYZ_K *br = keys + ((int64_t)q * n + r) * BYZ_B;
       BYZ_K *lo = kmin + q * BYZ_B, *hi = kmax + q * BYZ_B;
-      BYZ_U *bad = nf + q * BYZ_B;
       for (int j = 0; j < BYZ_B; j++) {
         BYZ_K b;
         memcpy(&b, &src[j], sizeof b);
-        bad[j] |= (BYZ_U)(((BYZ_U)b & BYZ_EXP) == BYZ_EXP);
         BYZ_K k = b ^ ((b >> (BYZ_BITS - 1)) & KMAX);
         br[j] = k;
         lo[j] = k < lo[j] ? k : lo[j];
@@ -165,7 +159,11 @@ static void BYZ_NAME(load_panel)(const BYZ_T *x, int64_t n, int64_t ld, int64_t 
 #endif
     }
   }
-  for (int j = 0; j < pw; j++) nonfinite[j] = nf[j] ? BYZ_BAD_NONFINITE : 0;
+  /* Keys at or beyond +inf's (NaNs of either sign included) and -inf's: the
+   * columns' extremes tell, with no test per value. */
+  BYZ_K inf = BYZ_NAME(key)((BYZ_T)INFINITY), ninf = BYZ_NAME(key)(-(BYZ_T)INFINITY);
+  for (int j = 0; j < pw; j++)
+    nonfinite[j] = kmax[j] >= inf || kmin[j] <= ninf ? BYZ_BAD_NONFINITE : 0;
 }
 
 #include "_native_descent.h"
