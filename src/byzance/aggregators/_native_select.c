@@ -40,6 +40,7 @@
 #define PANEL_MAX 1024         /* columns of a panel */
 #define PREFETCH_BLOCKS 4      /* how far ahead in a row the load prefetches */
 #define FIXED_ONE 1073741824.0 /* 2^30: the total weight in the fixed-point descent */
+#define UNCOUNTED_PASSES 6 /* the weighted fixed-point descent's first passes (_native_weighted.h) */
 #define TIE_STREAK 4 /* passes in a row that split no interval before a tie pass (_native_descent.h) */
 
 /* A kernel's parameters: the rank (trimmed mean: the trim; meamed: k) or the

@@ -97,7 +97,7 @@ static int weighted_check(const block_f32 *b, const byz_params *p, const int32_t
 static int weighted_descend_fixed(const block_f32 *b, const byz_params *p, uint32_t *pre) {
   const int32_t *blk = b->keys;
   int32_t below[32], upto[32];
-  int bit = start_f32(b, pre, below, upto);
+  int bit = start_f32(b, pre, below, upto), passes = 0;
   for (; bit >= 0; bit--) {
     int open = 0;
     for (int j = 0; j < 32; j++) open |= upto[j] - below[j] > 1;
@@ -111,6 +111,18 @@ static int weighted_descend_fixed(const block_f32 *b, const byz_params *p, uint3
       int32_t below = -(int32_t)(blk[j] < cut[j]);
       cnt[j] = -below;
       sum[j] = below & p->fixed[0];
+    }
+    if (passes++ < UNCOUNTED_PASSES) {
+      /* No counts in the first passes, where no interval is down to one key:
+       * below and upto then keep their wider values (a later pass refreshes
+       * them), which can only delay the stop. */
+      for (int64_t r = 1; r < b->n; r++) {
+        const int32_t *br = blk + r * 32;
+        int32_t wr = p->fixed[r];
+        for (int j = 0; j < 32; j++) sum[j] += -(int32_t)(br[j] < cut[j]) & wr;
+      }
+      for (int j = 0; j < 32; j++) pre[j] = sum[j] < p->fixed_lo ? pre[j] | step : pre[j];
+      continue;
     }
     for (int64_t r = 1; r < b->n; r++) {
       const int32_t *br = blk + r * 32;
