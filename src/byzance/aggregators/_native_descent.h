@@ -76,6 +76,8 @@ static void BYZ_NAME(end_of_interval)(const BYZ_NAME(block) *b, const BYZ_U *pre
 }
 
 #if BYZ_BITS == 32
+typedef int16_t byz_i16x16 __attribute__((vector_size(32))); /* 16 lanes of 16 bits */
+
 /* Float32 descents of fewer than 32768 rows count in 16-bit lanes, twice as
  * many per instruction: first over the keys' high halves (sign, exponent and
  * 7 mantissa bits: most descents stop there), then, if some column is still
@@ -150,10 +152,20 @@ static inline __attribute__((always_inline)) int descend16(const int16_t *h, int
       cut[j] = (int16_t)((uint16_t)(pre[j] | step) ^ 0x8000u);
       cnt[j] = 0;
     }
+    /* Explicit vectors (GCC/Clang): the auto-vectorized loop took two rows at
+     * a time and added 1s masked from one compare, a third more instructions. */
+    byz_i16x16 cut0, cut1, cnt0 = {0}, cnt1 = {0};
+    memcpy(&cut0, cut, sizeof cut0);
+    memcpy(&cut1, cut + 16, sizeof cut1);
     for (int64_t r = 0; r < n; r++) {
-      const int16_t *hr = h + r * 32;
-      for (int j = 0; j < 32; j++) cnt[j] = (int16_t)(cnt[j] + (hr[j] < cut[j]));
+      byz_i16x16 h0, h1;
+      memcpy(&h0, h + r * 32, sizeof h0);
+      memcpy(&h1, h + r * 32 + 16, sizeof h1);
+      cnt0 -= h0 < cut0; /* a true compare is -1 */
+      cnt1 -= h1 < cut1;
     }
+    memcpy(cnt, &cnt0, sizeof cnt0);
+    memcpy(cnt + 16, &cnt1, sizeof cnt1);
     int16_t split = 0;
     if (ties)
       for (int j = 0; j < 32; j++)
