@@ -111,20 +111,14 @@ typedef struct {
 
 /* Keys of the pw columns c0 .. c0 + pw - 1 (a panel of whole and partial
  * blocks) into keys, block after block (block q: n x BYZ_B at keys + q n
- * BYZ_B; padding columns get KMAX), their high halves into high likewise
- * (float32; unless NULL), each column's smallest and largest keys (kmin,
- * kmax: one per lane of every block) and whether it is all finite (from
- * those: a NaN's key lies beyond an infinity's). A panel
- * reads pw contiguous values of each row, not BYZ_B: reading n rows one block
- * at a time runs at under half the memory bandwidth. */
+ * BYZ_B; padding columns get KMAX), and their high halves into high likewise
+ * (float32; unless NULL). A panel reads pw contiguous values of each row, not
+ * BYZ_B: reading n rows one block at a time runs at under half the memory
+ * bandwidth. Only stores here: the columns' extremes are taken block by
+ * block afterwards (block_extremes), from the cache, in registers. */
 static void BYZ_NAME(load_panel)(const BYZ_T *x, int64_t n, int64_t ld, int64_t c0, int pw,
-                                 BYZ_K *keys, int16_t *high, BYZ_K *kmin, BYZ_K *kmax,
-                                 uint8_t *nonfinite) {
+                                 BYZ_K *keys, int16_t *high) {
   int blocks = (pw + BYZ_B - 1) / BYZ_B;
-  for (int j = 0; j < blocks * BYZ_B; j++) {
-    kmin[j] = KMAX;
-    kmax[j] = -KMAX - 1;
-  }
   for (int64_t r = 0; r < n; r++) {
     const BYZ_T *row = x + r * ld + c0;
     for (int q = 0; q < blocks; q++) {
@@ -141,14 +135,10 @@ static void BYZ_NAME(load_panel)(const BYZ_T *x, int64_t n, int64_t ld, int64_t 
         src = pad;
       }
       BYZ_K *br = keys + ((int64_t)q * n + r) * BYZ_B;
-      BYZ_K *lo = kmin + q * BYZ_B, *hi = kmax + q * BYZ_B;
       for (int j = 0; j < BYZ_B; j++) {
         BYZ_K b;
         memcpy(&b, &src[j], sizeof b);
-        BYZ_K k = b ^ ((b >> (BYZ_BITS - 1)) & KMAX);
-        br[j] = k;
-        lo[j] = k < lo[j] ? k : lo[j];
-        hi[j] = k > hi[j] ? k : hi[j];
+        br[j] = b ^ ((b >> (BYZ_BITS - 1)) & KMAX);
       }
 #if BYZ_BITS == 32
       if (high) {
@@ -160,11 +150,30 @@ static void BYZ_NAME(load_panel)(const BYZ_T *x, int64_t n, int64_t ld, int64_t 
 #endif
     }
   }
-  /* Keys at or beyond +inf's (NaNs of either sign included) and -inf's: the
-   * columns' extremes tell, with no test per value. */
+}
+
+/* The smallest and largest keys of each of a block's columns (n x BYZ_B keys)
+ * into kmin and kmax, and whether each of its w columns is all finite into
+ * nonfinite: keys at or beyond +inf's (NaNs of either sign included) or at or
+ * below -inf's. */
+static void BYZ_NAME(block_extremes)(const BYZ_K *keys, int64_t n, int w, BYZ_K *kmin,
+                                     BYZ_K *kmax, uint8_t *nonfinite) {
+  BYZ_K lo[BYZ_B], hi[BYZ_B];
+  for (int j = 0; j < BYZ_B; j++) lo[j] = hi[j] = keys[j];
+  for (int64_t r = 1; r < n; r++) {
+    const BYZ_K *br = keys + r * BYZ_B;
+    for (int j = 0; j < BYZ_B; j++) {
+      lo[j] = br[j] < lo[j] ? br[j] : lo[j];
+      hi[j] = br[j] > hi[j] ? br[j] : hi[j];
+    }
+  }
   BYZ_K inf = BYZ_NAME(key)((BYZ_T)INFINITY), ninf = BYZ_NAME(key)(-(BYZ_T)INFINITY);
-  for (int j = 0; j < pw; j++)
-    nonfinite[j] = kmax[j] >= inf || kmin[j] <= ninf ? BYZ_BAD_NONFINITE : 0;
+  for (int j = 0; j < BYZ_B; j++) {
+    kmin[j] = lo[j];
+    kmax[j] = hi[j];
+  }
+  for (int j = 0; j < w; j++)
+    nonfinite[j] = hi[j] >= inf || lo[j] <= ninf ? BYZ_BAD_NONFINITE : 0;
 }
 
 #include "_native_descent.h"
@@ -194,15 +203,15 @@ static int BYZ_NAME(run)(const BYZ_T *x, int64_t n, int64_t ld, int64_t c0, int6
   int16_t *high = halves ? (int16_t *)(buf + panel + scratch) : NULL;
   BYZ_NAME(block) spare = {buf + panel, NULL, NULL, halves ? high + panel : NULL,
                            halves ? high + panel + scratch : NULL, n, 0};
-  BYZ_K kmin[PANEL_MAX], kmax[PANEL_MAX];
+  BYZ_K kmin[BYZ_B], kmax[BYZ_B];
   for (int64_t c = c0; c < c1; c += width) {
     int pw = (int)(c1 - c < width ? c1 - c : width);
-    BYZ_NAME(load_panel)(x, n, ld, c, pw, buf, high, kmin, kmax, bad + c);
+    BYZ_NAME(load_panel)(x, n, ld, c, pw, buf, high);
     for (int q = 0; q * BYZ_B < pw; q++) {
       size_t at = (size_t)q * (size_t)n * BYZ_B;
-      BYZ_NAME(block) b = {buf + at,    kmin + q * BYZ_B,  kmax + q * BYZ_B,
-                           halves ? high + at : NULL, spare.low, n,
-                           pw - q * BYZ_B < BYZ_B ? pw - q * BYZ_B : BYZ_B};
+      int w = pw - q * BYZ_B < BYZ_B ? pw - q * BYZ_B : BYZ_B;
+      BYZ_NAME(block_extremes)(buf + at, n, w, kmin, kmax, bad + c + q * BYZ_B);
+      BYZ_NAME(block) b = {buf + at, kmin, kmax, halves ? high + at : NULL, spare.low, n, w};
       fn(&b, p, &spare, out + c + q * BYZ_B, bad + c + q * BYZ_B);
     }
   }
