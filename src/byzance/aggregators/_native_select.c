@@ -154,8 +154,8 @@ static void BYZ_NAME(load_panel)(const BYZ_T *x, int64_t n, int64_t ld, int64_t 
 
 /* The smallest and largest keys of each of a block's columns (n x BYZ_B keys)
  * into kmin and kmax, and whether each of its w columns is all finite into
- * nonfinite: keys at or beyond +inf's (NaNs of either sign included) or at or
- * below -inf's. */
+ * nonfinite (unless NULL): keys at or beyond +inf's (NaNs of either sign
+ * included) or at or below -inf's. */
 static void BYZ_NAME(block_extremes)(const BYZ_K *keys, int64_t n, int w, BYZ_K *kmin,
                                      BYZ_K *kmax, uint8_t *nonfinite) {
   BYZ_K lo[BYZ_B], hi[BYZ_B];
@@ -172,7 +172,7 @@ static void BYZ_NAME(block_extremes)(const BYZ_K *keys, int64_t n, int w, BYZ_K 
     kmin[j] = lo[j];
     kmax[j] = hi[j];
   }
-  for (int j = 0; j < w; j++)
+  for (int j = 0; nonfinite && j < w; j++)
     nonfinite[j] = hi[j] >= inf || lo[j] <= ninf ? BYZ_BAD_NONFINITE : 0;
 }
 

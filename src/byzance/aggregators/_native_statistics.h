@@ -93,6 +93,59 @@ static void BYZ_NAME(trimmed_cols)(const BYZ_NAME(block) *blkp, const byz_params
   }
 }
 
+/* meamed_cols' distance keys: the bits of |v - med| of every key of a block
+ * (n x BYZ_B) into dist, and their high halves into high (float32; unless
+ * NULL). */
+static void BYZ_NAME(distance_keys)(const BYZ_K *restrict keys, int64_t n, const BYZ_T *med,
+                                    BYZ_K *restrict dist, int16_t *restrict high) {
+  for (int64_t r = 0; r < n; r++) {
+    const BYZ_K *br = keys + r * BYZ_B;
+    BYZ_K *dr = dist + r * BYZ_B;
+    for (int j = 0; j < BYZ_B; j++) {
+      BYZ_T dv = BYZ_NAME(value)(br[j]) - med[j];
+      BYZ_K kk;
+      memcpy(&kk, &dv, sizeof kk);
+      dr[j] = kk & KMAX;
+    }
+#if BYZ_BITS == 32
+    if (high)
+      for (int j = 0; j < 32; j++) high[r * 32 + j] = (int16_t)(dr[j] >> 16);
+#else
+    (void)high;
+#endif
+  }
+}
+
+/* meamed_cols' window pass: the sum of each column's values at distance at
+ * most d (key kd) and their count. The first row starts the sums: zeroing
+ * them would be a string store. */
+static void BYZ_NAME(sum_within)(const BYZ_K *restrict keys, const BYZ_K *restrict dist, int64_t n,
+                                 const BYZ_K *kd, BYZ_T *restrict sum, BYZ_K *restrict count) {
+  BYZ_T s[BYZ_B];
+  BYZ_K c[BYZ_B];
+  for (int j = 0; j < BYZ_B; j++) {
+    c[j] = (BYZ_K)(dist[j] <= kd[j]);
+    s[j] = c[j] ? BYZ_NAME(value)(keys[j]) : (BYZ_T)0;
+  }
+  for (int64_t r = 1; r < n; r++) {
+    const BYZ_K *br = keys + r * BYZ_B, *dr = dist + r * BYZ_B;
+    for (int j = 0; j < BYZ_B; j++) {
+      BYZ_K within = -(BYZ_K)(dr[j] <= kd[j]);
+      BYZ_T v = BYZ_NAME(value)(br[j]);
+      BYZ_K bits;
+      memcpy(&bits, &v, sizeof bits);
+      bits &= within; /* the value, or +0.0 */
+      memcpy(&v, &bits, sizeof v);
+      s[j] += v;
+      c[j] -= within;
+    }
+  }
+  for (int j = 0; j < BYZ_B; j++) {
+    sum[j] = s[j];
+    count[j] = c[j];
+  }
+}
+
 /* meamed_cols' columns whose values at the k-th smallest distance d are not
  * all taken (some at d below the median are left out, or some above it while
  * those below are taken first): the values nearer than d, then the ties at d
@@ -167,49 +220,18 @@ static void BYZ_NAME(meamed_cols)(const BYZ_NAME(block) *b, const byz_params *p,
   BYZ_T med[BYZ_B];
   BYZ_NAME(median_block)(b, med);
   for (int j = w; j < BYZ_B; j++) med[j] = 0;
-  for (int j = 0; j < BYZ_B; j++) {
-    dmin[j] = KMAX;
-    dmax[j] = 0;
-  }
   /* |v - med| is med - v below the median and v - med above it (rounding is
    * symmetric in sign), never -0.0; a distance's key is its bits (it is not
-   * negative). A NaN column is flagged by the load and decided by the caller. */
-  for (int64_t r = 0; r < n; r++) {
-    const BYZ_K *br = blk + r * BYZ_B;
-    BYZ_K *dr = dist + r * BYZ_B;
-    for (int j = 0; j < BYZ_B; j++) {
-      BYZ_T dv = BYZ_NAME(value)(br[j]) - med[j];
-      BYZ_K kk;
-      memcpy(&kk, &dv, sizeof kk);
-      kk &= KMAX;
-      dr[j] = kk;
-      dmin[j] = kk < dmin[j] ? kk : dmin[j];
-      dmax[j] = kk > dmax[j] ? kk : dmax[j];
-    }
-#if BYZ_BITS == 32
-    if (dist_high)
-      for (int j = 0; j < 32; j++) dist_high[r * 32 + j] = (int16_t)(dr[j] >> 16);
-#else
-    (void)dist_high;
-#endif
-  }
+   * negative). A NaN column is flagged by the load and decided by the caller.
+   * Only stores here (restrict: no overlap test per row); the extremes after. */
+  BYZ_NAME(distance_keys)(blk, n, med, dist, dist_high);
+  BYZ_NAME(block_extremes)(dist, n, w, dmin, dmax, NULL);
   BYZ_NAME(block) distances = {dist, dmin, dmax, dist_high, b->low, n, w};
   BYZ_NAME(descend_one)(&distances, k - 1, kd);
   for (int j = w; j < BYZ_B; j++) kd[j] = KMAX;
   BYZ_T sum[BYZ_B];
   BYZ_K count_le[BYZ_B];
-  for (int j = 0; j < BYZ_B; j++) {
-    sum[j] = 0;
-    count_le[j] = 0;
-  }
-  for (int64_t r = 0; r < n; r++) {
-    const BYZ_K *br = blk + r * BYZ_B, *dr = dist + r * BYZ_B;
-    for (int j = 0; j < BYZ_B; j++) {
-      BYZ_K within = (BYZ_K)(dr[j] <= kd[j]);
-      sum[j] += within ? BYZ_NAME(value)(br[j]) : (BYZ_T)0;
-      count_le[j] += within;
-    }
-  }
+  BYZ_NAME(sum_within)(blk, dist, n, kd, sum, count_le);
   int ties = 0;
   for (int j = 0; j < w; j++) {
     out[j] = sum[j] / (BYZ_T)k;
