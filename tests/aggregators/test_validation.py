@@ -210,3 +210,12 @@ def test_a_rule_or_pipeline_ending_in_a_center_carries_state_across_steps():
     assert agg.get("centered_clipping").carries_center
     assert not agg.get("median").carries_center
     assert agg.get("nnm>centered_clipping").carries_center
+
+
+def test_weights_that_require_grad_leave_no_graph():
+    # no_grad is entered only when autograd would record the call: here a per-row
+    # parameter requires grad although the inputs do not.
+    weights = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    x = torch.randn(3, 4)
+    for rule in (agg.weighted_average, agg.weighted_median):
+        assert not rule(x, 0, weights=weights).requires_grad
