@@ -361,6 +361,8 @@ def _without_overflow(
     synchronization (is any output non-finite?) on the (d,) result; the
     common path is otherwise unchanged.
     """
+    if math.isfinite(out.sum().item()):  # one scalar, no (d,) mask (an overflowing sum: below)
+        return out
     bad = ~torch.isfinite(out)
     if not bool(bad.any()):
         return out
