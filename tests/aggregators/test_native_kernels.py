@@ -251,3 +251,33 @@ def test_every_non_finite_value_is_flagged_from_the_columns_extremes(dtype):
     assert torch.signbit(x[3, 3])
     for _, bad in (_native.median(x), _native.trimmed_mean(x, 1), _native.mean_around_median(x, 5)):
         assert bad.tolist() == [_native.BAD_NONFINITE] * 4 + [0, 0]
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("n", "d"), [(2, 1), (3, 7), (7, 100), (20, 5000), (32, 70_001)])
+def test_gram_matches_float64_product(dtype, n, d):
+    # Tiles of 3 x 3 rows (n not a multiple of 3 repeats the last row, unstored), chunks
+    # with a tail shorter than a vector, a column slice (row stride above d), two tasks.
+    gen = torch.Generator().manual_seed(n + d)
+    wide = torch.randn(n, d + 5, generator=gen, dtype=dtype) + 3.0
+    x = wide[:, 2 : 2 + d]
+    want = x.double() @ x.double().T
+    got = _native.gram(x)
+    assert got.dtype == torch.float64 and torch.equal(got, got.T)
+    torch.testing.assert_close(got, want, rtol=1e-6 if dtype == torch.float32 else 1e-12, atol=0)
+
+
+@needs_native
+def test_pairwise_distances_take_the_gram_kernel_for_few_wide_rows(monkeypatch):
+    from byzance.aggregators import _pairwise
+
+    calls = []
+    real = _native.gram
+    monkeypatch.setattr(_native, "gram", lambda x: calls.append(x.shape) or real(x))
+    x = torch.randn(12, _native.GRAM_MIN_COLUMNS + 3, generator=torch.Generator().manual_seed(1))
+    dist = _pairwise.sq_distances(x)
+    assert calls == [x.shape]
+    want = torch.cdist(x.double(), x.double()).square()
+    torch.testing.assert_close(dist.double(), want, rtol=1e-5, atol=1e-3)
+    assert torch.equal(dist.diagonal(), torch.zeros(12))

@@ -24,7 +24,8 @@
  * kernels, once per dtype (the file includes itself with BYZ_T, BYZ_K, ...
  * set). _native_descent.h: the descents; _native_weighted.h: the weighted
  * median's; _native_statistics.h: the statistic of a block;
- * _native_distances.h: distances to a point.
+ * _native_distances.h: distances to a point; _native_gram.h: the Gram matrix
+ * of a few rows.
  */
 #ifndef BYZ_T
 
@@ -179,6 +180,7 @@ static void BYZ_NAME(block_extremes)(const BYZ_K *keys, int64_t n, int w, BYZ_K 
 #include "_native_descent.h"
 #include "_native_weighted.h"
 #include "_native_distances.h"
+#include "_native_gram.h"
 #include "_native_statistics.h"
 
 typedef void (*BYZ_NAME(block_fn))(const BYZ_NAME(block) *b, const byz_params *p,

@@ -9,6 +9,10 @@ subtracting the coordinate-wise median, a translation that leaves distances
 unchanged and that a minority of huge inputs cannot drag away; rows still
 suspect after that (several distant clusters) get their distances directly.
 
+With at most 24 rows of at least 65,536 values on the CPU, the Gram matrix
+comes from the C kernel of :func:`._native.gram` (float64 sums, faster than
+BLAS at that shape), else from ``x @ x.T``.
+
 Half-precision inputs are computed in float32; squared norms that overflow
 are recomputed in float64, and distances beyond that range are +inf, never NaN.
 Everything runs on the input's device; :func:`sq_distances` synchronizes with
@@ -45,7 +49,7 @@ def _gram_sq_distances(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _gram(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`_gram_sq_distances` without the overflow check (no host synchronization)."""
-    gram = whole(lambda a: a @ a.T, x)
+    gram = whole(_gram_product, x)
     sq = gram.diagonal().clone()
     dist = sq[:, None] + sq[None, :] - 2.0 * gram
     dist = (dist + dist.T) * 0.5  # BLAS need not return an exactly symmetric Gram matrix
@@ -53,6 +57,20 @@ def _gram(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     dist.clamp_(min=0.0)
     dist.fill_diagonal_(0.0)
     return dist, sq
+
+
+def _gram_product(x: torch.Tensor) -> torch.Tensor:
+    """``x @ x.T`` (n, n) in x's dtype: the C kernel for a few wide rows (float64 sums,
+    faster than BLAS there; see :func:`._native.gram`), else the matrix product."""
+    n, d = x.shape
+    if (
+        n <= _native.GRAM_FASTER_UP_TO
+        and d >= _native.GRAM_MIN_COLUMNS
+        and x.dtype in (torch.float32, torch.float64)
+        and _native.supports(x)
+    ):
+        return _native.gram(x).to(x.dtype)
+    return x @ x.T
 
 
 def _near_zero(dist: torch.Tensor, sq: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor]:
