@@ -281,3 +281,37 @@ def test_pairwise_distances_take_the_gram_kernel_for_few_wide_rows(monkeypatch):
     want = torch.cdist(x.double(), x.double()).square()
     torch.testing.assert_close(dist.double(), want, rtol=1e-5, atol=1e-3)
     assert torch.equal(dist.diagonal(), torch.zeros(12))
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_a_subset_of_rows_is_read_in_place(dtype):
+    # The kernels take row indices: the statistic of x[rows] without the gathered copy
+    # (bfloat16 is widened anyway, so only those rows are gathered and widened).
+    gen = torch.Generator().manual_seed(3)
+    wide = torch.randn(40, 300, generator=gen).to(dtype)
+    x = wide[:, 5:250]  # a column slice: rows 300 apart
+    rows = torch.tensor([31, 2, 17, 8, 39, 0, 22, 5, 11])
+    sub = x[rows]
+    for name, args in (("median", ()), ("trimmed_mean", (2,)), ("mean_around_median", (6,))):
+        got = getattr(_native, name)(x, *args, rows)
+        want = getattr(_native, name)(sub, *args)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+@needs_native
+def test_bulyan_reads_its_selected_rows_in_place(monkeypatch):
+    from byzance.aggregators import _order, bulyan
+
+    seen = []
+    real = _native._run
+    monkeypatch.setattr(
+        _native,
+        "_run",
+        lambda name, x, *a, rows=None: seen.append((x, rows)) or real(name, x, *a, rows=rows),
+    )
+    x = torch.randn(11, 1000, generator=torch.Generator().manual_seed(4))
+    got = bulyan(x, 2)
+    ((arg, rows),) = seen
+    assert arg.data_ptr() == x.data_ptr() and rows is not None and rows.numel() == 7
+    assert torch.equal(got, _order.coordinate_mean_around_median(x[rows], 3))

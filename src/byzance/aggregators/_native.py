@@ -78,7 +78,7 @@ FLAGS = (
     "-std=c11",
 )
 FLAGS_SHARED = ("-shared", "-fPIC")
-ABI = 1
+ABI = 2
 # Columns per thread task: a multiple of both block widths (32 and 16 columns).
 CHUNK_ALIGN = 32
 
@@ -152,11 +152,15 @@ def _build(cc: str, target: Path) -> None:
 def _declare(lib: ctypes.CDLL) -> None:
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     for suffix in ("f32", "f64"):
-        getattr(lib, f"byz_median_{suffix}").argtypes = [ptr, i64, i64, i64, i64, ptr, ptr]
+        # x, n, ld, rows (NULL: the first n), c0, c1, then each kernel's own
+        getattr(lib, f"byz_median_{suffix}").argtypes = [ptr, i64, i64, ptr, i64, i64, ptr, ptr]
         for name in ("byz_trimmed_mean", "byz_mean_around_median"):
-            getattr(lib, f"{name}_{suffix}").argtypes = [ptr, i64, i64, i64, i64, i64, ptr, ptr]
+            getattr(lib, f"{name}_{suffix}").argtypes = [
+                *(ptr, i64, i64, ptr, i64, i64),
+                *(i64, ptr, ptr),
+            ]
         getattr(lib, f"byz_weighted_median_{suffix}").argtypes = [
-            *(ptr, i64, i64, i64, i64, ptr),
+            *(ptr, i64, i64, ptr, i64, i64, ptr),
             *(ctypes.c_double, ctypes.c_double, ptr, ptr),
         ]
         getattr(lib, f"byz_sq_distances_{suffix}").argtypes = [ptr, i64, i64, i64, i64, ptr, ptr]
@@ -258,8 +262,13 @@ def _threads() -> ThreadPoolExecutor:
         return _pool
 
 
-def _run(name: str, x: torch.Tensor, *params: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def _run(
+    name: str, x: torch.Tensor, *params: Any, rows: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Run kernel ``name`` over the columns of ``x`` (n, d), split across torch's thread count.
+
+    ``rows``: indices (m,) of the rows to take (the statistic of ``x[rows]``,
+    read in place: no gathered (m, d) copy), or None for all of them.
 
     Returns:
         ``(out, bad)``: the (d,) statistic in the accumulation dtype, and (d,)
@@ -270,12 +279,19 @@ def _run(name: str, x: torch.Tensor, *params: Any) -> tuple[torch.Tensor, torch.
     lib = library()
     assert lib is not None
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-    v = x.to(acc).contiguous()
-    n, d = v.shape
+    if rows is not None and (x.dtype != acc or x.stride(-1) != 1):
+        x, rows = x.index_select(0, rows.to(x.device)), None  # widened anyway: only those rows
+    v = x.to(acc)
+    if v.stride(-1) != 1 or (rows is None and not v.is_contiguous()):
+        v = v.contiguous()
+    if rows is not None:
+        rows = rows.to(device="cpu", dtype=torch.int64).contiguous()
+    n = v.shape[0] if rows is None else rows.numel()
+    d = v.shape[1]
     out = torch.empty(d, dtype=acc)
     bad = torch.zeros(d, dtype=torch.uint8)
     fn = getattr(lib, f"byz_{name}_{'f64' if acc == torch.float64 else 'f32'}")
-    args = (v.data_ptr(), n, d)
+    args = (v.data_ptr(), n, v.stride(0), None if rows is None else rows.data_ptr())
     tasks = min(_threads_wanted(), max(1, d // CHUNK_ALIGN))
     step = -(-d // tasks)
     step = -(-step // CHUNK_ALIGN) * CHUNK_ALIGN
@@ -289,19 +305,26 @@ def _run(name: str, x: torch.Tensor, *params: Any) -> tuple[torch.Tensor, torch.
     return out, bad
 
 
-def median(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Coordinate-wise median of ``x`` (n, d) and the (d,) mask of columns left to the caller."""
-    return _run("median", x)
+def median(x: torch.Tensor, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coordinate-wise median of ``x`` (n, d) (of its ``rows`` if given) and the (d,) mask of
+    columns left to the caller."""
+    return _run("median", x, rows=rows)
 
 
-def trimmed_mean(x: torch.Tensor, trim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean of ranks ``trim + 1 .. n - trim`` of every column of ``x`` (n, d), and the mask."""
-    return _run("trimmed_mean", x, trim)
+def trimmed_mean(
+    x: torch.Tensor, trim: int, rows: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of ranks ``trim + 1 .. n - trim`` of every column of ``x`` (n, d) (of its ``rows``
+    if given), and the mask."""
+    return _run("trimmed_mean", x, trim, rows=rows)
 
 
-def mean_around_median(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean of the ``k`` values of every column of ``x`` (n, d) nearest its median, and the mask."""
-    return _run("mean_around_median", x, k)
+def mean_around_median(
+    x: torch.Tensor, k: int, rows: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of the ``k`` values of every column of ``x`` (n, d) (of its ``rows`` if given)
+    nearest its median, and the mask."""
+    return _run("mean_around_median", x, k, rows=rows)
 
 
 def weighted_median(x: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

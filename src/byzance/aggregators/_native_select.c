@@ -78,7 +78,7 @@ typedef struct {
 #define BYZ_NAME(name) name##_f64
 #include __FILE__
 
-int byz_native_abi(void) { return 1; }
+int byz_native_abi(void) { return 2; }
 
 #else /* one dtype's kernels */
 
@@ -113,15 +113,16 @@ typedef struct {
 /* Keys of the pw columns c0 .. c0 + pw - 1 (a panel of whole and partial
  * blocks) into keys, block after block (block q: n x BYZ_B at keys + q n
  * BYZ_B; padding columns get KMAX), and their high halves into high likewise
- * (float32; unless NULL). A panel reads pw contiguous values of each row, not
+ * (float32; unless NULL). Row r of the block is x's row rows[r] (rows: NULL
+ * for the first n rows), so that a subset of rows needs no gathered copy. A panel reads pw contiguous values of each row, not
  * BYZ_B: reading n rows one block at a time runs at under half the memory
  * bandwidth. Only stores here: the columns' extremes are taken block by
  * block afterwards (block_extremes), from the cache, in registers. */
-static void BYZ_NAME(load_panel)(const BYZ_T *x, int64_t n, int64_t ld, int64_t c0, int pw,
-                                 BYZ_K *keys, int16_t *high) {
+static void BYZ_NAME(load_panel)(const BYZ_T *x, int64_t n, int64_t ld, const int64_t *rows,
+                                 int64_t c0, int pw, BYZ_K *keys, int16_t *high) {
   int blocks = (pw + BYZ_B - 1) / BYZ_B;
   for (int64_t r = 0; r < n; r++) {
-    const BYZ_T *row = x + r * ld + c0;
+    const BYZ_T *row = x + (rows ? rows[r] : r) * ld + c0;
     for (int q = 0; q < blocks; q++) {
       const BYZ_T *src = row + q * BYZ_B;
       /* Ahead in this row (into the next panel at the end): n streams are more
@@ -186,14 +187,15 @@ static void BYZ_NAME(block_extremes)(const BYZ_K *keys, int64_t n, int w, BYZ_K 
 typedef void (*BYZ_NAME(block_fn))(const BYZ_NAME(block) *b, const byz_params *p,
                                    BYZ_NAME(block) *work, BYZ_T *out, uint8_t *bad);
 
-/* fn over columns c0 .. c1 - 1 of x (n x ld, row-major), one panel of blocks at
+/* fn over columns c0 .. c1 - 1 of x's n rows (row-major, ld apart; rows: their
+ * indices, or NULL for the first n), one panel of blocks at
  * a time (as many whole blocks as fit PANEL_BYTES of keys, at most PANEL_MAX
  * columns), each block's keys then staying in the cache for all its passes.
  * work: whether fn needs an n x BYZ_B scratch of keys. Returns -1 when the
  * buffer cannot be allocated. */
-static int BYZ_NAME(run)(const BYZ_T *x, int64_t n, int64_t ld, int64_t c0, int64_t c1,
-                         BYZ_NAME(block_fn) fn, const byz_params *p, int work, BYZ_T *out,
-                         uint8_t *bad) {
+static int BYZ_NAME(run)(const BYZ_T *x, int64_t n, int64_t ld, const int64_t *rows, int64_t c0,
+                         int64_t c1, BYZ_NAME(block_fn) fn, const byz_params *p, int work,
+                         BYZ_T *out, uint8_t *bad) {
   int64_t fit = PANEL_BYTES / ((int64_t)sizeof(BYZ_K) * n) / BYZ_B * BYZ_B;
   int width = fit < BYZ_B ? BYZ_B : fit > PANEL_MAX ? PANEL_MAX : (int)fit;
   int halves = BYZ_BITS == 32 && n <= SHORT_MAX_ROWS;
@@ -208,7 +210,7 @@ static int BYZ_NAME(run)(const BYZ_T *x, int64_t n, int64_t ld, int64_t c0, int6
   BYZ_K kmin[BYZ_B], kmax[BYZ_B];
   for (int64_t c = c0; c < c1; c += width) {
     int pw = (int)(c1 - c < width ? c1 - c : width);
-    BYZ_NAME(load_panel)(x, n, ld, c, pw, buf, high);
+    BYZ_NAME(load_panel)(x, n, ld, rows, c, pw, buf, high);
     for (int q = 0; q * BYZ_B < pw; q++) {
       size_t at = (size_t)q * (size_t)n * BYZ_B;
       int w = pw - q * BYZ_B < BYZ_B ? pw - q * BYZ_B : BYZ_B;
@@ -221,29 +223,31 @@ static int BYZ_NAME(run)(const BYZ_T *x, int64_t n, int64_t ld, int64_t c0, int6
   return 0;
 }
 
-int BYZ_NAME(byz_median)(const BYZ_T *x, int64_t n, int64_t ld, int64_t c0, int64_t c1,
-                         BYZ_T *out, uint8_t *bad) {
+/* The exported kernels: columns c0 .. c1 - 1 of the n rows of x (ld apart;
+ * rows: their indices, or NULL for the first n). */
+int BYZ_NAME(byz_median)(const BYZ_T *x, int64_t n, int64_t ld, const int64_t *rows, int64_t c0,
+                         int64_t c1, BYZ_T *out, uint8_t *bad) {
   byz_params p = {0};
-  return BYZ_NAME(run)(x, n, ld, c0, c1, BYZ_NAME(median_cols), &p, 0, out, bad);
+  return BYZ_NAME(run)(x, n, ld, rows, c0, c1, BYZ_NAME(median_cols), &p, 0, out, bad);
 }
 
 /* Mean of ranks trim + 1 .. n - trim of every column. */
-int BYZ_NAME(byz_trimmed_mean)(const BYZ_T *x, int64_t n, int64_t ld, int64_t c0, int64_t c1,
-                               int64_t trim, BYZ_T *out, uint8_t *bad) {
+int BYZ_NAME(byz_trimmed_mean)(const BYZ_T *x, int64_t n, int64_t ld, const int64_t *rows,
+                               int64_t c0, int64_t c1, int64_t trim, BYZ_T *out, uint8_t *bad) {
   byz_params p = {.rank = trim};
-  return BYZ_NAME(run)(x, n, ld, c0, c1, BYZ_NAME(trimmed_cols), &p, 0, out, bad);
+  return BYZ_NAME(run)(x, n, ld, rows, c0, c1, BYZ_NAME(trimmed_cols), &p, 0, out, bad);
 }
 
 /* Mean of the k values of every column closest to its median. */
-int BYZ_NAME(byz_mean_around_median)(const BYZ_T *x, int64_t n, int64_t ld, int64_t c0,
-                                     int64_t c1, int64_t k, BYZ_T *out, uint8_t *bad) {
+int BYZ_NAME(byz_mean_around_median)(const BYZ_T *x, int64_t n, int64_t ld, const int64_t *rows,
+                                     int64_t c0, int64_t c1, int64_t k, BYZ_T *out, uint8_t *bad) {
   byz_params p = {.rank = k};
-  return BYZ_NAME(run)(x, n, ld, c0, c1, BYZ_NAME(meamed_cols), &p, 1, out, bad);
+  return BYZ_NAME(run)(x, n, ld, rows, c0, c1, BYZ_NAME(meamed_cols), &p, 1, out, bad);
 }
 
-int BYZ_NAME(byz_weighted_median)(const BYZ_T *x, int64_t n, int64_t ld, int64_t c0,
-                                  int64_t c1, const double *weight, double lo, double hi,
-                                  BYZ_T *out, uint8_t *bad) {
+int BYZ_NAME(byz_weighted_median)(const BYZ_T *x, int64_t n, int64_t ld, const int64_t *rows,
+                                  int64_t c0, int64_t c1, const double *weight, double lo,
+                                  double hi, BYZ_T *out, uint8_t *bad) {
   byz_params p = {.weight = weight, .lo = lo, .hi = hi};
   for (int64_t r = 0; r < n; r++) {
     p.total += weight[r];
@@ -260,7 +264,7 @@ int BYZ_NAME(byz_weighted_median)(const BYZ_T *x, int64_t n, int64_t ld, int64_t
     /* lo in the same proportion of F: equal weights decide exactly as in float64 */
     p.fixed_lo = (int32_t)ceil((double)sum * (lo / p.total));
   }
-  int code = BYZ_NAME(run)(x, n, ld, c0, c1, BYZ_NAME(weighted_cols), &p, 0, out, bad);
+  int code = BYZ_NAME(run)(x, n, ld, rows, c0, c1, BYZ_NAME(weighted_cols), &p, 0, out, bad);
   free(fixed);
   return code;
 }

@@ -236,21 +236,26 @@ def _use_native(x: torch.Tensor, statistic: Statistic) -> bool:
 
 
 def _native_statistic(
-    x: torch.Tensor, statistic: Statistic, params: dict[str, Any]
+    x: torch.Tensor,
+    statistic: Statistic,
+    params: dict[str, Any],
+    rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The statistic by :mod:`._native`; shape (d,), x's dtype. Columns it leaves take the sort."""
+    """The statistic by :mod:`._native` (of ``x[rows]``, read in place, if given); shape (d,),
+    x's dtype. Columns it leaves take the sort."""
     name = _SELECTORS[statistic]
     if name == "median":
-        out, bad = _native.median(x)
+        out, bad = _native.median(x, rows)
     elif name == "trimmed_mean":
-        out, bad = _native.trimmed_mean(x, params["trim"])
+        out, bad = _native.trimmed_mean(x, params["trim"], rows)
     else:
-        out, bad = _native.mean_around_median(x, params["k"])
+        out, bad = _native.mean_around_median(x, params["k"], rows)
     report_native_rows(bad)
     out = out.to(x.dtype)
     if bool(bad.any()):
         cols = bad.nonzero().flatten()
-        out[cols] = _sorted_statistic(x[:, cols], statistic, params)
+        sub = x[:, cols] if rows is None else x.index_select(1, cols).index_select(0, rows)
+        out[cols] = _sorted_statistic(sub, statistic, params)
     return out
 
 
@@ -313,14 +318,25 @@ def _select_statistic(
     return _select.select_mean_around_median(x, params["k"], fallback)
 
 
-def reduce_sorted(x: torch.Tensor, statistic: Statistic, **params: Any) -> torch.Tensor:
+def reduce_sorted(
+    x: torch.Tensor, statistic: Statistic, rows: torch.Tensor | None = None, **params: Any
+) -> torch.Tensor:
     """Apply ``statistic`` to the rows of ``x`` (n, d) sorted coordinate-wise; shape (d,).
 
     The result is on ``x``'s device, in ``x``'s dtype (computed in float32 for
     half precision). Large CPU inputs take a compiled path: the sorting
     network for few rows, selection by counting passes (:mod:`._select`) for
-    many; both give the sort's result.
+    many; both give the sort's result. ``rows`` (m,): the statistic of
+    ``x[rows]``, which the C kernels read in place (no (m, d) copy); the
+    other paths gather the rows first.
     """
+    if rows is not None:
+        if rows.numel() >= 2 and _use_native(x, statistic):
+            out = _native_statistic(x, statistic, params, rows)
+            if math.isfinite(out.sum().item()):
+                return out
+            return _without_overflow(out, x.index_select(0, rows), statistic, params)
+        x = x.index_select(0, rows)
     if _use_native(x, statistic):
         return _without_overflow(_native_statistic(x, statistic, params), x, statistic, params)
     if _use_selection(x, statistic):
@@ -386,9 +402,12 @@ def coordinate_trimmed_mean(x: torch.Tensor, trim: int) -> torch.Tensor:
     return reduce_sorted(x, trimmed_mean_of_sorted, trim=trim)
 
 
-def coordinate_mean_around_median(x: torch.Tensor, k: int) -> torch.Tensor:
-    """Coordinate-wise mean of the ``k`` values of ``x`` (n, d) closest to the median."""
-    return reduce_sorted(x, mean_around_median_of_sorted, k=k)
+def coordinate_mean_around_median(
+    x: torch.Tensor, k: int, rows: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Coordinate-wise mean of the ``k`` values of ``x`` (n, d) (of ``x[rows]``, if given)
+    closest to the median."""
+    return reduce_sorted(x, mean_around_median_of_sorted, rows, k=k)
 
 
 _SELECTORS: dict[Statistic, str] = {

@@ -91,7 +91,8 @@ def _bulyan(x: torch.Tensor, f: int, *, selection: str | Rule = "krum") -> torch
     """
     theta = x.shape[0] - 2 * f
     chosen = bulyan_selection(x, f, selection)
-    return coordinate_mean_around_median(x[chosen], theta - 2 * f)
+    # The selected rows read in place (no (theta, d) copy: peak extra memory O(n^2 + d)).
+    return coordinate_mean_around_median(x, theta - 2 * f, rows=chosen)
 
 
 bulyan = register(
