@@ -16,7 +16,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from byzance.aggregators import _native, _order
+from byzance.aggregators import _native, _native_rows, _order
 from byzance.aggregators._order import (
     mean_around_median_of_sorted,
     median_of_sorted,
@@ -189,7 +189,7 @@ def test_squared_distances_match_float64(dtype, n, d):
     x = big[:, 4 : 4 + d]  # rows d + 9 apart: the kernel reads the row stride
     z = torch.randn(d, generator=gen, dtype=dtype)
     want = (x.double() - z.double()).square().sum(dim=1)
-    got = _native.sq_distances(x, z)
+    got = _native_rows.sq_distances(x, z)
     assert got.dtype == torch.float64
     torch.testing.assert_close(got, want, rtol=1e-6 if dtype == torch.float32 else 1e-13, atol=0)
 
@@ -198,7 +198,7 @@ def test_squared_distances_match_float64(dtype, n, d):
 def test_squared_distances_of_non_finite_rows_are_not_finite():
     x = torch.randn(4, 3000)
     x[1, 5], x[2, 2999] = math.nan, math.inf
-    got = _native.sq_distances(x, torch.zeros(3000))
+    got = _native_rows.sq_distances(x, torch.zeros(3000))
     assert torch.isfinite(got).tolist() == [True, False, False, True]
     big = torch.full((2, 10), 1e30)  # squares beyond float32's range: redone in float64
     torch.testing.assert_close(distances_to(big, torch.zeros(10)), torch.full((2,), 1e30 * 10**0.5))
@@ -263,7 +263,7 @@ def test_gram_matches_float64_product(dtype, n, d):
     wide = torch.randn(n, d + 5, generator=gen, dtype=dtype) + 3.0
     x = wide[:, 2 : 2 + d]
     want = x.double() @ x.double().T
-    got = _native.gram(x)
+    got = _native_rows.gram(x)
     assert got.dtype == torch.float64 and torch.equal(got, got.T)
     torch.testing.assert_close(got, want, rtol=1e-6 if dtype == torch.float32 else 1e-12, atol=0)
 
@@ -273,9 +273,11 @@ def test_pairwise_distances_take_the_gram_kernel_for_few_wide_rows(monkeypatch):
     from byzance.aggregators import _pairwise
 
     calls = []
-    real = _native.gram
-    monkeypatch.setattr(_native, "gram", lambda x: calls.append(x.shape) or real(x))
-    x = torch.randn(12, _native.GRAM_MIN_COLUMNS + 3, generator=torch.Generator().manual_seed(1))
+    real = _native_rows.gram
+    monkeypatch.setattr(_native_rows, "gram", lambda x: calls.append(x.shape) or real(x))
+    x = torch.randn(
+        12, _native_rows.GRAM_MIN_COLUMNS + 3, generator=torch.Generator().manual_seed(1)
+    )
     dist = _pairwise.sq_distances(x)
     assert calls == [x.shape]
     want = torch.cdist(x.double(), x.double()).square()

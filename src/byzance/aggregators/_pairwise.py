@@ -10,7 +10,7 @@ unchanged and that a minority of huge inputs cannot drag away; rows still
 suspect after that (several distant clusters) get their distances directly.
 
 With at most 24 rows of at least 65,536 values on the CPU, the Gram matrix
-comes from the C kernel of :func:`._native.gram` (float64 sums, faster than
+comes from the C kernel of :func:`._native_rows.gram` (float64 sums, faster than
 BLAS at that shape), else from ``x @ x.T``.
 
 Half-precision inputs are computed in float32; squared norms that overflow
@@ -26,7 +26,7 @@ import math
 
 import torch
 
-from byzance.aggregators import _native
+from byzance.aggregators import _native, _native_rows
 from byzance.aggregators._input import first_pass
 from byzance.aggregators._shard import any_block, norms, whole
 
@@ -61,15 +61,15 @@ def _gram(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _gram_product(x: torch.Tensor) -> torch.Tensor:
     """``x @ x.T`` (n, n) in x's dtype: the C kernel for a few wide rows (float64 sums,
-    faster than BLAS there; see :func:`._native.gram`), else the matrix product."""
+    faster than BLAS there; see :func:`._native_rows.gram`), else the matrix product."""
     n, d = x.shape
     if (
-        n <= _native.GRAM_FASTER_UP_TO
-        and d >= _native.GRAM_MIN_COLUMNS
+        n <= _native_rows.GRAM_FASTER_UP_TO
+        and d >= _native_rows.GRAM_MIN_COLUMNS
         and x.dtype in (torch.float32, torch.float64)
         and _native.supports(x)
     ):
-        return _native.gram(x).to(x.dtype)
+        return _native_rows.gram(x).to(x.dtype)
     return x @ x.T
 
 
@@ -167,7 +167,7 @@ def distances_to(
     z = z.to(dtype)
     n, d = x.shape
     if x.dtype == dtype and _native.supports(x):  # one pass in C, summed in float64
-        dist = whole(_native.sq_distances, x, z).sqrt_().to(dtype)
+        dist = whole(_native_rows.sq_distances, x, z).sqrt_().to(dtype)
     else:
         rows = max(1, min(n, _BLOCK_ELEMENTS // max(d, 1)))
         buffer = torch.empty(rows, d, dtype=dtype, device=x.device)

@@ -16,7 +16,6 @@ exactly the result and the errors of checking first.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from byzance.aggregators._input import (
     finite_rows,
     first_pass_armed,
     first_pass_checks,
+    no_grad_if_tracked,
 )
 from byzance.errors import InvalidParameterError, ToleranceError
 from byzance.registry import Registry, bind_params
@@ -68,21 +68,6 @@ class Requirement:
             return f"n >= {self.b}"
         af = "f" if self.a == 1 else f"{self.a}f"
         return f"n >= {af} + {self.b}" if self.b else f"n >= {af}"
-
-
-_UNTRACKED = contextlib.nullcontext()
-
-
-def _no_grad_if_tracked(x: torch.Tensor, params: dict[str, Any]) -> Any:
-    """``torch.no_grad()`` when autograd would record the rule (a tensor that
-    requires grad, with grad mode on), else a reusable no-op context: entering
-    no_grad costs microseconds on every call of a rule on small inputs."""
-    if torch.is_grad_enabled() and (
-        x.requires_grad
-        or any(isinstance(v, torch.Tensor) and v.requires_grad for v in params.values())
-    ):
-        return torch.no_grad()
-    return _UNTRACKED
 
 
 @dataclass(frozen=True)
@@ -183,7 +168,7 @@ class Rule:
         if out is not None:
             _check_out(self, out, x)
         n = x.shape[0]
-        with _no_grad_if_tracked(x, params):
+        with no_grad_if_tracked(x, params):
             if self._first_pass_can_check(n, f):
                 for name in self.row_params:  # checked as when rows are dropped first
                     if params.get(name) is not None:
