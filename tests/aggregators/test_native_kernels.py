@@ -30,6 +30,22 @@ needs_native = pytest.mark.skipif(
 )
 
 
+def _assert_statistics_equal_the_sort(x: torch.Tensor) -> None:
+    """The median (bit for bit), trimmed mean and meamed (on the columns it decides) of x."""
+    n = x.shape[0]
+    rows = torch.sort(x, dim=0).values
+    median, bad = _native.median(x)
+    assert not bad.any()
+    assert torch.equal(median, median_of_sorted(rows))
+    trim = n // 5
+    trimmed, _ = _native.trimmed_mean(x, trim)
+    torch.testing.assert_close(trimmed, trimmed_mean_of_sorted(rows, trim))
+    k = n - n // 4
+    around, bad = _native.mean_around_median(x, k)
+    decided = bad == 0
+    torch.testing.assert_close(around[decided], mean_around_median_of_sorted(rows, k)[decided])
+
+
 @needs_native
 def test_the_library_builds_where_there_is_a_compiler():
     assert _native.available()
@@ -80,17 +96,7 @@ def test_values_that_differ_only_in_their_low_bits(n):
     x = 1.0 + ulps * torch.finfo(torch.float32).eps
     x[:, ::3] = torch.randn(n, x[:, ::3].shape[1], generator=gen)
     x[:, 1::5] = -x[:, 1::5]
-    rows = torch.sort(x, dim=0).values
-    median, bad = _native.median(x)
-    assert not bad.any()
-    assert torch.equal(median, median_of_sorted(rows))
-    trim = n // 5
-    trimmed, _ = _native.trimmed_mean(x, trim)
-    torch.testing.assert_close(trimmed, trimmed_mean_of_sorted(rows, trim))
-    k = n - n // 4
-    around, bad = _native.mean_around_median(x, k)
-    decided = bad == 0
-    torch.testing.assert_close(around[decided], mean_around_median_of_sorted(rows, k)[decided])
+    _assert_statistics_equal_the_sort(x)
 
 
 @needs_native
@@ -225,17 +231,7 @@ def test_quantized_values_equal_the_sort(dtype, n):
     gen = torch.Generator().manual_seed(n)
     x = (torch.randint(-8, 9, (n, 48), generator=gen) * 0.125).to(dtype)
     x[:, ::4] *= 1e-30  # tiny values: the tie sits deep in the mantissa bits
-    rows = torch.sort(x, dim=0).values
-    median, bad = _native.median(x)
-    assert not bad.any()
-    assert torch.equal(median, median_of_sorted(rows))
-    trim = n // 5
-    trimmed, _ = _native.trimmed_mean(x, trim)
-    torch.testing.assert_close(trimmed, trimmed_mean_of_sorted(rows, trim))
-    k = n - n // 4
-    around, bad = _native.mean_around_median(x, k)
-    decided = bad == 0
-    torch.testing.assert_close(around[decided], mean_around_median_of_sorted(rows, k)[decided])
+    _assert_statistics_equal_the_sort(x)
 
 
 @needs_native
