@@ -313,3 +313,17 @@ def test_bulyan_reads_its_selected_rows_in_place(monkeypatch):
     ((arg, rows),) = seen
     assert arg.data_ptr() == x.data_ptr() and rows is not None and rows.numel() == 7
     assert torch.equal(got, _order.coordinate_mean_around_median(x[rows], 3))
+
+
+@needs_native
+def test_an_overflowing_mean_of_some_rows_is_recomputed_from_those_rows():
+    # float32 sums of values near the largest finite one overflow; the recomputation in
+    # float64 must gather the same rows the kernel read in place.
+    big = torch.finfo(torch.float32).max
+    x = torch.full((9, 40), big / 2)
+    x[::2] = -big / 4  # rows left out: including them would change the mean
+    rows = torch.tensor([1, 3, 5, 7, 8])
+    got = _order.coordinate_mean_around_median(x, 4, rows=rows)
+    want = _order.coordinate_mean_around_median(x[rows], 4)
+    assert torch.isfinite(got).all()
+    assert torch.equal(got, want)

@@ -25,7 +25,7 @@ Why C and not a library: the algorithm needs a loop nest that
 ``torch.compile`` does not generate (many dependent passes over one block
 while it is in the cache; inductor's fused version spent 5 s on the
 bit-casts), and numba's version of the same loops was not vectorized
-(28x-30x one pass). The C (``_native_select.c`` and its four headers) is
+(28x-30x one pass). The C (``_native_select.c`` and its five headers) is
 about 1,200 lines with no dependency but the GCC/Clang vector
 extensions (``__attribute__((vector_size))``) for its hottest loops.
 
@@ -282,7 +282,7 @@ def _run(
     if rows is not None and (x.dtype != acc or x.stride(-1) != 1):
         x, rows = x.index_select(0, rows.to(x.device)), None  # widened anyway: only those rows
     v = x.to(acc)
-    if v.stride(-1) != 1 or (rows is None and not v.is_contiguous()):
+    if v.stride(-1) != 1:  # the kernels read rows ld = stride(0) apart, each value by value
         v = v.contiguous()
     if rows is not None:
         rows = rows.to(device="cpu", dtype=torch.int64).contiguous()

@@ -254,9 +254,13 @@ def _native_statistic(
     out = out.to(x.dtype)
     if bool(bad.any()):
         cols = bad.nonzero().flatten()
-        sub = x[:, cols] if rows is None else x.index_select(1, cols).index_select(0, rows)
-        out[cols] = _sorted_statistic(sub, statistic, params)
+        out[cols] = _sorted_statistic(_columns(x, cols, rows), statistic, params)
     return out
+
+
+def _columns(x: torch.Tensor, cols: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+    """The columns ``cols`` of ``x`` (of its ``rows`` only, if given): a small gathered copy."""
+    return x[:, cols] if rows is None else x.index_select(1, cols).index_select(0, rows)
 
 
 def report_native_rows(bad: torch.Tensor) -> None:
@@ -333,9 +337,7 @@ def reduce_sorted(
     if rows is not None:
         if rows.numel() >= 2 and _use_native(x, statistic):
             out = _native_statistic(x, statistic, params, rows)
-            if math.isfinite(out.sum().item()):
-                return out
-            return _without_overflow(out, x.index_select(0, rows), statistic, params)
+            return _without_overflow(out, x, statistic, params, rows)
         x = x.index_select(0, rows)
     if _use_native(x, statistic):
         return _without_overflow(_native_statistic(x, statistic, params), x, statistic, params)
@@ -366,9 +368,14 @@ def reduce_sorted(
 
 
 def _without_overflow(
-    out: torch.Tensor, x: torch.Tensor, statistic: Statistic, params: dict[str, Any]
+    out: torch.Tensor,
+    x: torch.Tensor,
+    statistic: Statistic,
+    params: dict[str, Any],
+    rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``out``, with its coordinates that overflowed (inf, or NaN from inf - inf) recomputed.
+    """``out`` (the statistic of ``x``, or of ``x[rows]``), with its coordinates that
+    overflowed (inf, or NaN from inf - inf) recomputed.
 
     A mean of values near the dtype's largest finite value overflows in that
     dtype although the mean itself is finite. Those coordinates are computed
@@ -383,10 +390,10 @@ def _without_overflow(
     if not bool(bad.any()):
         return out
     cols = bad.nonzero().flatten()
-    sub = x[:, cols]
-    scale = 2.0 ** -math.ceil(math.log2(max(x.shape[0], 2)))
-    rows = torch.sort(sub.to(torch.float64) * scale, dim=0).values
-    fixed = (statistic(rows, **params) / scale).to(out.dtype)
+    sub = _columns(x, cols, rows)
+    scale = 2.0 ** -math.ceil(math.log2(max(sub.shape[0], 2)))
+    ordered = torch.sort(sub.to(torch.float64) * scale, dim=0).values
+    fixed = (statistic(ordered, **params) / scale).to(out.dtype)
     out = out.clone()
     out[cols] = fixed
     return out
