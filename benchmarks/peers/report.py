@@ -186,8 +186,11 @@ def _reading(out: list[str]) -> None:
         "byzance checks every robust rule's input for NaN/inf rows (dropped and counted as "
         "faulty, so that a non-finite vector never poisons the result silently) within the "
         "rule's first pass: the norms (clipping, ARC), the distances, or the C kernels' load "
-        "(the coordinate-wise rules). The average, the non-robust baseline, checks nothing "
-        "(a NaN in gives a NaN out), as in ByzFL.",
+        "(the coordinate-wise rules). The average, the non-robust baseline, drops nothing "
+        "(a NaN in gives a NaN out), as in ByzFL; on the CPU it is one pass in C "
+        "(`_native_step.h`: float64 sums, float32 rows in runs of 8) that also reports "
+        "whether the mean is finite, so an overflowed float32 sum costs no pass of its own "
+        "to detect.",
         "Where ByzFL sorts or selects along each coordinate (median via `torch.quantile`, "
         "trimmed mean via `torch.sort`, meamed via `torch.topk` on strided columns), byzance's "
         "radix descent over the float bits (C, cache-resident blocks of columns, no sort) "
@@ -195,8 +198,11 @@ def _reading(out: list[str]) -> None:
         "distance-based rules cost byzance about one Gram product, ByzFL a `torch.cdist` "
         "and, for NNM, an (n, n - f, d) gather.",
         "Centered clipping: one iteration needs the distances to the center before the "
-        "clipped sum (two dependent passes) plus byzance's validation pass; with ByzFL under "
-        "20 passes (the ByzFL / floor column), 10x asks for fewer passes than that. Bucketing: byzance averages "
+        "clipped sum, two dependent passes, each one pass in C (the distances, then "
+        "`_native_step.h`'s clipped step, which also reports whether the result is finite); "
+        "with ByzFL under 20 passes (the ByzFL / floor column), 10x asks for fewer passes "
+        "than that, and at d = 1e4 both sides spend most of a call in per-call overhead "
+        "(tens of microseconds). Bucketing: byzance averages "
         "with one (m x n) mixing-matrix product into a fresh (m, d) result (its allocation "
         "costs as for clipping, below); ByzFL copies the permuted (n, d) input, then "
         "averages.",

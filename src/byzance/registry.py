@@ -171,11 +171,34 @@ def _describe(hint: Any) -> str:
 
 def _fits(value: Any, hint: Any) -> bool:
     """Whether ``value`` has the type ``hint`` names (a number's NaN does not fit)."""
-    origin = typing.get_origin(hint)
     if hint is Any or hint is _NO_HINT:
         return True
+    return any(_fits_one(value, member, origin) for member, origin in _members(hint))
+
+
+def _members(hint: Any) -> tuple[tuple[Any, Any], ...]:
+    """``hint``'s alternatives (a union's, flattened), each with its typing origin; cached,
+    since every rule call checks its parameters (typing's introspection costs microseconds)."""
+    try:
+        return _members_cached(hint)
+    except TypeError:  # an unhashable annotation
+        return _members_of(hint)
+
+
+def _members_of(hint: Any) -> tuple[tuple[Any, Any], ...]:
+    origin = typing.get_origin(hint)
     if origin in (types.UnionType, typing.Union):
-        return any(_fits(value, h) for h in typing.get_args(hint))
+        return tuple(m for h in typing.get_args(hint) for m in _members(h))
+    return ((hint, origin),)
+
+
+_members_cached = functools.cache(_members_of)
+
+
+def _fits_one(value: Any, hint: Any, origin: Any) -> bool:
+    """``_fits`` for one alternative ``hint`` (not a union) of typing origin ``origin``."""
+    if hint is Any:
+        return True
     if origin is typing.Literal:
         return any(value == a and type(value) is type(a) for a in typing.get_args(hint))
     if hint is type(None):

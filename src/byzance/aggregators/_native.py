@@ -25,7 +25,7 @@ Why C and not a library: the algorithm needs a loop nest that
 ``torch.compile`` does not generate (many dependent passes over one block
 while it is in the cache; inductor's fused version spent 5 s on the
 bit-casts), and numba's version of the same loops was not vectorized
-(28x-30x one pass). The C (``_native_select.c`` and its five headers) is
+(28x-30x one pass). The C (``_native_select.c`` and its six headers) is
 about 1,200 lines with no dependency but the GCC/Clang vector
 extensions (``__attribute__((vector_size))``) for its hottest loops.
 
@@ -66,7 +66,7 @@ SOURCES = (
     SOURCE,
     *(
         Path(__file__).with_name(f"_native_{part}.h")
-        for part in ("descent", "distances", "gram", "statistics", "weighted")
+        for part in ("descent", "distances", "gram", "statistics", "step", "weighted")
     ),
 )
 FLAGS = (
@@ -165,6 +165,10 @@ def _declare(lib: ctypes.CDLL) -> None:
         ]
         getattr(lib, f"byz_sq_distances_{suffix}").argtypes = [ptr, i64, i64, i64, i64, ptr, ptr]
         getattr(lib, f"byz_gram_{suffix}").argtypes = [ptr, i64, i64, i64, i64, ptr]
+        getattr(lib, f"byz_weighted_step_{suffix}").argtypes = [
+            *(ptr, i64, i64, i64, i64),
+            *(ptr, ctypes.c_double, ptr, ptr),
+        ]
     for fn in (
         "median",
         "trimmed_mean",
@@ -172,6 +176,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "weighted_median",
         "sq_distances",
         "gram",
+        "weighted_step",
     ):
         for suffix in ("f32", "f64"):
             getattr(lib, f"byz_{fn}_{suffix}").restype = ctypes.c_int

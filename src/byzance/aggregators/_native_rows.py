@@ -1,7 +1,9 @@
-"""The row-wise C kernels: distances from the rows to a point, and the Gram matrix of a few rows.
+"""The row-wise C kernels: distances from the rows to a point, the Gram matrix of a few
+rows, and a weighted step from a point (centered clipping's update, the average).
 
 Built and loaded with the coordinate-wise kernels (:mod:`._native`, which
-says how and when); the C is ``_native_distances.h`` and ``_native_gram.h``.
+says how and when); the C is ``_native_distances.h``, ``_native_gram.h`` and
+``_native_step.h``.
 Callers check :func:`._native.supports` first.
 """
 
@@ -9,7 +11,11 @@ from __future__ import annotations
 
 import torch
 
-from byzance.aggregators._native import _in_parallel, _threads_wanted, library
+from byzance.aggregators._native import CHUNK_ALIGN, _in_parallel, _threads_wanted, library
+
+# The fewest values per thread task of the distances and the weighted step: below, one
+# call costs less than handing work to the pool (tens of microseconds).
+MIN_TASK_VALUES = 1 << 18
 
 
 def sq_distances(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -21,20 +27,21 @@ def sq_distances(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """
     lib = library()
     assert lib is not None
+    fn = lib.byz_sq_distances_f64 if x.dtype == torch.float64 else lib.byz_sq_distances_f32
     if x.stride(-1) != 1:
         x = x.contiguous()
-    z = z.contiguous()
+    if not z.is_contiguous():
+        z = z.contiguous()
     n, d = x.shape
     out = torch.empty(n, dtype=torch.float64)
-    fn = getattr(lib, f"byz_sq_distances_{'f64' if x.dtype == torch.float64 else 'f32'}")
     args = (x.data_ptr(), x.stride(0))
-    tasks = max(1, min(_threads_wanted(), n))
+    tail = (d, z.data_ptr(), out.data_ptr())
+    tasks = max(1, min(_threads_wanted(), n, n * d // MIN_TASK_VALUES))
+    if tasks == 1:  # the common small case, without the ranges and the pool
+        fn(*args, 0, n, *tail)
+        return out
     bounds = [(n * t // tasks, n * (t + 1) // tasks) for t in range(tasks)]
-
-    def work(r0: int, r1: int) -> int:
-        return fn(*args, r0, r1, d, z.data_ptr(), out.data_ptr())
-
-    _in_parallel(work, bounds)
+    _in_parallel(lambda r0, r1: fn(*args, r0, r1, *tail), bounds)
     return out
 
 
@@ -76,3 +83,47 @@ def gram(x: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"byzance: the Gram kernel takes at most {GRAM_MAX_ROWS} rows; got {n}")
     upper = parts.sum(0).triu()
     return upper + upper.triu(1).T
+
+
+# The dtypes the weighted step takes (others are widened or take the torch paths).
+STEP_DTYPES = (torch.float32, torch.float64)
+
+
+def weighted_step(
+    x: torch.Tensor, weights: torch.Tensor | None, center: torch.Tensor | None, div: float
+) -> tuple[torch.Tensor, bool]:
+    """``center + (1 / div) sum_i weights[i] (x[i] - center)`` (d,), and whether it is finite.
+
+    ``x`` (n, d) float32 or float64 with unit column stride, CPU; ``weights``
+    (n,) (None: all ones; any dtype, read as float64); ``center`` (d,) in
+    ``x``'s dtype (None: zero). Summed in float64 in one pass over the rows
+    (see ``_native_step.h``), columns split across torch's thread count;
+    the flag is False when an output is NaN or infinite (a non-finite input,
+    or a float64 sum beyond float64's range).
+    """
+    lib = library()
+    assert lib is not None
+    fn = lib.byz_weighted_step_f64 if x.dtype == torch.float64 else lib.byz_weighted_step_f32
+    n, d = x.shape
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    if weights is not None and (weights.dtype != torch.float64 or not weights.is_contiguous()):
+        weights = weights.to(torch.float64).contiguous()
+    if center is not None and (center.dtype != x.dtype or not center.is_contiguous()):
+        center = center.to(x.dtype).contiguous()
+    out = torch.empty(d, dtype=x.dtype)
+    args = (x.data_ptr(), n, x.stride(0))
+    tail = (
+        None if weights is None else weights.data_ptr(),
+        div,
+        None if center is None else center.data_ptr(),
+        out.data_ptr(),
+    )
+    tasks = min(_threads_wanted(), max(1, n * d // MIN_TASK_VALUES))
+    if tasks == 1:  # the common small case, without the ranges and the pool
+        return out, not fn(*args, 0, d, *tail)
+    per_task = -(-d // tasks)
+    step = -(-per_task // CHUNK_ALIGN) * CHUNK_ALIGN
+    bounds = [(c, min(c + step, d)) for c in range(0, d, step)]
+    bad = _in_parallel(lambda c0, c1: fn(*args, c0, c1, *tail), bounds)
+    return out, not any(bad)

@@ -182,6 +182,7 @@ static void BYZ_NAME(block_extremes)(const BYZ_K *keys, int64_t n, int w, BYZ_K 
 #include "_native_weighted.h"
 #include "_native_distances.h"
 #include "_native_gram.h"
+#include "_native_step.h"
 #include "_native_statistics.h"
 
 typedef void (*BYZ_NAME(block_fn))(const BYZ_NAME(block) *b, const byz_params *p,

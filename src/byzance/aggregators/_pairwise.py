@@ -167,21 +167,26 @@ def distances_to(
     z = z.to(dtype)
     n, d = x.shape
     if x.dtype == dtype and _native.supports(x):  # one pass in C, summed in float64
-        dist = whole(_native_rows.sq_distances, x, z).sqrt_().to(dtype)
-    else:
-        rows = max(1, min(n, _BLOCK_ELEMENTS // max(d, 1)))
-        buffer = torch.empty(rows, d, dtype=dtype, device=x.device)
+        dist = whole(_native_rows.sq_distances, x, z).sqrt_()
+        # float32 squares beyond float32's range (values above 1e19) overflow the kernel's
+        # float32 runs: those rows again in float64, found by one sum in the common case.
+        if dtype != torch.float64 and not math.isfinite(float(dist.sum())):
+            idx = torch.isinf(dist).nonzero().flatten()
+            dist[idx] = norms(x[idx].double() - z.double())
+        return dist.to(x.dtype if out_dtype is None else out_dtype)
+    rows = max(1, min(n, _BLOCK_ELEMENTS // max(d, 1)))
+    buffer = torch.empty(rows, d, dtype=dtype, device=x.device)
 
-        def sq_sums(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-            sq = torch.empty(n, dtype=dtype, device=x.device)
-            for start in range(0, n, rows):
-                stop = min(n, start + rows)
-                diff = buffer[: stop - start, : x.shape[1]]
-                torch.sub(x[start:stop], z, out=diff)
-                torch.sum(diff.square_(), dim=1, out=sq[start:stop])
-            return sq
+    def sq_sums(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        sq = torch.empty(n, dtype=dtype, device=x.device)
+        for start in range(0, n, rows):
+            stop = min(n, start + rows)
+            diff = buffer[: stop - start, : x.shape[1]]
+            torch.sub(x[start:stop], z, out=diff)
+            torch.sum(diff.square_(), dim=1, out=sq[start:stop])
+        return sq
 
-        dist = whole(sq_sums, x, z).sqrt_()
+    dist = whole(sq_sums, x, z).sqrt_()
     overflow = torch.isinf(dist)
     if dtype != torch.float64 and bool(overflow.any()):
         idx = overflow.nonzero().flatten()

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from byzance.aggregators import _native, _native_rows
 from byzance.aggregators._registry import Requirement, Rule, register
 
 
@@ -23,7 +24,17 @@ def _average(x: torch.Tensor, f: int) -> torch.Tensor:
     Example:
         >>> average(torch.tensor([[0.0, 1.0], [2.0, 3.0]]), f=0)
         tensor([1., 2.])
+
+    On the CPU (float32 or float64 with the C kernels), one pass in C sums
+    in float64 (float32 rows in runs of 8 first) and reports whether the
+    result is finite, so no pass of its own looks for an overflowed sum;
+    only a non-finite result (a NaN or inf input, an overflow) takes the
+    torch path below.
     """
+    if x.dtype in _native_rows.STEP_DTYPES and _native.supports(x):
+        out, finite = _native_rows.weighted_step(x, None, None, x.shape[0])
+        if finite:
+            return out
     out = x.mean(dim=0)
     # One reduction of the (d,) result first: a boolean mask of d values costs more than the mean.
     bad = None if math.isfinite(out.sum().item()) else ~torch.isfinite(out)

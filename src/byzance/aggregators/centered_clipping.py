@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 import torch
 
+from byzance.aggregators import _native, _native_rows
 from byzance.aggregators._input import all_finite, first_pass, first_pass_armed
 from byzance.aggregators._pairwise import distances_to
 from byzance.aggregators._registry import Requirement, Rule, register
+from byzance.aggregators._shard import any_block
 from byzance.errors import InvalidParameterError
 from byzance.registry import Bound
 
@@ -63,26 +66,42 @@ def _centered_clipping(
             f"iterations={iterations}."
         )
     v = _check_center(center, x)
-    out = _iterate(x, v, tau, iterations)
-    if x.dtype != torch.float64 and not all_finite(out):
+    out, finite = _iterate(x, v, tau, iterations)
+    if x.dtype != torch.float64 and not finite:
         # Finite inputs near the dtype's largest value overflow its sums: again in float64.
-        out = _iterate(x.double(), v.double(), tau, iterations).to(x.dtype)
+        out = _iterate(x.double(), v.double(), tau, iterations)[0].to(x.dtype)
     return out
 
 
-def _iterate(x: torch.Tensor, v: torch.Tensor, tau: float | None, iterations: int) -> torch.Tensor:
+def _iterate(
+    x: torch.Tensor, v: torch.Tensor, tau: float | None, iterations: int
+) -> tuple[torch.Tensor, bool]:
+    """v_L (d,) after ``iterations`` clipping steps from ``v`` (d,), and whether it is finite."""
     n = x.shape[0]
-    acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    native = x.dtype in _native_rows.STEP_DTYPES and _native.supports(x)
+    # The C kernels' distances are float64 sums, kept so for the scales they feed (float32
+    # for half-precision inputs, whose norms may exceed float16's range).
+    acc = torch.float64 if native else torch.promote_types(x.dtype, torch.float32)
+    finite = True
     for i in range(iterations):
-        radius = distances_to(x, v, out_dtype=acc)  # float32 for half-precision inputs
+        radius = distances_to(x, v, out_dtype=acc)
         if i == 0 and first_pass_armed():  # a NaN/inf row has a NaN/inf distance
-            first_pass(bool(torch.isfinite(radius).all()))
+            # One sum for n distances: a finite row whose distances overflow the sum only
+            # sends the call to the explicit check, which keeps it.
+            first_pass(math.isfinite(float(radius.sum())))
         limit = radius.median() if tau is None else tau
-        scale = torch.clamp(limit / radius.clamp(min=torch.finfo(radius.dtype).tiny), max=1.0)
-        # v + (sum_i s_i x_i - S v) / n as one product: (1 - S/n) v + (1/n) x^T s, with
-        # S kept on the device (a Python beta would synchronize with the host).
-        v = torch.addmv(v * (1.0 - scale.sum() / n), x.T, scale.to(x.dtype), alpha=1.0 / n)
-    return v
+        # min(1, limit / radius), in place (as limit / radius would compute it: 1 / radius * limit)
+        scale = radius.clamp(min=torch.finfo(radius.dtype).tiny).reciprocal_()
+        scale = scale.mul_(limit).clamp_(max=1.0)
+        if native:  # v + (1/n) sum_i s_i (x_i - v), one pass in C that reports finiteness
+            v, finite = _native_rows.weighted_step(x, scale, v, n)
+        else:
+            # v + (sum_i s_i x_i - S v) / n as one product: (1 - S/n) v + (1/n) x^T s, with
+            # S kept on the device (a Python beta would synchronize with the host).
+            v = torch.addmv(v * (1.0 - scale.sum() / n), x.T, scale.to(x.dtype), alpha=1.0 / n)
+    if not native:
+        return v, all_finite(v)
+    return v, not any_block(not finite)  # every block of a sharded call takes the same path
 
 
 def _check_center(center: Any, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,122 @@
+"""The weighted-step C kernel (centered clipping's update, the average) at the shapes where
+its 16-column blocks, float32 runs of 8 rows, column tails and thread tasks matter."""
+
+from __future__ import annotations
+
+import importlib
+import math
+import shutil
+
+import pytest
+import torch
+
+from byzance import aggregators as agg
+from byzance.aggregators import _native, _native_rows
+
+needs_native = pytest.mark.skipif(
+    shutil.which("cc") is None, reason="no C compiler here: the native kernels are not built"
+)
+_cc_module = importlib.import_module("byzance.aggregators.centered_clipping")
+
+
+def _reference(x, w, v, div):
+    """The step in float64: v + (1 / div) sum_i w_i (x_i - v)."""
+    x64 = x.double()
+    v64 = torch.zeros(x.shape[1], dtype=torch.float64) if v is None else v.double()
+    w64 = torch.ones(x.shape[0], dtype=torch.float64) if w is None else w.double()
+    return v64 + (w64[:, None] * (x64 - v64)).sum(0) / div
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n", [2, 7, 8, 9, 17, 33])
+@pytest.mark.parametrize("d", [1, 15, 16, 33, 1000])
+@pytest.mark.parametrize(("weighted", "centered"), [(False, False), (True, False), (True, True)])
+def test_the_step_equals_its_float64_definition(dtype, n, d, weighted, centered):
+    gen = torch.Generator().manual_seed(n * 1000 + d)
+    wide = torch.randn(n, d + 5, generator=gen, dtype=dtype) * torch.logspace(-2, 2, n)[:, None]
+    x = wide[:, 3 : 3 + d]  # rows d + 5 apart: the kernel reads the row stride
+    w = torch.rand(n, generator=gen, dtype=torch.float64) if weighted else None
+    v = torch.randn(d, generator=gen, dtype=dtype) if centered else None
+    got, finite = _native_rows.weighted_step(x, w, v, float(n))
+    assert finite and got.dtype == dtype and got.shape == (d,)
+    want = _reference(x, w, v, n)
+    # float32: runs of 8 rows summed in float32, then float64; float64: summed directly.
+    rtol = 1e-6 if dtype == torch.float32 else 1e-13
+    scale = (w.abs().max() if weighted else 1.0) * (x.double() - (0 if v is None else v.double()))
+    atol = float(scale.abs().max()) * n * (4e-7 if dtype == torch.float32 else 1e-15)
+    torch.testing.assert_close(got.double(), want.to(dtype).double(), rtol=rtol, atol=atol)
+
+
+@needs_native
+def test_columns_split_across_threads_give_the_single_task_result():
+    x = torch.randn(12, 50_000, generator=torch.Generator().manual_seed(1))
+    w = torch.rand(12, dtype=torch.float64)
+    v = torch.randn(50_000)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one, _ = _native_rows.weighted_step(x, w, v, 12.0)
+        torch.set_num_threads(3)  # 600,000 values: three tasks of whole 32-column chunks
+        three, finite = _native_rows.weighted_step(x, w, v, 12.0)
+    finally:
+        torch.set_num_threads(threads)
+    assert finite and torch.equal(one, three)
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("column", [0, 15, 16, 40])  # first block, its last lane, the tail
+def test_a_non_finite_input_or_output_is_reported(dtype, column):
+    x = torch.randn(9, 41, dtype=dtype)
+    assert _native_rows.weighted_step(x, None, None, 9.0)[1]
+    for bad in (math.nan, math.inf, -math.inf):
+        y = x.clone()
+        y[4, column] = bad
+        out, finite = _native_rows.weighted_step(y, None, None, 9.0)
+        assert not finite
+        assert torch.isfinite(out).tolist() == [j != column for j in range(41)]
+    big = torch.finfo(dtype).max
+    y = x.clone()
+    y[:, column] = big
+    out, finite = _native_rows.weighted_step(y, None, None, 9.0)
+    if dtype == torch.float32 and column >= 32:  # the tail past the blocks sums in float64
+        assert finite and out[column] == big
+    else:  # a block's float32 run overflows; float64: the float64 sum does
+        assert not finite
+
+
+@needs_native
+def test_the_average_is_the_kernel_with_float64_sums():
+    x = torch.randn(20, 3001, generator=torch.Generator().manual_seed(2)) * 1e3
+    want = x.double().mean(0).float()
+    # runs of 8 float32 rows: within an ulp or two of the correctly rounded mean
+    torch.testing.assert_close(agg.average(x, 0), want, rtol=3e-7, atol=1e-4)
+    got = agg.average(x.double(), 0)
+    torch.testing.assert_close(got, _reference(x.double(), None, None, 20), rtol=1e-14, atol=1e-12)
+
+
+@needs_native
+@pytest.mark.parametrize("tau", [None, 0.5])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_centered_clipping_in_c_agrees_with_its_torch_path(monkeypatch, tau, dtype):
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(11, 2000, generator=gen, dtype=dtype)
+    x[:2] *= 50  # two far rows, clipped
+    center = torch.randn(2000, generator=gen, dtype=dtype) * 0.1
+    native = agg.centered_clipping(x, 2, center=center, tau=tau, iterations=3)
+    monkeypatch.setattr(_cc_module._native, "supports", lambda x: False)
+    torch_path = agg.centered_clipping(x, 2, center=center, tau=tau, iterations=3)
+    rtol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(native, torch_path, rtol=rtol, atol=rtol)
+
+
+@needs_native
+def test_centered_clipping_redoes_an_overflowing_step_in_float64():
+    x = torch.full((5, 40), 3.0e38)
+    x[0] = -3.0e38  # float32 sums of the clipped steps overflow, the float64 ones do not
+    out = agg.centered_clipping(x, 1, center=torch.zeros(40), tau=1e41)
+    want = (x.double().sum(0) / 5).float()
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, want)
+    assert _native.supports(x)
