@@ -120,3 +120,17 @@ def test_centered_clipping_redoes_an_overflowing_step_in_float64():
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out, want)
     assert _native.supports(x)
+
+
+@needs_native
+def test_the_weighted_average_is_the_kernel_and_falls_back_on_overflow():
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(13, 1001, generator=gen)
+    w = torch.rand(13, generator=gen) + 0.1
+    want = (w.double() @ x.double()) / w.double().sum()
+    torch.testing.assert_close(agg.weighted_average(x, 0, weights=w), want.float())
+    big = torch.full((9, 40), 3.0e38)  # a float32 run overflows: float64 sums instead
+    assert torch.equal(agg.weighted_average(big, 0, weights=torch.ones(9)), big[0])
+    big[2, 5] = math.nan  # a NaN in, a NaN out (the baseline drops nothing)
+    got = agg.weighted_average(big, 0, weights=torch.ones(9))
+    assert got[5].isnan() and torch.isfinite(got).sum() == 39

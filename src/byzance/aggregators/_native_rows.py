@@ -96,10 +96,11 @@ def weighted_step(
 
     ``x`` (n, d) float32 or float64 with unit column stride, CPU; ``weights``
     (n,) (None: all ones; any dtype, read as float64); ``center`` (d,) in
-    ``x``'s dtype (None: zero). Summed in float64 in one pass over the rows
-    (see ``_native_step.h``), columns split across torch's thread count;
+    ``x``'s dtype (None: zero). One pass over the rows, summed in float64
+    (float32 rows in float32 runs of 8 first; see ``_native_step.h``),
+    columns split across torch's thread count above ``MIN_TASK_VALUES``;
     the flag is False when an output is NaN or infinite (a non-finite input,
-    or a float64 sum beyond float64's range).
+    or a sum that overflowed: a float32 run, or a float64 sum).
     """
     lib = library()
     assert lib is not None

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from byzance.aggregators import _native, _order
+from byzance.aggregators import _native, _native_rows, _order
 from byzance.aggregators._registry import Requirement, Rule, register
 from byzance.errors import InvalidParameterError
 
@@ -37,7 +37,10 @@ def _weighted_average(x: torch.Tensor, f: int, *, weights: Any = None) -> torch.
     """Weighted mean sum_i w_i x_i / sum_i w_i.
 
     Not robust: one input of huge norm, or of huge weight, moves it anywhere.
-    It is the baseline of reputation-weighted aggregation.
+    It is the baseline of reputation-weighted aggregation. On the CPU (float32
+    or float64 with the C kernels) it is the average's one pass in C
+    (:func:`~byzance.aggregators._native_rows.weighted_step`, float64 sums),
+    redone on float64 rows when a float32 run of it overflows.
 
     Args:
         x: inputs, shape (n, d).
@@ -52,6 +55,13 @@ def _weighted_average(x: torch.Tensor, f: int, *, weights: Any = None) -> torch.
         tensor([1.])
     """
     w = check_weights(weights, x.shape[0], x, "weighted_average")
+    if x.dtype in _native_rows.STEP_DTYPES and _native.supports(x):  # one pass in C
+        total = float(w.double().sum())
+        out, finite = _native_rows.weighted_step(x, w, None, total)
+        if finite or x.dtype == torch.float64:
+            return out
+        # A float32 run of the kernel overflowed (or an input is NaN/inf): float64 throughout.
+        return _native_rows.weighted_step(x.double(), w, None, total)[0].to(x.dtype)
     if x.dtype in (torch.float16, torch.bfloat16):  # normalized first: w @ x may overflow
         wf = w.float()
         return (wf / wf.sum()).to(x.dtype) @ x
