@@ -1,4 +1,5 @@
-"""Boundary checks shared by every rule: conversion, shapes, f, non-finite rows.
+"""Boundary checks shared by every rule: conversion, shapes, f, non-finite rows, per-row
+parameters and ``out=``.
 
 Non-finite rows are found either by an explicit pass (:func:`drop_nonfinite`)
 or, for free, by the rule's own first pass over its rows: a rule registered
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 from byzance.aggregators._shard import any_block, whole
-from byzance.errors import InvalidFError, NonFiniteInputError, ShapeError
+from byzance.errors import InvalidFError, InvalidParameterError, NonFiniteInputError, ShapeError
 
 GradsLike = torch.Tensor | np.ndarray | Sequence[Any]
 
@@ -190,6 +191,51 @@ def drop_nonfinite(
             f"{dropped} (with enough inputs for the rule) or find why those participants fail."
         )
     return x[mask], f - dropped, mask
+
+
+def keep_row_params(
+    params: dict[str, Any], row_params: tuple[str, ...], kept: torch.Tensor, n: int, who: str
+) -> dict[str, Any]:
+    """Drop, from per-row parameters (e.g. weights), the entries of dropped rows."""
+    out = dict(params)
+    for name in row_params:
+        value = out.get(name)
+        if value is None:
+            continue
+        value = row_param(value, name, n, who)
+        out[name] = value[kept.to(value.device)]
+    return out
+
+
+def row_param(value: Any, name: str, n: int, who: str) -> torch.Tensor:
+    """A per-row parameter as a tensor, checked to hold one entry per input."""
+    value = torch.as_tensor(value)
+    if value.shape[:1] != (n,):
+        raise InvalidParameterError(
+            f"{who}: {name} must have shape ({n},), one per input; got {tuple(value.shape)}."
+        )
+    return value
+
+
+def check_out(out: Any, x: torch.Tensor, who: str, *, accepted: bool) -> None:
+    """Refuse ``out=`` unless the rule ``accepted`` it and it matches the result ``x`` (n, d)."""
+    if not accepted:
+        raise InvalidParameterError(
+            f"{who}: out= is accepted only by the pre-aggregators that can write "
+            "their rows into a given tensor (clipping, arc)."
+        )
+    if not isinstance(out, torch.Tensor) or out.shape != x.shape or out.dtype != x.dtype:
+        raise InvalidParameterError(
+            f"{who}: out must be a tensor of the result's shape {tuple(x.shape)} and "
+            f"dtype {x.dtype}; got "
+            + (
+                f"shape {tuple(out.shape)}, dtype {out.dtype}."
+                if isinstance(out, torch.Tensor)
+                else f"{type(out).__name__}."
+            )
+        )
+    if out.device != x.device:
+        raise InvalidParameterError(f"{who}: out is on {out.device}, the inputs on {x.device}.")
 
 
 def all_finite(t: torch.Tensor) -> bool:

@@ -18,14 +18,9 @@ from byzance.aggregators._input import (
     all_finite,
     as_matrix,
     check_f,
+    keep_row_params,
 )
-from byzance.aggregators._registry import (
-    SPEED_FLOORS,
-    Rule,
-    _keep_rows,
-    get,
-    names,
-)
+from byzance.aggregators._registry import SPEED_FLOORS, Rule, get, names
 from byzance.errors import InvalidParameterError, NonFiniteOutputError, ToleranceError
 
 
@@ -122,7 +117,7 @@ class Pipeline(Rule):
             if kept is not None and x.shape[0] == n_kept:
                 # Still one row per kept input (bucketing changes that): per-row
                 # parameters lose the entries of the dropped inputs.
-                params = _keep_rows(params, stage.row_params, kept, n, stage.name)
+                params = keep_row_params(params, stage.row_params, kept, n, stage.name)
             if stage is self.stages[-1] and center is not None:
                 params = {**params, "center": center}
             out = x if owned and stage.impl_into is not None else None

@@ -28,11 +28,14 @@ from byzance.aggregators._input import (
     NonFiniteRows,
     as_matrix,
     check_f,
+    check_out,
     drop_nonfinite,
     finite_rows,
     first_pass_armed,
     first_pass_checks,
+    keep_row_params,
     no_grad_if_tracked,
+    row_param,
 )
 from byzance.errors import InvalidParameterError, ToleranceError
 from byzance.registry import Registry, bind_params
@@ -166,13 +169,13 @@ class Rule:
         x = as_matrix(grads, who)
         params = self._merge(params)
         if out is not None:
-            _check_out(self, out, x)
+            check_out(out, x, who, accepted=self.impl_into is not None)
         n = x.shape[0]
         with no_grad_if_tracked(x, params):
             if self._first_pass_can_check(n, f):
                 for name in self.row_params:  # checked as when rows are dropped first
                     if params.get(name) is not None:
-                        _row_param(params[name], name, n, who)
+                        row_param(params[name], name, n, who)
                 try:
                     result = self._run(x, f, params, out, armed=True)
                     if result is not None:
@@ -181,7 +184,7 @@ class Rule:
                     pass  # a non-finite row (or an overflow): check the rows one by one
             x, f, kept = self._drop_nonfinite(x, f)
             if kept is not None:
-                params = _keep_rows(params, self.row_params, kept, n, who)
+                params = keep_row_params(params, self.row_params, kept, n, who)
             self.check(x.shape[0], f, dropped=n - x.shape[0], params=params)
             if out is not None and kept is not None:
                 out = out[: x.shape[0]]
@@ -335,52 +338,6 @@ class Rule:
 
     def _merge(self, params: dict[str, Any]) -> dict[str, Any]:
         return bind_params(self.impl, self.defaults, params, self.name)
-
-
-def _keep_rows(
-    params: dict[str, Any], row_params: tuple[str, ...], kept: torch.Tensor, n: int, who: str
-) -> dict[str, Any]:
-    """Drop, from per-row parameters (e.g. weights), the entries of dropped rows."""
-    out = dict(params)
-    for name in row_params:
-        value = out.get(name)
-        if value is None:
-            continue
-        value = _row_param(value, name, n, who)
-        out[name] = value[kept.to(value.device)]
-    return out
-
-
-def _row_param(value: Any, name: str, n: int, who: str) -> torch.Tensor:
-    """A per-row parameter as a tensor, checked to hold one entry per input."""
-    value = torch.as_tensor(value)
-    if value.shape[:1] != (n,):
-        raise InvalidParameterError(
-            f"{who}: {name} must have shape ({n},), one per input; got {tuple(value.shape)}."
-        )
-    return value
-
-
-def _check_out(rule: Rule, out: torch.Tensor, x: torch.Tensor) -> None:
-    if rule.impl_into is None:
-        raise InvalidParameterError(
-            f"{rule.name}: out= is accepted only by the pre-aggregators that can write "
-            "their rows into a given tensor (clipping, arc)."
-        )
-    if not isinstance(out, torch.Tensor) or out.shape != x.shape or out.dtype != x.dtype:
-        raise InvalidParameterError(
-            f"{rule.name}: out must be a tensor of the result's shape {tuple(x.shape)} and "
-            f"dtype {x.dtype}; got "
-            + (
-                f"shape {tuple(out.shape)}, dtype {out.dtype}."
-                if isinstance(out, torch.Tensor)
-                else f"{type(out).__name__}."
-            )
-        )
-    if out.device != x.device:
-        raise InvalidParameterError(
-            f"{rule.name}: out is on {out.device}, the inputs on {x.device}."
-        )
 
 
 def _replace(rule: Rule, **changes: Any) -> Rule:
