@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from byzance.aggregators import _order
+from byzance.aggregators._network import odd_even_merge_network
 from byzance.aggregators._order import (
     coordinate_mean_around_median,
     coordinate_median,
     coordinate_trimmed_mean,
-    odd_even_merge_network,
     set_compile_mode,
 )
 

@@ -1,8 +1,14 @@
-"""Batcher's odd-even merge sorting network (shared by the compiled and the C kernels)."""
+"""Batcher's odd-even merge sorting network (shared by the compiled coordinate-wise paths:
+the sorting network of :mod:`._order` and the counting passes of :mod:`._select`), and the
+Python kernel that applies it for ``torch.compile``."""
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from typing import Any
+
+import torch
 
 
 @functools.cache
@@ -24,3 +30,30 @@ def odd_even_merge_network(n: int) -> tuple[tuple[int, int], ...]:
             k //= 2
         p *= 2
     return tuple(pairs)
+
+
+_KERNEL_TEMPLATE = """
+def {name}(x):
+    rows = list(x.unbind(0))
+    for i, j in PAIRS:
+        lo = torch.minimum(rows[i], rows[j])
+        rows[j] = torch.maximum(rows[i], rows[j])
+        rows[i] = lo
+    rows = [r.to(ACC) for r in rows]
+    return STATISTIC(rows).to(x.dtype)
+"""
+
+
+def network_kernel(statistic: Callable[..., torch.Tensor], n: int, acc: torch.dtype) -> Callable:
+    """``statistic`` (of the n sorted rows, each summed in ``acc``) after sorting the n rows of
+    its input with the network: a fresh Python function, with its own code object and so its
+    own ``torch.compile`` cache."""
+    name = f"sorted_{getattr(statistic, 'func', statistic).__name__}_{n}"
+    namespace: dict[str, Any] = {
+        "torch": torch,
+        "ACC": acc,
+        "PAIRS": odd_even_merge_network(n),
+        "STATISTIC": statistic,
+    }
+    exec(_KERNEL_TEMPLATE.format(name=name), namespace)
+    return namespace[name]

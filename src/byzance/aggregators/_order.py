@@ -71,7 +71,7 @@ import torch
 
 from byzance.aggregators import _native
 from byzance.aggregators._input import first_pass, first_pass_armed
-from byzance.aggregators._network import odd_even_merge_network
+from byzance.aggregators._network import network_kernel
 from byzance.aggregators._shard import is_sharded, whole_numel
 
 Rows = Sequence[torch.Tensor] | torch.Tensor
@@ -144,34 +144,6 @@ def mean_around_median_of_sorted(rows: Rows, k: int) -> torch.Tensor:
         torch.where((best_start <= j) & (best_start + k > j), r, 0.0) for j, r in enumerate(rows)
     ]
     return _total(total) / k
-
-
-# -- sorting networks --------------------------------------------------------------
-_KERNEL_TEMPLATE = """
-def {name}(x):
-    rows = list(x.unbind(0))
-    for i, j in PAIRS:
-        lo = torch.minimum(rows[i], rows[j])
-        rows[j] = torch.maximum(rows[i], rows[j])
-        rows[i] = lo
-    rows = [r.to(ACC) for r in rows]
-    return STATISTIC(rows).to(x.dtype)
-"""
-
-
-def _network_kernel(
-    statistic: Statistic, n: int, params: tuple[tuple[str, Any], ...], dtype: torch.dtype
-) -> Callable:
-    """A fresh Python function (its own code object, so its own compile cache)."""
-    name = f"sorted_{statistic.__name__}_{n}"
-    namespace: dict[str, Any] = {
-        "torch": torch,
-        "ACC": accumulation_dtype(dtype),
-        "PAIRS": odd_even_merge_network(n),
-        "STATISTIC": functools.partial(statistic, **dict(params)),
-    }
-    exec(_KERNEL_TEMPLATE.format(name=name), namespace)
-    return namespace[name]
 
 
 # -- dispatch ----------------------------------------------------------------------
@@ -359,7 +331,11 @@ def reduce_sorted(
             with _state_lock:
                 fn = _compiled.get(key)
                 if fn is None:
-                    kernel = _network_kernel(statistic, x.shape[0], key[2], x.dtype)
+                    kernel = network_kernel(
+                        functools.partial(statistic, **dict(key[2])),
+                        x.shape[0],
+                        accumulation_dtype(x.dtype),
+                    )
                     fn = _compiled[key] = torch.compile(kernel, dynamic=True)
             return _without_overflow(fn(x.contiguous()), x, statistic, params)
         except Exception as err:  # no C++ compiler, unsupported platform, ...

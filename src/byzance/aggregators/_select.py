@@ -47,7 +47,7 @@ from typing import Any
 
 import torch
 
-from byzance.aggregators._order import odd_even_merge_network
+from byzance.aggregators._network import odd_even_merge_network
 
 REFINE_THRESHOLDS = 8  # thresholds per refining pass
 FIRST_WINDOW = 12  # sample order statistics around each target in the first pass
