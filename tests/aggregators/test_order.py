@@ -179,13 +179,13 @@ def test_large_n_takes_selection_and_small_n_the_network():
 
 
 def test_a_failed_selection_compile_falls_back_with_a_warning(monkeypatch):
-    from byzance.aggregators import _select
+    from byzance.aggregators import _select_kernels
 
     def broken(*args, **kwargs):
         raise RuntimeError("no C++ compiler")
 
     monkeypatch.setattr(torch, "compile", broken)
-    monkeypatch.setattr(_select, "_kernels", {})
+    monkeypatch.setattr(_select_kernels, "_kernels", {})
     monkeypatch.setattr(_order, "_compile_failed", False)
     monkeypatch.setattr(_order, "select_min_rows", 2)
     set_compile_mode("always")

@@ -18,7 +18,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from byzance.aggregators import _native, _order, _select
+from byzance.aggregators import _native, _order, _select, _select_kernels
 from byzance.aggregators._order import (
     coordinate_mean_around_median,
     coordinate_median,
@@ -40,7 +40,7 @@ HUGE = [1e300, -1e300, 5e299]  # stand for the dtype's largest finite value, its
 
 
 def _force_counting(monkeypatch):
-    monkeypatch.setattr(_select, "EAGER_KERNELS", True)
+    monkeypatch.setattr(_select_kernels, "EAGER_KERNELS", True)
     monkeypatch.setattr(_order, "select_min_rows", 2)
     monkeypatch.setattr(_order, "native_min_rows", 1 << 30)
     set_compile_mode("always")
@@ -238,9 +238,9 @@ def test_kernels_are_built_per_variant_not_per_n(counting):
     """Every kernel is keyed by its variant and dtype, never by n or d (run eagerly: seconds)."""
     gen = torch.Generator().manual_seed(0)
     _median_and_trim([(90, 257), (130, 1000), (77, 2)], gen)
-    kernels = _select.compiled_kernel_count()
+    kernels = _select_kernels.compiled_kernel_count()
     _median_and_trim([(91, 257), (143, 1000), (64, 2), (101, 300)], gen)
-    assert _select.compiled_kernel_count() == kernels
+    assert _select_kernels.compiled_kernel_count() == kernels
 
 
 # Compiling the selection kernels from a cold cache takes over a minute on 2 cores: this
@@ -254,8 +254,8 @@ def test_a_second_n_does_not_compile_again(forced_compiled):
 
     gen = torch.Generator().manual_seed(0)
     _median_and_trim([(90, 257), (130, 1000), (77, 2)], gen)  # builds each path's kernels
-    kernels = _select.compiled_kernel_count()
+    kernels = _select_kernels.compiled_kernel_count()
     graphs = counters["stats"]["unique_graphs"]
     _median_and_trim([(91, 257), (143, 1000), (64, 2), (101, 300)], gen)  # other n, same kernels
-    assert _select.compiled_kernel_count() == kernels
+    assert _select_kernels.compiled_kernel_count() == kernels
     assert counters["stats"]["unique_graphs"] == graphs

@@ -41,154 +41,26 @@ Extra memory: O(T d) for the thresholds and counts, no (n, d) temporary.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
-from typing import Any
 
 import torch
 
-from byzance.aggregators._network import odd_even_merge_network
+from byzance.aggregators._select_kernels import (
+    FIRST,
+    INF,
+    NEXT,
+    REFINE,
+    STEP,
+    TRIMMED,
+    WINDOW,
+    kernel,
+)
 
 REFINE_THRESHOLDS = 8  # thresholds per refining pass
 FIRST_WINDOW = 12  # sample order statistics around each target in the first pass
 MAX_REFINE = 8  # refining passes before the remaining columns are sorted
-INF = float("inf")
 
 Fallback = Callable[[torch.Tensor], torch.Tensor]
-
-# -- kernels (one Python function per variant: its own code object, its own compile cache) --
-_FIRST = """
-def {name}(x, idx, pos, center):
-    v = x.to(ACC)
-    if CENTERED:
-        v = torch.where(v <= center, center - v, v - center)
-    rows = list(v.index_select(0, idx).unbind(0))
-    for i, j in PAIRS:
-        lo = torch.minimum(rows[i], rows[j])
-        rows[j] = torch.maximum(rows[i], rows[j])
-        rows[i] = lo
-    t = torch.stack(rows).index_select(0, pos)
-    counts = torch.stack([(v <= t[b]).sum(0, dtype=torch.int32) for b in range(T)])
-    return t, counts, v.amin(0), v.amax(0)
-"""
-
-_REFINE = """
-def {name}(x, cols, center, lo, hi, t):
-    v = (x.index_select(1, cols) if GATHER else x).to(ACC)
-    if CENTERED:
-        v = torch.where(v <= center, center - v, v - center)
-    above = v > lo
-    inside = above & (v <= hi)
-    mn = torch.where(inside, v, INF).amin(0)
-    mx = torch.where(inside, v, -INF).amax(0)
-    counts, below = [], []
-    for b in range(T):
-        le = v <= t[b]
-        counts.append(le.sum(0, dtype=torch.int32))
-        below.append(torch.where(le & above, v, -INF).amax(0))
-    return torch.stack(counts), torch.stack(below), mn, mx
-"""
-
-_TRIMMED = """
-def {name}(x, a, b):
-    v = x.to(ACC)
-    inner = torch.where((v > a) & (v < b), v, 0.0).sum(0)
-    return inner, (v <= a).sum(0, dtype=torch.int32), (v < b).sum(0, dtype=torch.int32)
-"""
-
-_NEXT = """
-def {name}(x, a):
-    v = x.to(ACC)
-    return (v <= a).sum(0, dtype=torch.int32), torch.where(v > a, v, INF).amin(0)
-"""
-
-_WINDOW = """
-def {name}(x, m, dist):
-    v = x.to(ACC)
-    low = v <= m
-    dv = torch.where(low, m - v, v - m)
-    near = dv < dist
-    tie = dv == dist
-    tie_low = tie & low
-    tie_high = tie & ~low
-    i32 = torch.int32
-    return (
-        torch.where(near, v, 0.0).sum(0),
-        torch.where(tie_low, v, 0.0).sum(0),
-        torch.where(tie_high, v, 0.0).sum(0),
-        torch.stack([near.sum(0, dtype=i32), tie_low.sum(0, dtype=i32), tie_high.sum(0, dtype=i32)]),
-        torch.stack([
-            torch.where(tie_low, v, INF).amin(0),
-            torch.where(tie_low, v, -INF).amax(0),
-            torch.where(tie_high, v, INF).amin(0),
-            torch.where(tie_high, v, -INF).amax(0),
-        ]),
-    )
-"""
-
-_STEP = """
-def {name}(counts, below_t, mn, mx, t, lo, hi, clo, chi, rank):
-    below = counts < rank
-    up = ~below
-    has_up = up.any(0)
-    nlo = torch.maximum(torch.where(below, t, -INF).amax(0), lo)
-    nclo = torch.maximum(torch.where(below, counts, 0).amax(0), clo)
-    nhi = torch.where(has_up, torch.where(up, t, INF).amin(0), hi)
-    nchi = torch.where(has_up, torch.where(up, counts, chi).amin(0), chi)
-    last = torch.where(has_up, torch.where(up, below_t, INF).amin(0), mx)
-    first_in = clo == rank - 1
-    last_in = chi == rank
-    at_threshold = nchi == rank
-    answer = torch.where(first_in, mn, torch.where(last_in, mx, torch.where(at_threshold, last, mn)))
-    done = first_in | last_in | at_threshold | (mn == mx)
-    vmax = torch.minimum(mx, last)
-    # Interpolation search: the rank's expected place in the new bracket's value range, and
-    # thresholds one mean gap apart around it, clamped into the range.
-    a = torch.maximum(nlo, mn)
-    b = torch.minimum(nhi, vmax)
-    m = (nchi - nclo).to(ACC)
-    frac = ((rank - nclo).to(ACC) - 0.5) / m
-    gap = b / m - a / m
-    guess = a + (b * frac - a * frac)
-    offsets = torch.arange(T, dtype=ACC, device=t.device)[:, None] - (T - 1) / 2
-    tn = torch.minimum(torch.maximum(guess + offsets * gap, a), b)
-    return done, answer, nlo, nhi, nclo, nchi, mn, vmax, tn
-"""
-
-_lock = threading.Lock()
-_kernels: dict[tuple, Callable] = {}
-
-
-EAGER_KERNELS = False
-"""Run the kernels' Python code without compiling it (the same arithmetic, slowly): the
-exactness tests check the algorithm this way at small sizes, in seconds."""
-
-
-def compiled_kernel_count() -> int:
-    """How many selection kernels this process has built (one per variant, not per n or d)."""
-    return len(_kernels)
-
-
-def _kernel(template: str, dtype: torch.dtype, **static: Any) -> Callable:
-    """The compiled kernel for ``template`` and its static parameters (built once per process)."""
-    key = (template, dtype, EAGER_KERNELS, *sorted(static.items()))
-    with _lock:
-        fn = _kernels.get(key)
-        if fn is None:
-            name = "select_" + "_".join(f"{k}{v}" for k, v in sorted(static.items()))
-            namespace: dict[str, Any] = {
-                "torch": torch,
-                "ACC": dtype,
-                "INF": INF,
-                "CENTERED": static.get("centered", False),
-                "T": static.get("t", 0),
-                "GATHER": static.get("gather", False),
-                "PAIRS": odd_even_merge_network(static.get("s", 0)),
-            }
-            exec(template.format(name=name.replace("-", "_")), namespace)
-            fn = namespace[name.replace("-", "_")]
-            _kernels[key] = fn = fn if EAGER_KERNELS else torch.compile(fn, dynamic=True)
-    return fn
 
 
 # -- selection ---------------------------------------------------------------------
@@ -240,7 +112,7 @@ def select_ranks(
     pos_list = _first_positions(ranks, n, s)
     pos = torch.tensor(pos_list, device=dev)
     ctr = center if center is not None else torch.zeros(2, dtype=acc, device=dev)
-    first = _kernel(_FIRST, acc, centered=center is not None, s=s, t=len(pos_list))
+    first = kernel(FIRST, acc, centered=center is not None, s=s, t=len(pos_list))
     t, counts, vmin, vmax = first(x, idx, pos, ctr)
     bad = ~(torch.isfinite(vmin) & torch.isfinite(vmax))
     out = torch.empty((len(ranks), d), dtype=acc, device=dev)
@@ -284,8 +156,8 @@ def _refine(
 ) -> None:
     """Narrow the brackets of the pending (column, rank) pairs; write the answers into ``out``."""
     d = x.shape[1]
-    gathered = _kernel(_REFINE, acc, centered=center is not None, t=REFINE_THRESHOLDS, gather=True)
-    step = _kernel(_STEP, acc, t=REFINE_THRESHOLDS)
+    gathered = kernel(REFINE, acc, centered=center is not None, t=REFINE_THRESHOLDS, gather=True)
+    step = kernel(STEP, acc, t=REFINE_THRESHOLDS)
     counts, below_t, mn, mx, t = first
     for i in range(MAX_REFINE + 1):
         done, answer, lo, hi, clo, chi, vmin, vmax, t = step(
@@ -347,8 +219,8 @@ def _full_width(
         out[..., cols] = v
         return out
 
-    kernel = _kernel(_REFINE, acc, centered=centered, t=t.shape[0], gather=False)
-    res = kernel(
+    refine_pass = kernel(REFINE, acc, centered=centered, t=t.shape[0], gather=False)
+    res = refine_pass(
         x, cols, wide(ctr, 0.0) if centered else ctr, wide(lo, 0.0), wide(hi, 0.0), wide(t, 0.0)
     )
     return tuple(r[..., cols] for r in res)
@@ -369,7 +241,7 @@ def _median_from(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     vals, bad = select_ranks(x, [n // 2])
     lower = vals[0]
     # The next value: the same one if it is repeated, else the smallest value above it.
-    at_most, above = _kernel(_NEXT, lower.dtype)(x, lower)
+    at_most, above = kernel(NEXT, lower.dtype)(x, lower)
     upper = torch.where(at_most > n // 2, lower, above)
     return lower * 0.5 + upper * 0.5, bad  # halves first, as median_of_sorted
 
@@ -388,7 +260,7 @@ def select_trimmed_mean(x: torch.Tensor, trim: int, fallback: Fallback) -> torch
     vals, bad = select_ranks(x, [trim + 1, n - trim])
     a, b = vals[0], vals[1]
     acc = a.dtype
-    inner, le_a, lt_b = _kernel(_TRIMMED, acc)(x, a, b)
+    inner, le_a, lt_b = kernel(TRIMMED, acc)(x, a, b)
     low = (le_a - trim).to(acc)  # copies of a inside the window (a < b)
     high = (n - trim - lt_b).to(acc)  # copies of b inside the window
     total = torch.where(a == b, a * (n - 2 * trim), inner + a * low + b * high)
@@ -408,7 +280,7 @@ def select_mean_around_median(x: torch.Tensor, k: int, fallback: Fallback) -> to
     dist_vals, bad_d = select_ranks(x, [k], center=med)
     dist = dist_vals[0]
     acc = dist.dtype
-    near_sum, low_sum, high_sum, counts, ends = _kernel(_WINDOW, acc)(x, med, dist)
+    near_sum, low_sum, high_sum, counts, ends = kernel(WINDOW, acc)(x, med, dist)
     near, tie_low, tie_high = counts[0], counts[1], counts[2]
     need = k - near
     take_low = torch.minimum(tie_low, need)
