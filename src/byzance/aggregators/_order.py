@@ -69,7 +69,7 @@ from typing import Any, Literal
 
 import torch
 
-from byzance.aggregators import _native
+from byzance.aggregators import _native, _select
 from byzance.aggregators._input import first_pass, first_pass_armed
 from byzance.aggregators._network import network_kernel
 from byzance.aggregators._shard import is_sharded, whole_numel
@@ -281,7 +281,6 @@ def _select_statistic(
     x: torch.Tensor, statistic: Statistic, params: dict[str, Any]
 ) -> torch.Tensor:
     """The statistic by selection (:mod:`._select`); shape (d,), x's dtype."""
-    from byzance.aggregators import _select  # _select imports this module
 
     def fallback(sub: torch.Tensor) -> torch.Tensor:
         return _sorted_statistic(sub, statistic, params)
