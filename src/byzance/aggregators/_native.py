@@ -11,22 +11,25 @@ while it sits in the cache, in SIMD lanes over the block's columns; float32
 blocks count over the keys' 16-bit halves, twice as many lanes per
 instruction. The load also reports non-finite values, so the rules need no
 pass of their own to check their rows. Measured on 2 cores (float32, d x n =
-1e8, against one pass ``x.sum(0)``): the median costs 3.0x at n = 100 and
-3.6x at n = 1000, the trimmed mean 4.5x and 5.4x, against 18x-25x for the
-compiled network or counting passes, and 120x for a sort. The result is the
-sort's, bit for bit for order statistics and medians (means differ only by
-the order of the float sum), as the tests check. ``_native_distances.h``
-gives the distances from the rows to a point in one pass (the geometric
-median, centered clipping), ``_native_gram.h`` the Gram matrix of up to 24
-wide rows (the distance-based rules), where BLAS's product is slow and
-float32-accurate only.
+1e8, against one pass ``x.sum(0)``): the median costs 2.4x-2.6x at n = 100
+and 2.5x-3.7x at n = 1000, the trimmed mean 3.4x-3.9x and 3.7x-6.2x, against
+18x-25x for the compiled network or counting passes, and 120x for a sort
+(docs/results.md). The result is the sort's, bit for bit for order
+statistics and medians (means differ only by the order of the float sum),
+as the tests check. ``_native_distances.h`` gives the distances from the
+rows to a point in one pass (the geometric median, centered clipping),
+``_native_gram.h`` the Gram matrix of up to 24 wide rows (the
+distance-based rules), where BLAS's product is slow and float32-accurate
+only, and ``_native_step.h`` the weighted step v + (1/div) sum_i w_i (x_i -
+v) in one pass that reports whether it is finite (the average, the weighted
+average, centered clipping's clipped step).
 
 Why C and not a library: the algorithm needs a loop nest that
 ``torch.compile`` does not generate (many dependent passes over one block
 while it is in the cache; inductor's fused version spent 5 s on the
 bit-casts), and numba's version of the same loops was not vectorized
 (28x-30x one pass). The C (``_native_select.c`` and its six headers) is
-about 1,200 lines with no dependency but the GCC/Clang vector
+about 1,350 lines with no dependency but the GCC/Clang vector
 extensions (``__attribute__((vector_size))``) for its hottest loops.
 
 Build: the first use compiles the file with the system C compiler
