@@ -4,6 +4,7 @@ its 16-column blocks, float32 runs of 8 rows, column tails and thread tasks matt
 from __future__ import annotations
 
 import importlib
+import itertools
 import math
 import shutil
 
@@ -17,6 +18,10 @@ needs_native = pytest.mark.skipif(
     shutil.which("cc") is None, reason="no C compiler here: the native kernels are not built"
 )
 _cc_module = importlib.import_module("byzance.aggregators.centered_clipping")
+
+
+def _same(a, b):
+    return bool(((a == b) | (a.isnan() & b.isnan())).all())
 
 
 def _reference(x, w, v, div):
@@ -134,3 +139,116 @@ def test_the_weighted_average_is_the_kernel_and_falls_back_on_overflow():
     big[2, 5] = math.nan  # a NaN in, a NaN out (the baseline drops nothing)
     got = agg.weighted_average(big, 0, weights=torch.ones(9))
     assert got[5].isnan() and torch.isfinite(got).sum() == 39
+
+
+@needs_native
+@pytest.mark.parametrize("rule", ["average", "weighted_average"])
+def test_a_nan_column_does_not_change_the_other_columns(rule):
+    # Only the non-finite columns take the fallback: a column's value never depends on another.
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(9, 200, generator=gen) * torch.logspace(-3, 3, 9)[:, None]
+    fn = agg.get(rule)
+    clean = fn(x, 0)
+    y = x.clone()
+    y[4, 7] = math.nan
+    dirty = fn(y, 0)
+    keep = torch.arange(200) != 7
+    assert torch.equal(dirty[keep], clean[keep])
+
+
+@needs_native
+def test_weights_below_float32s_normal_range_keep_their_precision():
+    # The float32 lanes take the weights scaled by a power of two (largest in [0.5, 1)), so a
+    # weight below FLT_MIN (1.2e-38) is not cut to a subnormal or 0 (centered clipping's
+    # scales tau / radius reach that range for a small tau and rows near float32's largest).
+    x = torch.randn(4, 17, generator=torch.Generator().manual_seed(2))
+    w = torch.full((4,), 1e-42, dtype=torch.float64)
+    got, finite = _native_rows.weighted_step(x, w, None, 1.0)
+    want = _reference(x, w, None, 1.0)
+    assert finite
+    torch.testing.assert_close(got.double(), want.float().double(), rtol=1e-6, atol=0)
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_column_range_starting_mid_row_writes_only_its_columns(dtype):
+    # c0 not a multiple of 16 (the wrapper's tasks start at multiples of 32, but the C takes
+    # any range): blocks from c0, tail to c1, nothing written outside.
+    lib = _native.library()
+    fn = lib.byz_weighted_step_f64 if dtype == torch.float64 else lib.byz_weighted_step_f32
+    gen = torch.Generator().manual_seed(3)
+    for n in (1, 7, 9):
+        for c0, c1 in ((5, 38), (17, 33), (3, 19), (0, 15), (20, 20)):
+            x = torch.randn(n, 45, generator=gen, dtype=dtype)[:, :40]  # ld 45 > d 40
+            w = torch.rand(n, generator=gen, dtype=torch.float64)
+            v = torch.randn(40, generator=gen, dtype=dtype)
+            for wp, vp in ((None, None), (w, None), (None, v), (w, v)):
+                out = torch.full((40,), 7.0, dtype=dtype)
+                bad = fn(
+                    x.data_ptr(), n, x.stride(0), c0, c1,
+                    None if wp is None else wp.data_ptr(), float(n),
+                    None if vp is None else vp.data_ptr(), out.data_ptr(),
+                )  # fmt: skip
+                assert bad == 0
+                want = _reference(x, wp, vp, n).to(dtype)
+                rtol = 1e-6 if dtype == torch.float32 else 1e-14
+                torch.testing.assert_close(out[c0:c1], want[c0:c1], rtol=rtol, atol=rtol)
+                assert (out[:c0] == 7.0).all() and (out[c1:] == 7.0).all()
+
+
+@needs_native
+def test_rows_of_stride_zero():
+    row = torch.randn(50, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    got, finite = _native_rows.weighted_step(row.expand(9, 50), None, None, 9.0)
+    assert finite
+    torch.testing.assert_close(got, row, rtol=1e-15, atol=0)
+
+
+@needs_native
+def test_the_wrappers_tasks_cover_disjoint_aligned_columns(monkeypatch):
+    seen = []
+    real = _native_rows._in_parallel
+
+    def spy(work, bounds):
+        seen.append(list(bounds))
+        return real(work, bounds)
+
+    monkeypatch.setattr(_native_rows, "_in_parallel", spy)
+    monkeypatch.setattr(_native_rows, "MIN_TASK_VALUES", 1)  # split even small inputs
+    gen = torch.Generator().manual_seed(5)
+    for d in (1, 31, 33, 100, 1000):
+        x = torch.randn(9, d, generator=gen)
+        w = torch.rand(9, generator=gen, dtype=torch.float64)
+        v = torch.randn(d, generator=gen)
+        x[3, d - 1] = math.inf  # the flag of the last task only
+        outs = []
+        for tasks in (1, 2, 3, 7):
+            monkeypatch.setattr(_native_rows, "_threads_wanted", lambda t=tasks: t)
+            seen.clear()
+            out, finite = _native_rows.weighted_step(x, w, v, 9.0)
+            assert not finite
+            outs.append(out)
+            if seen:
+                (bounds,) = seen
+                assert bounds[0][0] == 0 and bounds[-1][1] == d and len(bounds) <= tasks
+                assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
+                assert all(c0 % _native.CHUNK_ALIGN == 0 for c0, _ in bounds)
+        assert all(_same(o, outs[0]) for o in outs)
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_signed_zeros_subnormals_and_zero_weights_on_infinite_rows(dtype):
+    x = torch.full((3, 20), -0.0, dtype=dtype)
+    out, finite = _native_rows.weighted_step(x, None, None, 3.0)
+    assert finite and torch.equal(out, x.mean(0))  # +0, as torch's mean gives
+    tiny = torch.finfo(dtype).smallest_normal / 4  # subnormal inputs are kept, not flushed
+    sub = torch.full((5, 20), tiny, dtype=dtype)
+    out, finite = _native_rows.weighted_step(sub, None, None, 5.0)
+    assert finite and torch.equal(out, sub[0])
+    y = torch.randn(3, 20, dtype=dtype)
+    y[1, 4] = math.inf  # 0 * inf = NaN, as torch's w @ x gives: reported, not hidden
+    w = torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64)
+    out, finite = _native_rows.weighted_step(y, w, None, 2.0)
+    assert not finite and out[4].isnan() and torch.isfinite(out).sum() == 19
+    assert ((w.to(dtype) @ y) / 2)[4].isnan()

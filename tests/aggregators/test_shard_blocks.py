@@ -10,6 +10,7 @@ whole input: bit-exact for the coordinate-wise rules, within float rounding
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 
@@ -175,3 +176,17 @@ def test_overflowing_rows_take_the_same_path_in_every_block():
         rule = agg.get(name)
         got = run_in_blocks(lambda b, rule=rule: rule(b, 1), x, 3)
         torch.testing.assert_close(got, rule(x, 1), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_average_on_blocks_is_bit_exact_with_a_nan_in_one_block(dtype):
+    # Only the NaN's column leaves the C kernel, so the other blocks' columns are the whole
+    # call's, bit for bit.
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(9, 333, generator=gen, dtype=dtype)
+    x *= torch.logspace(-3, 3, 9, dtype=dtype)[:, None]
+    x[2, 140] = math.nan  # block 1 of 3 (width 128)
+    got, want = run_in_blocks(lambda b: agg.average(b, 1), x, 3), agg.average(x, 1)
+    assert got[140].isnan() and want[140].isnan()
+    keep = torch.arange(333) != 140
+    assert torch.equal(got[keep], want[keep])

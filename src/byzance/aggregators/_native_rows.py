@@ -103,7 +103,7 @@ def weighted_step(
     or a sum that overflowed: a float32 run, or a float64 sum).
     """
     lib = library()
-    assert lib is not None
+    assert lib is not None and x.dtype in STEP_DTYPES and x.device.type == "cpu"
     fn = lib.byz_weighted_step_f64 if x.dtype == torch.float64 else lib.byz_weighted_step_f32
     n, d = x.shape
     if x.stride(-1) != 1:

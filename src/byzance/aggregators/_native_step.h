@@ -54,13 +54,26 @@ int BYZ_NAME(byz_weighted_step)(const BYZ_T *x, int64_t n, int64_t ld, int64_t c
                                 const double *w, double div, const BYZ_T *v, BYZ_T *out) {
   BYZ_NAME(byz_k4) lanes = {0}; /* where an output was NaN or infinite */
   int bad = 0;
+  /* The weights times a power of two that brings the largest into [0.5, 1), and div with
+   * them (both exact): float32 lanes then keep a weight's bits however small it is. */
+  double wscale = 1.0;
+  if (w) {
+    double wmax = 0.0;
+    for (int64_t r = 0; r < n; r++) wmax = fabs(w[r]) > wmax ? fabs(w[r]) : wmax;
+    if (wmax > 0.0 && isfinite(wmax)) {
+      int e;
+      frexp(wmax, &e);
+      wscale = ldexp(1.0, -e);
+    }
+  }
+  const double denom = div * wscale;
 #if BYZ_BITS == 32
-  /* A product by 1 / div: within 2 float64 ulps of the quotient, far below a float32 ulp,
+  /* A product by 1 / denom: within 2 float64 ulps of the quotient, far below a float32 ulp,
    * where a division per value would cost as much as the rest at small n. */
-  const double scale = 1.0 / div;
+  const double scale = 1.0 / denom;
 #define STEP_DIVIDE(a) ((a) * scale)
 #else
-#define STEP_DIVIDE(a) ((a) / div)
+#define STEP_DIVIDE(a) ((a) / denom)
 #endif
   int64_t c = c0;
   for (; c + STEP_LANES <= c1; c += STEP_LANES) {
@@ -92,7 +105,7 @@ int BYZ_NAME(byz_weighted_step)(const BYZ_T *x, int64_t n, int64_t ld, int64_t c
           e1 -= y1;
         }
         if (w) {
-          float wr = (float)w[r];
+          float wr = (float)(w[r] * wscale);
           e0 *= wr;
           e1 *= wr;
         }
@@ -119,7 +132,7 @@ int BYZ_NAME(byz_weighted_step)(const BYZ_T *x, int64_t n, int64_t ld, int64_t c
         e3 -= z3;
       }
       if (w) {
-        double wr = w[r];
+        double wr = w[r] * wscale;
         e0 *= wr;
         e1 *= wr;
         e2 *= wr;
@@ -138,7 +151,7 @@ int BYZ_NAME(byz_weighted_step)(const BYZ_T *x, int64_t n, int64_t ld, int64_t c
   }
   for (; c < c1; c++) { /* the last columns, fewer than a block */
     double a = 0.0, z = v ? (double)v[c] : 0.0;
-    for (int64_t r = 0; r < n; r++) a += (w ? w[r] : 1.0) * ((double)x[r * ld + c] - z);
+    for (int64_t r = 0; r < n; r++) a += (w ? w[r] * wscale : 1.0) * ((double)x[r * ld + c] - z);
     BYZ_T o = (BYZ_T)(z + STEP_DIVIDE(a));
     out[c] = o;
     bad |= !(o - o == 0);

@@ -172,7 +172,8 @@ def distances_to(
         # float32 runs: those rows again in float64, found by one sum in the common case.
         if dtype != torch.float64 and not math.isfinite(float(dist.sum())):
             idx = torch.isinf(dist).nonzero().flatten()
-            dist[idx] = norms(x[idx].double() - z.double())
+            if idx.numel():  # none: a NaN row, which stays NaN (the same on every block)
+                dist[idx] = norms(x[idx].double() - z.double())
         return dist.to(x.dtype if out_dtype is None else out_dtype)
     rows = max(1, min(n, _BLOCK_ELEMENTS // max(d, 1)))
     buffer = torch.empty(rows, d, dtype=dtype, device=x.device)

@@ -28,19 +28,27 @@ def _average(x: torch.Tensor, f: int) -> torch.Tensor:
     On the CPU (float32 or float64 with the C kernels), one pass in C sums
     in float64 (float32 rows in runs of 8 first) and reports whether the
     result is finite, so no pass of its own looks for an overflowed sum;
-    only a non-finite result (a NaN or inf input, an overflow) takes the
-    torch path below.
+    only the columns whose result is not finite (a NaN or inf input, an
+    overflow) are computed again, by the torch path below, so that a column's
+    value never depends on the others (nor on which block of a sharded call
+    holds it).
     """
     if x.dtype in _native_rows.STEP_DTYPES and _native.supports(x):
         out, finite = _native_rows.weighted_step(x, None, None, x.shape[0])
-        if finite:
-            return out
+        if not finite:
+            cols = (~torch.isfinite(out)).nonzero().flatten()
+            out[cols] = _torch_average(x[:, cols])
+        return out
+    return _torch_average(x)
+
+
+def _torch_average(x: torch.Tensor) -> torch.Tensor:
+    """The mean (d,) of ``x`` (n, d) by ``torch.mean``, with the columns whose sum overflows
+    again in float64 on rows scaled by an exact power of two, so that no sum overflows."""
     out = x.mean(dim=0)
     # One reduction of the (d,) result first: a boolean mask of d values costs more than the mean.
     bad = None if math.isfinite(out.sum().item()) else ~torch.isfinite(out)
     if bad is not None and bool(bad.any()):
-        # Finite columns whose sum overflows (values near the dtype's largest): their mean
-        # again in float64 on rows scaled by an exact power of two, so no sum overflows.
         cols = bad.nonzero().flatten()
         scale = 2.0 ** -math.ceil(math.log2(max(x.shape[0], 2)))
         out[cols] = ((x[:, cols].double() * scale).mean(dim=0) / scale).to(x.dtype)

@@ -40,7 +40,7 @@ def _weighted_average(x: torch.Tensor, f: int, *, weights: Any = None) -> torch.
     It is the baseline of reputation-weighted aggregation. On the CPU (float32
     or float64 with the C kernels) it is the average's one pass in C
     (:func:`~byzance.aggregators._native_rows.weighted_step`, float64 sums),
-    redone on float64 rows when a float32 run of it overflows.
+    the columns where a float32 run of it overflows redone on float64 rows.
 
     Args:
         x: inputs, shape (n, d).
@@ -58,10 +58,12 @@ def _weighted_average(x: torch.Tensor, f: int, *, weights: Any = None) -> torch.
     if x.dtype in _native_rows.STEP_DTYPES and _native.supports(x):  # one pass in C
         total = float(w.double().sum())
         out, finite = _native_rows.weighted_step(x, w, None, total)
-        if finite or x.dtype == torch.float64:
-            return out
-        # A float32 run of the kernel overflowed (or an input is NaN/inf): float64 throughout.
-        return _native_rows.weighted_step(x.double(), w, None, total)[0].to(x.dtype)
+        if not finite and x.dtype == torch.float32:
+            # A float32 run overflowed (or an input is NaN/inf): those columns on float64 rows.
+            cols = (~torch.isfinite(out)).nonzero().flatten()
+            sub = x[:, cols].double()
+            out[cols] = _native_rows.weighted_step(sub, w, None, total)[0].to(x.dtype)
+        return out
     if x.dtype in (torch.float16, torch.bfloat16):  # normalized first: w @ x may overflow
         wf = w.float()
         return (wf / wf.sum()).to(x.dtype) @ x
