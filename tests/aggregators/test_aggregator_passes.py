@@ -7,7 +7,7 @@ import sys
 import torch
 
 import byzance.aggregators as agg
-from byzance.aggregators import _pairwise
+from byzance.aggregators import _native_rows, _pairwise
 
 
 def test_weiszfeld_skips_the_stopping_test_after_its_last_iteration(monkeypatch):
@@ -18,7 +18,14 @@ def test_weiszfeld_skips_the_stopping_test_after_its_last_iteration(monkeypatch)
         calls.append(1)
         return _pairwise.distances_to(x, z)
 
+    fused = _native_rows.step_and_sq_distances
+
+    def counting_fused(*args):  # the C kernels' weighted mean with the distances to it
+        calls.append(1)
+        return fused(*args)
+
     monkeypatch.setattr(module, "distances_to", counting)
+    monkeypatch.setattr(_native_rows, "step_and_sq_distances", counting_fused)
     x = torch.randn(7, 30, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     z, iterations = module.weiszfeld(x, tol=0.0, max_iter=3)
     assert iterations == 3

@@ -252,3 +252,50 @@ def test_signed_zeros_subnormals_and_zero_weights_on_infinite_rows(dtype):
     out, finite = _native_rows.weighted_step(y, w, None, 2.0)
     assert not finite and out[4].isnan() and torch.isfinite(out).sum() == 19
     assert ((w.to(dtype) @ y) / 2)[4].isnan()
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("n", "d"), [(2, 7), (9, 1000), (20, 7001), (130, 600)])
+def test_the_step_with_its_distances_equals_the_two_passes(dtype, n, d):
+    # n = 130 (float32): panels under 256 columns, so one panel, the two passes in turn
+    gen = torch.Generator().manual_seed(n + d)
+    x = torch.randn(n, d + 3, generator=gen, dtype=dtype)[:, 1 : 1 + d]
+    w = torch.rand(n, generator=gen, dtype=torch.float64)
+    v = torch.randn(d, generator=gen, dtype=dtype)
+    threads = torch.get_num_threads()
+    try:
+        for tasks in (1, 2):
+            torch.set_num_threads(tasks)
+            z, sq, finite = _native_rows.step_and_sq_distances(x, w, v, 3.0)
+            want_z, want_finite = _native_rows.weighted_step(x, w, v, 3.0)
+            assert finite == want_finite and torch.equal(z, want_z)
+            want = _native_rows.sq_distances(x, z)
+            rtol = 1e-6 if dtype == torch.float32 else 1e-13
+            torch.testing.assert_close(sq, want, rtol=rtol, atol=0)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("scale", [1.0, 1e20])  # 1e20: float32 squares overflow, redone
+def test_weiszfeld_and_clipping_in_one_pass_agree_with_two(monkeypatch, dtype, scale):
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(11, 3000, generator=gen, dtype=dtype) * scale
+    x[:3] += 20 * scale  # three far rows
+    kwargs = {"tol": 0.0, "max_iter": 6}
+    one_pass = agg.geometric_median(x, 3, **kwargs)
+    clipped = agg.centered_clipping(x, 3, iterations=4)
+    gm_module = importlib.import_module("byzance.aggregators.geometric_median")
+    monkeypatch.setattr(gm_module, "is_sharded", lambda: True)  # the two-pass iterations
+    monkeypatch.setattr(_cc_module, "is_sharded", lambda: True)
+    # The one-pass mean is summed in float64 where the two passes take BLAS's float32 product.
+    rtol = 1e-5 if dtype == torch.float32 else 1e-12
+    atol = rtol * float(x.abs().max())
+    assert torch.isfinite(one_pass).all()
+    two_passes = agg.geometric_median(x, 3, **kwargs)
+    torch.testing.assert_close(one_pass, two_passes, rtol=rtol, atol=atol)
+    torch.testing.assert_close(
+        clipped, agg.centered_clipping(x, 3, iterations=4), rtol=rtol, atol=atol
+    )

@@ -172,6 +172,10 @@ def _declare(lib: ctypes.CDLL) -> None:
             *(ptr, i64, i64, i64, i64),
             *(ptr, ctypes.c_double, ptr, ptr),
         ]
+        getattr(lib, f"byz_step_distances_{suffix}").argtypes = [
+            *(ptr, i64, i64, i64, i64),
+            *(ptr, ctypes.c_double, ptr, ptr, ptr),
+        ]
     for fn in (
         "median",
         "trimmed_mean",
@@ -180,6 +184,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "sq_distances",
         "gram",
         "weighted_step",
+        "step_distances",
     ):
         for suffix in ("f32", "f64"):
             getattr(lib, f"byz_{fn}_{suffix}").restype = ctypes.c_int

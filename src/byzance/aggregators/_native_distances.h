@@ -16,10 +16,9 @@
 #define DIST_RUN 16     /* terms per lane summed in the input's dtype */
 #endif
 
-/* out[r] for rows r0 .. r1 - 1: the sum over the d columns of (x[r, j] - z[j])^2. */
-int BYZ_NAME(byz_sq_distances)(const BYZ_T *x, int64_t ld, int64_t r0, int64_t r1, int64_t d,
-                               const BYZ_T *z, double *out) {
-  for (int64_t r = r0; r < r1; r++) out[r] = 0.0;
+/* out[r] += the sum over the d columns of (x[r, j] - z[j])^2, for rows r0 .. r1 - 1. */
+static void BYZ_NAME(sq_distances_add)(const BYZ_T *x, int64_t ld, int64_t r0, int64_t r1,
+                                       int64_t d, const BYZ_T *z, double *out) {
   for (int64_t c = 0; c < d; c += DIST_CHUNK) {
     int64_t m = d - c < DIST_CHUNK ? d - c : DIST_CHUNK;
     const BYZ_T *zc = z + c;
@@ -47,5 +46,12 @@ int BYZ_NAME(byz_sq_distances)(const BYZ_T *x, int64_t ld, int64_t r0, int64_t r
       out[r] += sum;
     }
   }
+}
+
+/* out[r] for rows r0 .. r1 - 1: the sum over the d columns of (x[r, j] - z[j])^2. */
+int BYZ_NAME(byz_sq_distances)(const BYZ_T *x, int64_t ld, int64_t r0, int64_t r1, int64_t d,
+                               const BYZ_T *z, double *out) {
+  for (int64_t r = r0; r < r1; r++) out[r] = 0.0;
+  BYZ_NAME(sq_distances_add)(x, ld, r0, r1, d, z, out);
   return 0;
 }

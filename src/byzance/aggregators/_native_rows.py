@@ -128,3 +128,45 @@ def weighted_step(
     bounds = [(c, min(c + step, d)) for c in range(0, d, step)]
     bad = _in_parallel(lambda c0, c1: fn(*args, c0, c1, *tail), bounds)
     return out, not any(bad)
+
+
+def step_and_sq_distances(
+    x: torch.Tensor, weights: torch.Tensor | None, center: torch.Tensor | None, div: float
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """:func:`weighted_step`'s result z (d,) and whether it is finite, with the squared
+    distances (n,), float64, from the rows of ``x`` to z: one pass over memory (each panel
+    of columns read again from the cache for its distances; see ``_native_step.h``).
+
+    The distances are summed as :func:`sq_distances` sums them, so a float32 square beyond
+    float32's range makes a distance infinite (callers redo such rows). Not for a block of
+    a sharded evaluation: the distances here are over this block's columns only.
+    """
+    lib = library()
+    assert lib is not None and x.dtype in STEP_DTYPES and x.device.type == "cpu"
+    fn = lib.byz_step_distances_f64 if x.dtype == torch.float64 else lib.byz_step_distances_f32
+    n, d = x.shape
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    if weights is not None and (weights.dtype != torch.float64 or not weights.is_contiguous()):
+        weights = weights.to(torch.float64).contiguous()
+    if center is not None and (center.dtype != x.dtype or not center.is_contiguous()):
+        center = center.to(x.dtype).contiguous()
+    out = torch.empty(d, dtype=x.dtype)
+    tasks = min(_threads_wanted(), max(1, n * d // MIN_TASK_VALUES))
+    per_task = -(-d // tasks)
+    step = -(-per_task // CHUNK_ALIGN) * CHUNK_ALIGN
+    bounds = [(c, min(c + step, d)) for c in range(0, d, step)]
+    parts = torch.zeros(len(bounds), n, dtype=torch.float64)
+    args = (x.data_ptr(), n, x.stride(0))
+    tail = (
+        None if weights is None else weights.data_ptr(),
+        div,
+        None if center is None else center.data_ptr(),
+        out.data_ptr(),
+    )
+
+    def work(c0: int, c1: int) -> int:
+        return fn(*args, c0, c1, *tail, parts[c0 // step].data_ptr())
+
+    bad = _in_parallel(work, bounds)
+    return out, parts.sum(0) if len(bounds) > 1 else parts[0], not any(bad)

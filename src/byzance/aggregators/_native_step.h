@@ -19,6 +19,8 @@
 #define STEP_LANES 16 /* columns per block: four vectors of float64 sums, kept in registers */
 #define STEP_AHEAD 8  /* how many blocks ahead the loop prefetches each row */
 #define STEP_RUN 8     /* float32 rows summed in float32 before their float64 sums */
+#define STEP_PANEL_BYTES (1 << 17) /* byz_step_distances: columns of all rows read twice, in L2 */
+#define STEP_PANEL_MIN 256         /* its narrowest panel (columns); narrower: one panel, two passes */
 typedef double byz_f64x4 __attribute__((vector_size(32)));
 typedef float byz_f32x8 __attribute__((vector_size(32)));
 typedef float byz_f32x4 __attribute__((vector_size(16)));
@@ -48,24 +50,24 @@ static inline void BYZ_NAME(step_store)(BYZ_T *out, byz_f64x4 r, BYZ_NAME(byz_k4
   *bad |= (o - o) != 0; /* o - o: 0 for a finite value, NaN otherwise */
 }
 
-/* out[j] for columns c0 .. c1 - 1, as above; w NULL for all ones, v NULL for zero.
- * Returns 1 when an output is NaN or infinite, else 0. */
-int BYZ_NAME(byz_weighted_step)(const BYZ_T *x, int64_t n, int64_t ld, int64_t c0, int64_t c1,
-                                const double *w, double div, const BYZ_T *v, BYZ_T *out) {
+/* A power of two that brings the largest of the n weights into [0.5, 1) (1 for none): the
+ * weights times it, and div with them (both exact), keep a weight's bits in float32 lanes
+ * however small it is. */
+static double BYZ_NAME(step_weight_scale)(const double *w, int64_t n) {
+  double wmax = 0.0;
+  for (int64_t r = 0; w && r < n; r++) wmax = fabs(w[r]) > wmax ? fabs(w[r]) : wmax;
+  if (!(wmax > 0.0 && isfinite(wmax))) return 1.0;
+  int e;
+  frexp(wmax, &e);
+  return ldexp(1.0, -e);
+}
+
+/* byz_weighted_step over columns c0 .. c1 - 1 with the weights' scale given. */
+static int BYZ_NAME(step_columns)(const BYZ_T *x, int64_t n, int64_t ld, int64_t c0, int64_t c1,
+                                  const double *w, double wscale, double div, const BYZ_T *v,
+                                  BYZ_T *out) {
   BYZ_NAME(byz_k4) lanes = {0}; /* where an output was NaN or infinite */
   int bad = 0;
-  /* The weights times a power of two that brings the largest into [0.5, 1), and div with
-   * them (both exact): float32 lanes then keep a weight's bits however small it is. */
-  double wscale = 1.0;
-  if (w) {
-    double wmax = 0.0;
-    for (int64_t r = 0; r < n; r++) wmax = fabs(w[r]) > wmax ? fabs(w[r]) : wmax;
-    if (wmax > 0.0 && isfinite(wmax)) {
-      int e;
-      frexp(wmax, &e);
-      wscale = ldexp(1.0, -e);
-    }
-  }
   const double denom = div * wscale;
 #if BYZ_BITS == 32
   /* A product by 1 / denom: within 2 float64 ulps of the quotient, far below a float32 ulp,
@@ -160,3 +162,32 @@ int BYZ_NAME(byz_weighted_step)(const BYZ_T *x, int64_t n, int64_t ld, int64_t c
 }
 
 #undef STEP_DIVIDE
+
+/* out[j] for columns c0 .. c1 - 1, as above; w NULL for all ones, v NULL for zero.
+ * Returns 1 when an output is NaN or infinite, else 0. */
+int BYZ_NAME(byz_weighted_step)(const BYZ_T *x, int64_t n, int64_t ld, int64_t c0, int64_t c1,
+                                const double *w, double div, const BYZ_T *v, BYZ_T *out) {
+  double wscale = BYZ_NAME(step_weight_scale)(w, n);
+  return BYZ_NAME(step_columns)(x, n, ld, c0, c1, w, wscale, div, v, out);
+}
+
+/* byz_weighted_step over columns c0 .. c1 - 1, and sq[r] += sum over those columns of
+ * (x[r, j] - out[j])^2 for every row r (the squared distances to the result, summed as
+ * byz_sq_distances sums them): each panel of columns is read from memory once, for its
+ * step, and then again from the cache for its distances, so that a Weiszfeld iteration
+ * (the weighted mean, then the distances to it) costs one pass over memory instead of two. */
+int BYZ_NAME(byz_step_distances)(const BYZ_T *x, int64_t n, int64_t ld, int64_t c0, int64_t c1,
+                                 const double *w, double div, const BYZ_T *v, BYZ_T *out,
+                                 double *sq) {
+  double wscale = BYZ_NAME(step_weight_scale)(w, n);
+  int64_t panel = STEP_PANEL_BYTES / (n * (int64_t)sizeof(BYZ_T)) / STEP_LANES * STEP_LANES;
+  if (panel < STEP_PANEL_MIN) /* many rows: short rows of a panel would cost more than a pass */
+    panel = c1 - c0;
+  int bad = 0;
+  for (int64_t c = c0; c < c1; c += panel) {
+    int64_t e = c1 - c < panel ? c1 : c + panel;
+    bad |= BYZ_NAME(step_columns)(x, n, ld, c, e, w, wscale, div, v, out);
+    BYZ_NAME(sq_distances_add)(x + c, ld, 0, n, e - c, out + c, sq);
+  }
+  return bad;
+}

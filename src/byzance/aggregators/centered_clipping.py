@@ -11,7 +11,7 @@ from byzance.aggregators import _native, _native_rows
 from byzance.aggregators._input import all_finite, first_pass, first_pass_armed
 from byzance.aggregators._pairwise import distances_to
 from byzance.aggregators._registry import Requirement, Rule, register
-from byzance.aggregators._shard import any_block
+from byzance.aggregators._shard import any_block, is_sharded
 from byzance.errors import InvalidParameterError
 from byzance.registry import Bound
 
@@ -82,9 +82,11 @@ def _iterate(
     # The C kernels' distances are float64 sums, kept so for the scales they feed (float32
     # for half-precision inputs, whose norms may exceed float16's range).
     acc = torch.float64 if native else torch.promote_types(x.dtype, torch.float32)
-    finite = True
+    fused = native and not is_sharded()  # a block's distances would be partial sums
+    finite, radius = True, None
     for i in range(iterations):
-        radius = distances_to(x, v, out_dtype=acc)
+        if radius is None:
+            radius = distances_to(x, v, out_dtype=acc)
         if i == 0 and first_pass_armed():  # a NaN/inf row has a NaN/inf distance
             # One sum for n distances: a finite row whose distances overflow the sum only
             # sends the call to the explicit check, which keeps it.
@@ -93,7 +95,12 @@ def _iterate(
         # min(1, limit / radius), in place (as limit / radius would compute it: 1 / radius * limit)
         scale = radius.clamp(min=torch.finfo(radius.dtype).tiny).reciprocal_()
         scale = scale.mul_(limit).clamp_(max=1.0)
-        if native:  # v + (1/n) sum_i s_i (x_i - v), one pass in C that reports finiteness
+        radius = None
+        if fused and i + 1 < iterations:  # the step and the next distances in one pass (C)
+            v, sq, finite = _native_rows.step_and_sq_distances(x, scale, v, n)
+            if finite and math.isfinite(float(sq.sum())):  # else: distances_to, which redoes
+                radius = sq.sqrt_()  # rows whose float32 squares overflowed
+        elif native:  # v + (1/n) sum_i s_i (x_i - v), one pass in C that reports finiteness
             v, finite = _native_rows.weighted_step(x, scale, v, n)
         else:
             # v + (sum_i s_i x_i - S v) / n as one product: (1 - S/n) v + (1/n) x^T s, with

@@ -7,9 +7,11 @@ from typing import Annotated, Any
 
 import torch
 
+from byzance.aggregators import _native, _native_rows
 from byzance.aggregators._input import all_finite, first_pass
 from byzance.aggregators._pairwise import central_point_and_distances, distances_to
 from byzance.aggregators._registry import Requirement, Rule, register
+from byzance.aggregators._shard import is_sharded
 from byzance.aggregators._shard import norms as whole_norms
 from byzance.errors import InvalidParameterError
 from byzance.registry import Bound
@@ -35,8 +37,11 @@ def weiszfeld(
     multivariate L1-median and associated data depth", PNAS 2000). Stops when
     the objective sum_i w_i |z - x_i| decreases by less than ``tol`` times
     its value, or after ``max_iter`` iterations. Each iteration reads the
-    input twice (distances, then the weighted sum); the last one skips the
-    distances of its stopping test. Without ``init`` it starts from
+    input twice (the weighted sum, then the distances to it), or, on the CPU
+    with the C kernels, once: each panel of columns gives its part of the
+    weighted mean and then, from the cache, its part of the distances to it
+    (:func:`~byzance.aggregators._native_rows.step_and_sq_distances`); the
+    last iteration skips the distances of its stopping test. Without ``init`` it starts from
     :func:`~byzance.aggregators._pairwise.central_point_and_distances` (robust, no
     sort), whose Gram products also give the first distances.
 
@@ -61,21 +66,32 @@ def weiszfeld(
         dist = distances_to(x, z)
     beta, beta_sum, (objective, eta, total) = _weights_at(dist, w, nu)
     first_pass(math.isfinite(objective))  # a NaN/inf row makes its distance, so this, non-finite
+    fused = x.dtype in _native_rows.STEP_DTYPES and _native.supports(x) and not is_sharded()
     for iteration in range(1, max_iter + 1):
         if total == 0.0:  # every input with weight coincides with z
             return z.to(dtype), iteration
-        weighted = beta @ x
-        average = weighted / beta_sum
-        if eta > 0.0:
-            r = float(whole_norms(weighted - beta_sum * z))
-            if r <= eta:
-                return z.to(dtype), iteration  # optimal at this input (Vardi-Zhang condition)
-            z = (1.0 - eta / r) * average + (eta / r) * z
-        else:
-            z = average
+        sq = None
+        if fused and eta == 0.0 and iteration < max_iter:
+            # The weighted mean and the distances to it in one pass over memory (C): no
+            # input lies at z, so the mean is the next iterate.
+            z_next, sq, finite = _native_rows.step_and_sq_distances(x, beta, None, total)
+            z, sq = (z_next, sq) if finite else (z, None)
+        if sq is None:
+            weighted = beta @ x
+            average = weighted / beta_sum
+            if eta > 0.0:
+                r = float(whole_norms(weighted - beta_sum * z))
+                if r <= eta:
+                    return z.to(dtype), iteration  # optimal at this input (Vardi-Zhang condition)
+                z = (1.0 - eta / r) * average + (eta / r) * z
+            else:
+                z = average
         if iteration == max_iter:
             return z.to(dtype), max_iter  # no stopping test left: skip its distance pass
-        dist = distances_to(x, z)
+        if sq is not None and math.isfinite(float(sq.sum())):
+            dist = sq.sqrt_().to(x.dtype)
+        else:  # two passes, or float32 squares beyond float32's range (redone in float64)
+            dist = distances_to(x, z)
         beta, beta_sum, (new_objective, eta, total) = _weights_at(dist, w, nu)
         if abs(objective - new_objective) <= tol * max(new_objective, 1e-30):
             return z.to(dtype), iteration
