@@ -206,11 +206,14 @@ def _reading(out: list[str]) -> None:
         "with one (m x n) mixing-matrix product into a fresh (m, d) result (its allocation "
         "costs as for clipping, below); ByzFL copies the permuted (n, d) input, then "
         "averages.",
-        "Geometric median: with ByzFL's settings (3 iterations) byzance makes four distance "
-        "passes (the fourth evaluates the objective for its stopping test, even at tol = 0), "
-        "each one pass in C (`_native_distances.h`: runs of 16 squared differences per SIMD "
-        "lane, summed in float64), and one weighted sum per iteration; it starts from the "
-        "coordinate-wise median (the C kernels, a few passes).",
+        "Geometric median: with ByzFL's settings (3 iterations from z = 0, tol = 0) byzance "
+        "reads the input four times: the distances to the start (one pass in C, "
+        "`_native_distances.h`: runs of 16 squared differences per SIMD lane, summed in "
+        "float64); for iterations 1 and 2 the weighted mean and the distances to it in one "
+        "pass over memory (`_native_step.h`: each panel of columns read again from the cache "
+        "for its distances); for iteration 3 the weighted mean alone (no stopping test after "
+        "the last iteration). Its default start, the central point of Gram products, is not "
+        "used here.",
         "Clipping and ARC return n clipped rows. ByzFL overwrites its input in place (the "
         "caller's vectors change; this benchmark hands each side a fresh copy before each "
         "call, untimed); byzance does the same when given out=x, as here: one pass for the "
