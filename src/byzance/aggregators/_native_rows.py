@@ -9,6 +9,8 @@ Callers check :func:`._native.supports` first.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from byzance.aggregators._native import CHUNK_ALIGN, _in_parallel, _threads_wanted, library
@@ -102,32 +104,10 @@ def weighted_step(
     the flag is False when an output is NaN or infinite (a non-finite input,
     or a sum that overflowed: a float32 run, or a float64 sum).
     """
-    lib = library()
-    assert lib is not None and x.dtype in STEP_DTYPES and x.device.type == "cpu"
-    fn = lib.byz_weighted_step_f64 if x.dtype == torch.float64 else lib.byz_weighted_step_f32
-    n, d = x.shape
-    if x.stride(-1) != 1:
-        x = x.contiguous()
-    if weights is not None and (weights.dtype != torch.float64 or not weights.is_contiguous()):
-        weights = weights.to(torch.float64).contiguous()
-    if center is not None and (center.dtype != x.dtype or not center.is_contiguous()):
-        center = center.to(x.dtype).contiguous()
-    out = torch.empty(d, dtype=x.dtype)
-    args = (x.data_ptr(), n, x.stride(0))
-    tail = (
-        None if weights is None else weights.data_ptr(),
-        div,
-        None if center is None else center.data_ptr(),
-        out.data_ptr(),
-    )
-    tasks = min(_threads_wanted(), max(1, n * d // MIN_TASK_VALUES))
-    if tasks == 1:  # the common small case, without the ranges and the pool
-        return out, not fn(*args, 0, d, *tail)
-    per_task = -(-d // tasks)
-    step = -(-per_task // CHUNK_ALIGN) * CHUNK_ALIGN
-    bounds = [(c, min(c + step, d)) for c in range(0, d, step)]
-    bad = _in_parallel(lambda c0, c1: fn(*args, c0, c1, *tail), bounds)
-    return out, not any(bad)
+    fn, args, out, bounds, _inputs = _step_call("byz_weighted_step", x, weights, center, div)
+    if len(bounds) == 1:  # the common small case, without the pool
+        return out, not fn(*args(*bounds[0]))
+    return out, not any(_in_parallel(lambda c0, c1: fn(*args(c0, c1)), bounds))
 
 
 def step_and_sq_distances(
@@ -141,9 +121,27 @@ def step_and_sq_distances(
     float32's range makes a distance infinite (callers redo such rows). Not for a block of
     a sharded evaluation: the distances here are over this block's columns only.
     """
+    fn, args, out, bounds, _inputs = _step_call("byz_step_distances", x, weights, center, div)
+    parts = torch.zeros(len(bounds), x.shape[0], dtype=torch.float64)  # each task's sums
+    starts = {c0: t for t, (c0, _) in enumerate(bounds)}
+    bad = _in_parallel(lambda c0, c1: fn(*args(c0, c1), parts[starts[c0]].data_ptr()), bounds)
+    return out, parts.sum(0) if len(bounds) > 1 else parts[0], not any(bad)
+
+
+def _step_call(
+    name: str,
+    x: torch.Tensor,
+    weights: torch.Tensor | None,
+    center: torch.Tensor | None,
+    div: float,
+) -> tuple[Callable[..., int], Callable[[int, int], tuple], torch.Tensor, list, tuple]:
+    """The step kernel ``name`` for ``x``'s dtype, its arguments for columns c0 .. c1 - 1,
+    the (d,) result it writes, the column ranges of the thread tasks (whole 32-column
+    chunks), and the tensors it reads (``x``, the weights, the center, in the layout the C
+    reads: the caller holds them until the kernel returns)."""
     lib = library()
     assert lib is not None and x.dtype in STEP_DTYPES and x.device.type == "cpu"
-    fn = lib.byz_step_distances_f64 if x.dtype == torch.float64 else lib.byz_step_distances_f32
+    fn = getattr(lib, f"{name}_{'f64' if x.dtype == torch.float64 else 'f32'}")
     n, d = x.shape
     if x.stride(-1) != 1:
         x = x.contiguous()
@@ -152,21 +150,18 @@ def step_and_sq_distances(
     if center is not None and (center.dtype != x.dtype or not center.is_contiguous()):
         center = center.to(x.dtype).contiguous()
     out = torch.empty(d, dtype=x.dtype)
-    tasks = min(_threads_wanted(), max(1, n * d // MIN_TASK_VALUES))
-    per_task = -(-d // tasks)
-    step = -(-per_task // CHUNK_ALIGN) * CHUNK_ALIGN
-    bounds = [(c, min(c + step, d)) for c in range(0, d, step)]
-    parts = torch.zeros(len(bounds), n, dtype=torch.float64)
-    args = (x.data_ptr(), n, x.stride(0))
+    head = (x.data_ptr(), n, x.stride(0))
     tail = (
         None if weights is None else weights.data_ptr(),
         div,
         None if center is None else center.data_ptr(),
         out.data_ptr(),
     )
-
-    def work(c0: int, c1: int) -> int:
-        return fn(*args, c0, c1, *tail, parts[c0 // step].data_ptr())
-
-    bad = _in_parallel(work, bounds)
-    return out, parts.sum(0) if len(bounds) > 1 else parts[0], not any(bad)
+    tasks = min(_threads_wanted(), max(1, n * d // MIN_TASK_VALUES))
+    if tasks == 1:
+        bounds = [(0, d)]
+    else:
+        per_task = -(-d // tasks)
+        step = -(-per_task // CHUNK_ALIGN) * CHUNK_ALIGN
+        bounds = [(c, min(c + step, d)) for c in range(0, d, step)]
+    return fn, lambda c0, c1: (*head, c0, c1, *tail), out, bounds, (x, weights, center)
