@@ -4,7 +4,7 @@ rows, and a weighted step from a point (centered clipping's update, the average)
 Built and loaded with the coordinate-wise kernels (:mod:`._native`, which
 says how and when); the C is ``_native_distances.h``, ``_native_gram.h`` and
 ``_native_step.h``.
-Callers check :func:`._native.supports` first.
+Callers check :func:`takes` first.
 """
 
 from __future__ import annotations
@@ -13,11 +13,20 @@ from collections.abc import Callable
 
 import torch
 
+from byzance.aggregators import _native
 from byzance.aggregators._native import CHUNK_ALIGN, _in_parallel, _threads_wanted, library
 
+# The dtypes the row-wise kernels read (others are widened or take the torch paths).
+ROW_DTYPES = (torch.float32, torch.float64)
 # The fewest values per thread task of the distances and the weighted step: below, one
 # call costs less than handing work to the pool (tens of microseconds).
 MIN_TASK_VALUES = 1 << 18
+
+
+def takes(x: torch.Tensor) -> bool:
+    """Whether these kernels read ``x`` (n, d) as it is: float32 or float64 on the CPU, at
+    least 2 rows, with the library available (:func:`._native.supports`)."""
+    return x.dtype in ROW_DTYPES and _native.supports(x)
 
 
 def sq_distances(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -87,10 +96,6 @@ def gram(x: torch.Tensor) -> torch.Tensor:
     return upper + upper.triu(1).T
 
 
-# The dtypes the weighted step takes (others are widened or take the torch paths).
-STEP_DTYPES = (torch.float32, torch.float64)
-
-
 def weighted_step(
     x: torch.Tensor, weights: torch.Tensor | None, center: torch.Tensor | None, div: float
 ) -> tuple[torch.Tensor, bool]:
@@ -140,7 +145,7 @@ def _step_call(
     chunks), and the tensors it reads (``x``, the weights, the center, in the layout the C
     reads: the caller holds them until the kernel returns)."""
     lib = library()
-    assert lib is not None and x.dtype in STEP_DTYPES and x.device.type == "cpu"
+    assert lib is not None and x.dtype in ROW_DTYPES and x.device.type == "cpu"
     fn = getattr(lib, f"{name}_{'f64' if x.dtype == torch.float64 else 'f32'}")
     n, d = x.shape
     if x.stride(-1) != 1:

@@ -26,7 +26,7 @@ import math
 
 import torch
 
-from byzance.aggregators import _native, _native_rows
+from byzance.aggregators import _native_rows
 from byzance.aggregators._input import first_pass
 from byzance.aggregators._shard import any_block, norms, whole
 
@@ -66,8 +66,7 @@ def _gram_product(x: torch.Tensor) -> torch.Tensor:
     if (
         n <= _native_rows.GRAM_FASTER_UP_TO
         and d >= _native_rows.GRAM_MIN_COLUMNS
-        and x.dtype in (torch.float32, torch.float64)
-        and _native.supports(x)
+        and (_native_rows.takes(x))
     ):
         return _native_rows.gram(x).to(x.dtype)
     return x @ x.T
@@ -166,7 +165,7 @@ def distances_to(
     dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
     z = z.to(dtype)
     n, d = x.shape
-    if x.dtype == dtype and _native.supports(x):  # one pass in C, summed in float64
+    if _native_rows.takes(x):  # one pass in C, summed in float64
         dist = whole(_native_rows.sq_distances, x, z).sqrt_()
         # float32 squares beyond float32's range (values above 1e19) overflow the kernel's
         # float32 runs: those rows again in float64, found by one sum in the common case.

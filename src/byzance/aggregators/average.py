@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from byzance.aggregators import _native, _native_rows
+from byzance.aggregators import _native_rows
 from byzance.aggregators._registry import Requirement, Rule, register
 
 
@@ -33,7 +33,7 @@ def _average(x: torch.Tensor, f: int) -> torch.Tensor:
     value never depends on the others (nor on which block of a sharded call
     holds it).
     """
-    if x.dtype in _native_rows.STEP_DTYPES and _native.supports(x):
+    if _native_rows.takes(x):
         out, finite = _native_rows.weighted_step(x, None, None, x.shape[0])
         if not finite:
             cols = (~torch.isfinite(out)).nonzero().flatten()

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import torch
 
-from byzance.aggregators import _native, _native_rows
+from byzance.aggregators import _native_rows
 from byzance.aggregators._input import all_finite, first_pass, first_pass_armed
 from byzance.aggregators._pairwise import distances_to
 from byzance.aggregators._registry import Requirement, Rule, register
@@ -78,7 +78,7 @@ def _iterate(
 ) -> tuple[torch.Tensor, bool]:
     """v_L (d,) after ``iterations`` clipping steps from ``v`` (d,), and whether it is finite."""
     n = x.shape[0]
-    native = x.dtype in _native_rows.STEP_DTYPES and _native.supports(x)
+    native = _native_rows.takes(x)
     # The C kernels' distances are float64 sums, kept so for the scales they feed (float32
     # for half-precision inputs, whose norms may exceed float16's range).
     acc = torch.float64 if native else torch.promote_types(x.dtype, torch.float32)

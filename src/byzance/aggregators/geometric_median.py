@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import torch
 
-from byzance.aggregators import _native, _native_rows
+from byzance.aggregators import _native_rows
 from byzance.aggregators._input import all_finite, first_pass
 from byzance.aggregators._pairwise import central_point_and_distances, distances_to
 from byzance.aggregators._registry import Requirement, Rule, register
@@ -66,7 +66,7 @@ def weiszfeld(
         dist = distances_to(x, z)
     beta, beta_sum, (objective, eta, total) = _weights_at(dist, w, nu)
     first_pass(math.isfinite(objective))  # a NaN/inf row makes its distance, so this, non-finite
-    fused = x.dtype in _native_rows.STEP_DTYPES and _native.supports(x) and not is_sharded()
+    fused = _native_rows.takes(x) and not is_sharded()
     for iteration in range(1, max_iter + 1):
         if total == 0.0:  # every input with weight coincides with z
             return z.to(dtype), iteration

@@ -55,7 +55,7 @@ def _weighted_average(x: torch.Tensor, f: int, *, weights: Any = None) -> torch.
         tensor([1.])
     """
     w = check_weights(weights, x.shape[0], x, "weighted_average")
-    if x.dtype in _native_rows.STEP_DTYPES and _native.supports(x):  # one pass in C
+    if _native_rows.takes(x):  # one pass in C
         total = float(w.double().sum())
         out, finite = _native_rows.weighted_step(x, w, None, total)
         if not finite and x.dtype == torch.float32:
