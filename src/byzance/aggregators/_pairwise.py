@@ -166,14 +166,8 @@ def distances_to(
     z = z.to(dtype)
     n, d = x.shape
     if _native_rows.takes(x):  # one pass in C, summed in float64
-        dist = whole(_native_rows.sq_distances, x, z).sqrt_()
-        # float32 squares beyond float32's range (values above 1e19) overflow the kernel's
-        # float32 runs: those rows again in float64, found by one sum in the common case.
-        if dtype != torch.float64 and not math.isfinite(float(dist.sum())):
-            idx = torch.isinf(dist).nonzero().flatten()
-            if idx.numel():  # none: a NaN row, which stays NaN (the same on every block)
-                dist[idx] = norms(x[idx].double() - z.double())
-        return dist.to(x.dtype if out_dtype is None else out_dtype)
+        sq = whole(_native_rows.sq_distances, x, z)
+        return distances_from_squares(sq, x, z, out_dtype=out_dtype)
     rows = max(1, min(n, _BLOCK_ELEMENTS // max(d, 1)))
     buffer = torch.empty(rows, d, dtype=dtype, device=x.device)
 
@@ -191,6 +185,24 @@ def distances_to(
     if dtype != torch.float64 and bool(overflow.any()):
         idx = overflow.nonzero().flatten()
         dist[idx] = norms(x[idx].double() - z.double()).to(dtype)
+    return dist.to(x.dtype if out_dtype is None else out_dtype)
+
+
+def distances_from_squares(
+    sq: torch.Tensor, x: torch.Tensor, z: torch.Tensor, *, out_dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """Distances (n,) from the C kernels' squared distances ``sq`` (n,), float64, of the rows
+    of ``x`` (n, d) to ``z`` (d,) (:func:`._native_rows.sq_distances`, or the one-pass
+    :func:`._native_rows.step_and_sq_distances`), in ``out_dtype`` (default: ``x``'s).
+
+    float32 squares beyond float32's range (values above 1e19) overflow the kernels'
+    float32 runs: those rows again in float64, found by one sum in the common case.
+    """
+    dist = sq.sqrt_()
+    if x.dtype != torch.float64 and not math.isfinite(float(dist.sum())):
+        idx = torch.isinf(dist).nonzero().flatten()
+        if idx.numel():  # none: a NaN row, which stays NaN (the same on every block)
+            dist[idx] = norms(x[idx].double() - z.double())
     return dist.to(x.dtype if out_dtype is None else out_dtype)
 
 

@@ -9,7 +9,7 @@ import torch
 
 from byzance.aggregators import _native_rows
 from byzance.aggregators._input import all_finite, first_pass, first_pass_armed
-from byzance.aggregators._pairwise import distances_to
+from byzance.aggregators._pairwise import distances_from_squares, distances_to
 from byzance.aggregators._registry import Requirement, Rule, register
 from byzance.aggregators._shard import any_block, is_sharded
 from byzance.errors import InvalidParameterError
@@ -98,8 +98,7 @@ def _iterate(
         radius = None
         if fused and i + 1 < iterations:  # the step and the next distances in one pass (C)
             v, sq, finite = _native_rows.step_and_sq_distances(x, scale, v, n)
-            if finite and math.isfinite(float(sq.sum())):  # else: distances_to, which redoes
-                radius = sq.sqrt_()  # rows whose float32 squares overflowed
+            radius = distances_from_squares(sq, x, v, out_dtype=acc)
         elif native:  # v + (1/n) sum_i s_i (x_i - v), one pass in C that reports finiteness
             v, finite = _native_rows.weighted_step(x, scale, v, n)
         else:

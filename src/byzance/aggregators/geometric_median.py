@@ -9,7 +9,11 @@ import torch
 
 from byzance.aggregators import _native_rows
 from byzance.aggregators._input import all_finite, first_pass
-from byzance.aggregators._pairwise import central_point_and_distances, distances_to
+from byzance.aggregators._pairwise import (
+    central_point_and_distances,
+    distances_from_squares,
+    distances_to,
+)
 from byzance.aggregators._registry import Requirement, Rule, register
 from byzance.aggregators._shard import is_sharded
 from byzance.aggregators._shard import norms as whole_norms
@@ -88,10 +92,7 @@ def weiszfeld(
                 z = average
         if iteration == max_iter:
             return z.to(dtype), max_iter  # no stopping test left: skip its distance pass
-        if sq is not None and math.isfinite(float(sq.sum())):
-            dist = sq.sqrt_().to(x.dtype)
-        else:  # two passes, or float32 squares beyond float32's range (redone in float64)
-            dist = distances_to(x, z)
+        dist = distances_to(x, z) if sq is None else distances_from_squares(sq, x, z)
         beta, beta_sum, (new_objective, eta, total) = _weights_at(dist, w, nu)
         if abs(objective - new_objective) <= tol * max(new_objective, 1e-30):
             return z.to(dtype), iteration
