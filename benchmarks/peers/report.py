@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import byzance.aggregators as agg
+
 from .compare import FLOOR_GRAM, FLOOR_PASS, RuleRow
 from .rules import SHARED_RULES, SharedRule
 from .step import StepRow
@@ -15,10 +17,6 @@ TARGET_D = 1_000_000
 TARGET = 10.0  # every shared rule at n = 20, d = 1e6
 TARGET_PYTHON_LOOP = 50.0  # the rules ByzFL computes in Python loops
 TARGET_STEP = 5.0
-
-# The least work each rule must do: read its input once, or one Gram product
-# (the pairwise distances of the distance-based rules).
-GRAM_RULES = frozenset({"krum", "multi_krum", "mda", "nnm"})
 
 
 @dataclass(frozen=True)
@@ -42,7 +40,9 @@ def target_for(rule: SharedRule) -> float:
 
 
 def floor_name(rule_name: str) -> str:
-    return FLOOR_GRAM if rule_name in GRAM_RULES else FLOOR_PASS
+    """The least work the rule must do, as the rule states it (its ``speed_floor``): read
+    its input once, or one Gram product (the pairwise distances)."""
+    return FLOOR_GRAM if agg.get(rule_name).speed_floor == "gram" else FLOOR_PASS
 
 
 def _ms(timing: Timing | None) -> str:
@@ -84,10 +84,12 @@ def verdict(row: RuleRow, rule: SharedRule, floor: Timing | None) -> str:
         return "missed"
     headroom = row.theirs.median_ms / floor.median_ms
     ours_over_floor = row.ours.median_ms / floor.median_ms
-    if headroom < target:
+    if headroom < target * rule.passes:
+        floor_text = floor_name(rule.name).removeprefix("floor: ")
+        needs = f", and this call needs {rule.passes} passes" if rule.passes > 1 else ""
         return (
             f"missed, out of reach: ByzFL takes only {headroom:.1f}x the floor "
-            f"({floor_name(rule.name).removeprefix('floor: ')}); byzance {ours_over_floor:.1f}x"
+            f"({floor_text}){needs}; byzance {ours_over_floor:.1f}x"
         )
     return f"missed: byzance takes {ours_over_floor:.1f}x the floor, ByzFL {headroom:.1f}x"
 
@@ -200,8 +202,9 @@ def _reading(out: list[str]) -> None:
         "Centered clipping: one iteration needs the distances to the center before the "
         "clipped sum, two dependent passes, each one pass in C (the distances, then "
         "`_native_step.h`'s clipped step, which also reports whether the result is finite); "
-        "with ByzFL under 20 passes (the ByzFL / floor column), 10x asks for fewer passes "
-        "than that, and at d = 1e4 both sides spend most of a call in per-call overhead "
+        "the verdict counts those two passes (a rule's verdict says out of reach when ByzFL "
+        "takes fewer than the target times the passes the call needs: 20 for 10x here), "
+        "and at d = 1e4 both sides spend most of a call in per-call overhead "
         "(tens of microseconds). Bucketing: byzance averages "
         "with one (m x n) mixing-matrix product into a fresh (m, d) result (its allocation "
         "costs as for clipping, below); ByzFL copies the permuted (n, d) input, then "

@@ -107,6 +107,11 @@ class SharedRule:
         difference: how ByzFL's definition differs from the paper's ("" if not).
         python_loop: what ByzFL loops over in Python ("" if it does not).
         theirs_skip: when ByzFL is not run (too long or too much memory).
+        passes: the fewest passes over the input (or Gram products) this call needs, with
+            these parameters, on an input larger than the caches: a pass that depends on a
+            whole-vector result of the previous one (a norm, a distance) cannot share its
+            read. ByzFL's time over the floor, divided by it, bounds the speed-up any
+            implementation can reach.
     """
 
     name: str
@@ -118,6 +123,7 @@ class SharedRule:
     difference: str = ""
     python_loop: str = ""
     theirs_skip: Skip = _never
+    passes: int = 1
 
     def compare_with(self, case: Case, ours_out: torch.Tensor) -> torch.Tensor | None:
         """The byzance output to compare with ByzFL's (None: no comparable definition)."""
@@ -167,6 +173,9 @@ SHARED_RULES: tuple[SharedRule, ...] = (
         ),
         lambda B, x, c: B.aggregators.GeometricMedian(nu=GM_NU, T=GM_ITERATIONS)(x),
         params=f"nu={GM_NU}, {GM_ITERATIONS} iterations from 0",
+        # The distances to the start, then each iteration's weighted mean (the distances to
+        # it read with it, panel by panel: they only sum over the columns).
+        passes=GM_ITERATIONS + 1,
         difference=(
             "a fixed T=3 smoothed Weiszfeld steps from z = 0 with no convergence test: an "
             "approximation of the geometric median (Pillutla et al., IEEE TSP 2022, iterate "
@@ -206,6 +215,7 @@ SHARED_RULES: tuple[SharedRule, ...] = (
         lambda x, c: agg.centered_clipping(x, c.f, tau=CC_TAU, iterations=CC_ITERATIONS),
         lambda B, x, c: B.aggregators.CenteredClipping(tau=CC_TAU, L=CC_ITERATIONS)(x),
         params=f"tau={CC_TAU:g}, L={CC_ITERATIONS}, from 0",
+        passes=CC_ITERATIONS + 1,  # the distances to the center, then each clipped step
         difference=(
             "same update (Karimireddy et al., ICML 2021); but the state lives in the "
             "object, and its constructor rejects every explicit center m (its type check "

@@ -244,9 +244,9 @@ def test_report_renders_targets_verdicts_and_definitions():
     case = rules.make_case(report.TARGET_N, 64)
     fast = timing.Timing(1.0, 1.0, 1)
 
-    def row(name, theirs_ms):
+    def row(name, theirs_ms, ours=fast):
         return compare.RuleRow(
-            name, case.n, report.TARGET_D, case.f, fast, timing.Timing(theirs_ms, theirs_ms, 1)
+            name, case.n, report.TARGET_D, case.f, ours, timing.Timing(theirs_ms, theirs_ms, 1)
         )
 
     floor = compare.RuleRow(
@@ -258,6 +258,16 @@ def test_report_renders_targets_verdicts_and_definitions():
     assert "missed: byzance" in report.verdict(
         row("clipping", 30.0), rules.shared_rule("clipping"), floor.ours
     )  # 30x < 50x, and ByzFL takes 60x the floor: byzance's fault
+    # Centered clipping needs two dependent passes: 10x asks ByzFL for 20 floors or more.
+    clip = rules.shared_rule("centered_clipping")
+    assert clip.passes == 2
+    assert "needs 2 passes" in report.verdict(row("centered_clipping", 7.5), clip, floor.ours)
+    slow = timing.Timing(2.0, 2.0, 1)
+    assert "missed: byzance" in report.verdict(
+        row("centered_clipping", 15.0, slow), clip, floor.ours
+    )
+    assert report.floor_name("krum") == compare.FLOOR_GRAM  # the rule's own speed_floor
+    assert report.floor_name("median") == compare.FLOOR_PASS
     env = report.Environment("cpu", 2, 2, "3.11", "2.13", "0.0.11", "0.1.0", "now", "cmd", "0")
     text = report.render(env, rows, [], "settings")
     assert "## Targets at n = 20" in text and "| median | 20.00 | 1.00 | 20.0x | 10x |" in text

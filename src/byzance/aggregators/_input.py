@@ -54,7 +54,7 @@ def as_matrix(grads: GradsLike, who: str) -> torch.Tensor:
             f"{who}: grads must be a tensor or array of shape (n, d) or a list of n "
             f"same-shaped vectors; got {type(grads).__name__}."
         )
-    if x.device.type == "meta":
+    if x.is_meta:
         raise ShapeError(
             f"{who}: grads is on the meta device, which holds shapes but no values; "
             "a rule needs the values (for shape inference, use output_count or min_n)."
@@ -300,7 +300,7 @@ def first_pass_armed() -> bool:
     return cell is not None and cell[0]
 
 
-_UNTRACKED = contextlib.nullcontext()
+UNTRACKED = contextlib.nullcontext()  # the no-op context of no_grad_if_tracked
 
 
 def no_grad_if_tracked(x: torch.Tensor, params: dict[str, Any]) -> Any:
@@ -309,7 +309,8 @@ def no_grad_if_tracked(x: torch.Tensor, params: dict[str, Any]) -> Any:
     no_grad costs microseconds on every call of a rule on small inputs."""
     if torch.is_grad_enabled() and (
         x.requires_grad
-        or any(isinstance(v, torch.Tensor) and v.requires_grad for v in params.values())
+        or bool(params)
+        and any(isinstance(v, torch.Tensor) and v.requires_grad for v in params.values())
     ):
         return torch.no_grad()
-    return _UNTRACKED
+    return UNTRACKED

@@ -238,7 +238,7 @@ def available() -> bool:
 def supports(x: torch.Tensor) -> bool:
     """CPU floating-point inputs of at least 2 rows, when the library is available."""
     return (
-        x.device.type == "cpu"
+        x.is_cpu  # not x.device.type: building the device object costs 0.3 us a call
         and x.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16)
         and x.dim() == 2
         and x.shape[0] >= 2

@@ -109,10 +109,10 @@ def weighted_step(
     the flag is False when an output is NaN or infinite (a non-finite input,
     or a sum that overflowed: a float32 run, or a float64 sum).
     """
-    fn, args, out, bounds, _inputs = _step_call("byz_weighted_step", x, weights, center, div)
-    if len(bounds) == 1:  # the common small case, without the pool
-        return out, not fn(*args(*bounds[0]))
-    return out, not any(_in_parallel(lambda c0, c1: fn(*args(c0, c1)), bounds))
+    call = _StepCall("byz_weighted_step", x, weights, center, div)
+    if len(call.bounds) == 1:  # the common small case, without the pool
+        return call.out, not call.fn(*call.head, 0, call.out.shape[0], *call.tail)
+    return call.out, not any(_in_parallel(call.run, call.bounds))
 
 
 def step_and_sq_distances(
@@ -126,47 +126,67 @@ def step_and_sq_distances(
     float32's range makes a distance infinite (callers redo such rows). Not for a block of
     a sharded evaluation: the distances here are over this block's columns only.
     """
-    fn, args, out, bounds, _inputs = _step_call("byz_step_distances", x, weights, center, div)
-    parts = torch.zeros(len(bounds), x.shape[0], dtype=torch.float64)  # each task's sums
-    starts = {c0: t for t, (c0, _) in enumerate(bounds)}
-    bad = _in_parallel(lambda c0, c1: fn(*args(c0, c1), parts[starts[c0]].data_ptr()), bounds)
-    return out, parts.sum(0) if len(bounds) > 1 else parts[0], not any(bad)
+    call = _StepCall("byz_step_distances", x, weights, center, div)
+    parts = torch.zeros(len(call.bounds), x.shape[0], dtype=torch.float64)  # each task's sums
+    starts = {c0: t for t, (c0, _) in enumerate(call.bounds)}
+    bad = _in_parallel(lambda c0, c1: call.run(c0, c1, parts[starts[c0]].data_ptr()), call.bounds)
+    return call.out, parts.sum(0) if len(call.bounds) > 1 else parts[0], not any(bad)
 
 
-def _step_call(
-    name: str,
-    x: torch.Tensor,
-    weights: torch.Tensor | None,
-    center: torch.Tensor | None,
-    div: float,
-) -> tuple[Callable[..., int], Callable[[int, int], tuple], torch.Tensor, list, tuple]:
-    """The step kernel ``name`` for ``x``'s dtype, its arguments for columns c0 .. c1 - 1,
-    the (d,) result it writes, the column ranges of the thread tasks (whole 32-column
-    chunks), and the tensors it reads (``x``, the weights, the center, in the layout the C
-    reads: the caller holds them until the kernel returns)."""
-    lib = library()
-    assert lib is not None and x.dtype in ROW_DTYPES and x.device.type == "cpu"
-    fn = getattr(lib, f"{name}_{'f64' if x.dtype == torch.float64 else 'f32'}")
-    n, d = x.shape
-    if x.stride(-1) != 1:
-        x = x.contiguous()
-    if weights is not None and (weights.dtype != torch.float64 or not weights.is_contiguous()):
-        weights = weights.to(torch.float64).contiguous()
-    if center is not None and (center.dtype != x.dtype or not center.is_contiguous()):
-        center = center.to(x.dtype).contiguous()
-    out = torch.empty(d, dtype=x.dtype)
-    head = (x.data_ptr(), n, x.stride(0))
-    tail = (
-        None if weights is None else weights.data_ptr(),
-        div,
-        None if center is None else center.data_ptr(),
-        out.data_ptr(),
-    )
-    tasks = min(_threads_wanted(), max(1, n * d // MIN_TASK_VALUES))
-    if tasks == 1:
-        bounds = [(0, d)]
-    else:
-        per_task = -(-d // tasks)
-        step = -(-per_task // CHUNK_ALIGN) * CHUNK_ALIGN
-        bounds = [(c, min(c + step, d)) for c in range(0, d, step)]
-    return fn, lambda c0, c1: (*head, c0, c1, *tail), out, bounds, (x, weights, center)
+class _StepCall:
+    """A call of the step kernel ``name`` (``x``'s dtype): its (d,) result ``out``, the
+    column ranges of its thread tasks ``bounds`` (whole 32-column chunks), and the tensors
+    the C reads (``x``, the weights, the center, in its layout), held here until the kernel
+    returns. Kept lean: at d = 1e4 the average's kernel takes 8 us, and every microsecond
+    of Python around it shows against ``torch.mean``."""
+
+    __slots__ = ("bounds", "center", "fn", "head", "out", "tail", "weights", "x")
+
+    def __init__(
+        self,
+        name: str,
+        x: torch.Tensor,
+        weights: torch.Tensor | None,
+        center: torch.Tensor | None,
+        div: float,
+    ) -> None:
+        fn = _KERNELS.get((name, x.dtype))
+        if fn is None:
+            lib = library()
+            assert lib is not None and x.dtype in ROW_DTYPES and x.device.type == "cpu"
+            fn = getattr(lib, f"{name}_{'f64' if x.dtype == torch.float64 else 'f32'}")
+            _KERNELS[(name, x.dtype)] = fn
+        n, d = x.shape
+        if x.stride(1) != 1:
+            x = x.contiguous()
+        if weights is not None and (weights.dtype != torch.float64 or not weights.is_contiguous()):
+            weights = weights.to(torch.float64).contiguous()
+        if center is not None and (center.dtype != x.dtype or not center.is_contiguous()):
+            center = center.to(x.dtype).contiguous()
+        self.fn, self.x, self.weights, self.center = fn, x, weights, center
+        self.out = out = torch.empty(d, dtype=x.dtype)
+        self.head = (x.data_ptr(), n, x.stride(0))
+        self.tail = (
+            None if weights is None else weights.data_ptr(),
+            div,
+            None if center is None else center.data_ptr(),
+            out.data_ptr(),
+        )
+        tasks = (
+            1 if n * d < 2 * MIN_TASK_VALUES else min(_threads_wanted(), n * d // MIN_TASK_VALUES)
+        )
+        if tasks == 1:
+            self.bounds = [(0, d)]
+        else:
+            per_task = -(-d // tasks)
+            step = -(-per_task // CHUNK_ALIGN) * CHUNK_ALIGN
+            self.bounds = [(c, min(c + step, d)) for c in range(0, d, step)]
+
+    def run(self, c0: int, c1: int, *more: int) -> int:
+        """The kernel on columns c0 .. c1 - 1 (``more``: step_and_sq_distances' sums)."""
+        return self.fn(*self.head, c0, c1, *self.tail, *more)
+
+
+# The step kernels by (name, dtype): ctypes' attribute lookup and the name cost a
+# microsecond a call.
+_KERNELS: dict[tuple[str, torch.dtype], Callable[..., int]] = {}

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import torch
 
 from byzance.aggregators._input import (
+    UNTRACKED,
     GradsLike,
     NonFiniteRows,
     as_matrix,
@@ -167,30 +168,39 @@ class Rule:
         who = self.name
         f = check_f(f, who)
         x = as_matrix(grads, who)
-        params = self._merge(params)
+        params = self._merge(params) if params else dict(self.defaults)  # defaults: checked
         if out is not None:
             check_out(out, x, who, accepted=self.impl_into is not None)
-        n = x.shape[0]
-        with no_grad_if_tracked(x, params):
-            if self._first_pass_can_check(n, f):
-                for name in self.row_params:  # checked as when rows are dropped first
-                    if params.get(name) is not None:
-                        row_param(params[name], name, n, who)
-                try:
-                    result = self._run(x, f, params, out, armed=True)
-                    if result is not None:
-                        return result
-                except NonFiniteRows:
-                    pass  # a non-finite row (or an overflow): check the rows one by one
-            x, f, kept = self._drop_nonfinite(x, f)
-            if kept is not None:
-                params = keep_row_params(params, self.row_params, kept, n, who)
-            self.check(x.shape[0], f, dropped=n - x.shape[0], params=params)
-            if out is not None and kept is not None:
-                out = out[: x.shape[0]]
-            result = self._run(x, f, params, out, armed=False)
-            assert result is not None
-            return result
+        context = no_grad_if_tracked(x, params)
+        if context is UNTRACKED:  # no context to enter: microseconds on small inputs
+            return self._call(x, f, params, out)
+        with context:
+            return self._call(x, f, params, out)
+
+    def _call(
+        self, x: torch.Tensor, f: int, params: dict[str, Any], out: torch.Tensor | None
+    ) -> torch.Tensor:
+        """:meth:`__call__` after the conversion and the parameters' checks."""
+        who, n = self.name, x.shape[0]
+        if self._first_pass_can_check(n, f):
+            for name in self.row_params:  # checked as when rows are dropped first
+                if params.get(name) is not None:
+                    row_param(params[name], name, n, who)
+            try:
+                result = self._run(x, f, params, out, armed=True)
+                if result is not None:
+                    return result
+            except NonFiniteRows:
+                pass  # a non-finite row (or an overflow): check the rows one by one
+        x, f, kept = self._drop_nonfinite(x, f)
+        if kept is not None:
+            params = keep_row_params(params, self.row_params, kept, n, who)
+        self.check(x.shape[0], f, dropped=n - x.shape[0], params=params)
+        if out is not None and kept is not None:
+            out = out[: x.shape[0]]
+        result = self._run(x, f, params, out, armed=False)
+        assert result is not None
+        return result
 
     def _first_pass_can_check(self, n: int, f: int) -> bool:
         """Whether the rule's first pass can stand for the check of non-finite rows.
