@@ -12,7 +12,7 @@ import torch
 
 import byzance.aggregators as agg
 from byzance.aggregators import _input, _native
-from byzance.aggregators._pairwise import central_point
+from byzance.aggregators._pairwise import central_point, central_point_and_distances
 from byzance.aggregators.geometric_median import weiszfeld
 from byzance.errors import InvalidParameterError, NonFiniteInputError
 
@@ -55,6 +55,39 @@ def test_far_byzantine_rows_do_not_drag_the_start(n, f, where):
     spread = torch.linalg.vector_norm(honest - honest.mean(0), dim=1)
     bound = 2 * float(spread.sum()) / (n - 2 * f) + float(spread.max())
     assert float(torch.linalg.vector_norm(z - honest.mean(0))) <= bound
+
+
+@pytest.mark.parametrize("n", [10, 40])  # every row a candidate; the groups' medoids
+@pytest.mark.parametrize("d", [1, 3])
+def test_the_start_distances_survive_huge_rows_that_cancel_in_the_mean(n, d):
+    """Two opposite rows of norm 2^40 in float32: the honest rows' products with the mean
+    are lost in the rounding of 2^80, so the Gram form cannot give their distances to a
+    start built from the mean; they come directly, and the geometric median is the honest
+    point (the Gram form's zero distances once stopped Weiszfeld at 0.12 instead of 1)."""
+    x = torch.ones(n, d)
+    x[n - 3, 0], x[n - 2, 0] = 2.0**40, -(2.0**40)
+    z, dist = central_point_and_distances(x)
+    if dist is not None:
+        direct = torch.linalg.vector_norm(x.double() - z.double(), dim=1)
+        torch.testing.assert_close(dist.double(), direct, rtol=0.02, atol=1e-6)
+    torch.testing.assert_close(agg.geometric_median(x, f=2), torch.ones(d), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_median_on_an_input_is_reached_not_crept_toward(dtype):
+    """Weiszfeld approaches an input that is the geometric median only linearly: the
+    relative-decrease test once stopped it at 0.0033 for 1-D inputs 0, 0, 0, 1, 1708,
+    whose median is 0; in 3-D, three copies of a point outweigh the two others."""
+    x = torch.tensor([[0.0], [1.0], [0.0], [1708.0], [0.0]], dtype=dtype)
+    assert agg.geometric_median(x, f=2).item() == 0.0
+    a = torch.tensor([0.5, -2.0, 3.0], dtype=dtype)
+    y = torch.stack([a + 4.0, a, torch.tensor([9.0, 1.0, -7.0], dtype=dtype), a, a])
+    assert torch.equal(agg.geometric_median(y, f=2), a)
+    # Rows around an interior median: no input is returned.
+    z = agg.geometric_median(_rows(7, 3, seed=5, dtype=dtype), f=3)
+    assert bool(
+        (torch.linalg.vector_norm(_rows(7, 3, seed=5, dtype=dtype) - z, dim=1) > 1e-3).all()
+    )
 
 
 def test_the_start_averages_equally_central_candidates():

@@ -309,8 +309,10 @@ def no_grad_if_tracked(x: torch.Tensor, params: dict[str, Any]) -> Any:
     no_grad costs microseconds on every call of a rule on small inputs."""
     if torch.is_grad_enabled() and (
         x.requires_grad
-        or bool(params)
-        and any(isinstance(v, torch.Tensor) and v.requires_grad for v in params.values())
+        or (
+            bool(params)
+            and any(isinstance(v, torch.Tensor) and v.requires_grad for v in params.values())
+        )
     ):
         return torch.no_grad()
     return UNTRACKED

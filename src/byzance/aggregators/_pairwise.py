@@ -290,10 +290,17 @@ def central_point_and_distances(
     cand_sq = torch.cat([sq[picks], mean_sq[None]])
     dist = torch.nan_to_num(sq[:, None] + cand_sq[None, :] - 2.0 * cross, nan=math.inf)
     score = w @ dist.clamp_(min=0.0).sqrt_()  # F of each candidate (m,)
-    # Rounding of the Gram form: |error in dist^2| <~ ulps eps sqrt(d) (|x_i|^2 + |c|^2),
-    # so |error in dist| <= sqrt of that; a candidate is kept when its F could be the least.
+    # Rounding of the Gram form: |error in dist^2| <~ ulps (|x_i| + r_c)^2, where r_c bounds
+    # the norms of the terms the products of candidate c sum: |c| for a row, but sum_j w_j
+    # |x_j| for the mean, whose own norm can be tiny where huge rows cancel in it (two
+    # opposite rows of norm 2^40 leave every honest row's distance to the mean in the
+    # rounding of 2^80). |error in dist| <= sqrt of that; a candidate is kept when its F
+    # could be the least.
     ulps = _CANCELLATION_ULPS * max(1.0, math.sqrt(d)) * torch.finfo(x.dtype).eps
-    slack = w @ (ulps * (sq[:, None] + cand_sq[None, :])).sqrt_()
+    norms = sq.sqrt()
+    cand_norms = torch.cat([norms[picks], (w @ norms)[None]])  # r_c (m,)
+    scale = (norms[:, None] + cand_norms[None, :]).square_()  # (n, m)
+    slack = w @ (ulps * scale).sqrt_()
     score = torch.nan_to_num(score, nan=math.inf)
     best = (score + slack).min()
     keep = (score - slack <= best) & torch.isfinite(score)
@@ -317,10 +324,12 @@ def central_point_and_distances(
     products = torch.cat([cross[picks], (w @ cross)[None]])  # (m, m)
     zz = a @ products @ a
     sq_dist = (sq - 2.0 * (cross @ a) + zz).clamp_(min=0.0)
-    # Rows whose squared distance the rounding bound could move by 1% or more (z itself,
-    # its duplicates, rows sharing a large offset): their distances directly, or every
-    # row's (None) when they are many (a (rows, d) copy would cost more than a pass).
-    idx = (sq_dist <= 100.0 * ulps * (sq + zz)).nonzero().flatten()
+    # Rows whose squared distance the rounding bound ulps (|x_i| + sum_c a_c r_c)^2 could
+    # move by 1% or more (z itself, its duplicates, rows sharing a large offset, rows near
+    # a mean in which huge rows cancel): their distances directly, or every row's (None)
+    # when they are many (a (rows, d) copy would cost more than a pass).
+    reach = (norms + a @ cand_norms).square_()
+    idx = (sq_dist <= 100.0 * ulps * reach).nonzero().flatten()
     if 4 * idx.numel() > n:
         return z.to(dtype), None
     dist = sq_dist.sqrt_()

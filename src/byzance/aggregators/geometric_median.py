@@ -74,7 +74,7 @@ def weiszfeld(
     for iteration in range(1, max_iter + 1):
         if total == 0.0:  # every input with weight coincides with z
             return z.to(dtype), iteration
-        sq = None
+        z_prev, sq = z, None
         if fused and eta == 0.0 and iteration < max_iter:
             # The weighted mean and the distances to it in one pass over memory (C): no
             # input lies at z, so the mean is the next iterate.
@@ -95,9 +95,37 @@ def weiszfeld(
         dist = distances_to(x, z) if sq is None else distances_from_squares(sq, x, z)
         beta, beta_sum, (new_objective, eta, total) = _weights_at(dist, w, nu)
         if abs(objective - new_objective) <= tol * max(new_objective, 1e-30):
+            z = _nearest_input_if_better(x, w, z, z_prev, dist, new_objective)
             return z.to(dtype), iteration
         objective = new_objective
     return z.to(dtype), max_iter
+
+
+def _nearest_input_if_better(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    z: torch.Tensor,
+    z_prev: torch.Tensor,
+    dist: torch.Tensor,
+    objective: float,
+) -> torch.Tensor:
+    """z (d,), or the input nearest it when Weiszfeld was creeping toward that input and
+    its objective is no larger.
+
+    Weiszfeld approaches a geometric median that lies on an input only linearly
+    (Vardi and Zhang's step acts once z is within nu of it, not before), so the
+    relative-decrease test stops it short, about a few of its last steps away (1-D
+    inputs 0, 0, 0, 1, 1708: stopped at 0.0033, for a median of 0). When the nearest
+    input (of positive weight) lies within four last steps of z, one more distance pass
+    compares the two objectives; otherwise nothing is computed.
+    """
+    near = torch.where(w > 0, dist, math.inf).argmin()
+    if not bool(dist[near] <= 4.0 * whole_norms(z - z_prev)):
+        return z
+    candidate = x[near]
+    if float(w @ distances_to(x, candidate)) <= objective:
+        return candidate.clone()
+    return z
 
 
 def _weights_at(
