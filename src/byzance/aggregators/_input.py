@@ -43,6 +43,8 @@ def as_matrix(grads: GradsLike, who: str) -> torch.Tensor:
     """
     if isinstance(grads, torch.Tensor):
         x = grads
+        if x.ndim == 2 and x.is_floating_point() and not x.is_meta and x.numel():
+            return x  # the common case, which every check below accepts
     elif isinstance(grads, np.ndarray):
         if grads.dtype.kind not in "biuf":
             raise ShapeError(f"{who}: grads must hold numbers; got a numpy array of {grads.dtype}.")
@@ -125,6 +127,8 @@ def _brief(v: Any) -> str:
 
 def check_f(f: Any, who: str) -> int:
     """Return ``f`` as an int, rejecting negatives and non-integers."""
+    if type(f) is int and f >= 0:  # the common case, before the checks below
+        return f
     if isinstance(f, bool) or not isinstance(f, int | np.integer):
         raise InvalidFError(
             f"{who}: f (number of Byzantine inputs tolerated) must be a non-negative "

@@ -182,6 +182,9 @@ class Rule:
     ) -> torch.Tensor:
         """:meth:`__call__` after the conversion and the parameters' checks."""
         who, n = self.name, x.shape[0]
+        if not self.robust:  # the NaN policy keeps every row (see _drop_nonfinite)
+            self.check(n, f, params=params)
+            return self._unarmed(x, f, params, out)
         if self._first_pass_can_check(n, f):
             for name in self.row_params:  # checked as when rows are dropped first
                 if params.get(name) is not None:
@@ -198,9 +201,7 @@ class Rule:
         self.check(x.shape[0], f, dropped=n - x.shape[0], params=params)
         if out is not None and kept is not None:
             out = out[: x.shape[0]]
-        result = self._run(x, f, params, out, armed=False)
-        assert result is not None
-        return result
+        return self._unarmed(x, f, params, out)
 
     def _first_pass_can_check(self, n: int, f: int) -> bool:
         """Whether the rule's first pass can stand for the check of non-finite rows.
@@ -211,6 +212,16 @@ class Rule:
         takes the same path.
         """
         return self.robust and self.checks_rows and n >= self.min_n(f)
+
+    def _unarmed(
+        self, x: torch.Tensor, f: int, params: dict[str, Any], out: torch.Tensor | None
+    ) -> torch.Tensor:
+        """:meth:`_run` unarmed, which always gives a result."""
+        if not first_pass_armed():  # nothing to shield from (the common case)
+            return self.impl(x, f, **params) if out is None else self._impl(x, f, params, out)
+        result = self._run(x, f, params, out, armed=False)
+        assert result is not None
+        return result
 
     def _run(
         self,
