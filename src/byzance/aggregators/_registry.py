@@ -1,4 +1,4 @@
-"""Rule objects, their n/f requirements, composition and the name registry.
+"""Rule objects, composition and the name registry (the n/f requirement: :mod:`._requirement`).
 
 A :class:`Rule` wraps a pure implementation ``impl(x, f, **params)`` that may
 assume a validated input: ``x`` a finite floating tensor of shape (n, d) and
@@ -38,7 +38,8 @@ from byzance.aggregators._input import (
     no_grad_if_tracked,
     row_param,
 )
-from byzance.errors import InvalidParameterError, ToleranceError
+from byzance.aggregators._requirement import Requirement
+from byzance.errors import InvalidParameterError
 from byzance.registry import Registry, bind_params
 
 Kind = Literal["aggregator", "preaggregator"]
@@ -48,30 +49,6 @@ Impl = Callable[..., torch.Tensor]
 
 MISSING_HANDLING: tuple[Missing, ...] = ("coordinate_wise", "whole_vectors")
 SPEED_FLOORS: tuple[Floor, ...] = ("pass", "gram")  # cheapest first: a pipeline takes the dearest
-
-
-@dataclass(frozen=True)
-class Requirement:
-    """A linear requirement ``n >= a * f + b`` on the number of inputs n."""
-
-    a: int
-    b: int
-
-    def min_n(self, f: int) -> int:
-        """Smallest number of inputs that tolerates ``f`` Byzantine ones."""
-        return self.a * f + self.b
-
-    def max_f(self, n: int) -> int:
-        """Largest f tolerated with ``n`` inputs (-1 when none is)."""
-        if self.a == 0:
-            return n if n >= self.b else -1
-        return (n - self.b) // self.a if n >= self.b else -1
-
-    def __str__(self) -> str:
-        if self.a == 0:
-            return f"n >= {self.b}"
-        af = "f" if self.a == 1 else f"{self.a}f"
-        return f"n >= {af} + {self.b}" if self.b else f"n >= {af}"
 
 
 @dataclass(frozen=True)
@@ -190,7 +167,7 @@ class Rule:
                 if params.get(name) is not None:
                     row_param(params[name], name, n, who)
             try:
-                result = self._run(x, f, params, out, armed=True)
+                result = self._armed(x, f, params, out)
                 if result is not None:
                     return result
             except NonFiniteRows:
@@ -216,11 +193,21 @@ class Rule:
     def _unarmed(
         self, x: torch.Tensor, f: int, params: dict[str, Any], out: torch.Tensor | None
     ) -> torch.Tensor:
-        """:meth:`_run` unarmed, which always gives a result."""
-        if not first_pass_armed():  # nothing to shield from (the common case)
-            return self.impl(x, f, **params) if out is None else self._impl(x, f, params, out)
-        result = self._run(x, f, params, out, armed=False)
-        assert result is not None
+        """The implementation with no first-pass report checked (shielded from a caller's)."""
+        if not first_pass_armed():  # nothing to shield from: the common case
+            return self._impl(x, f, params, out)
+        with first_pass_checks(False):
+            return self._impl(x, f, params, out)
+
+    def _armed(
+        self, x: torch.Tensor, f: int, params: dict[str, Any], out: torch.Tensor | None
+    ) -> torch.Tensor | None:
+        """The implementation with its first pass checking the rows: None when it made no
+        report and a row is non-finite (the caller then drops them)."""
+        with first_pass_checks(True) as reported:
+            result = self._impl(x, f, params, out)
+        if not reported() and not bool(finite_rows(x).all()):
+            return None
         return result
 
     def _run(
@@ -232,23 +219,16 @@ class Rule:
         *,
         armed: bool,
     ) -> torch.Tensor | None:
-        """``impl`` (or ``impl_into`` with ``out``); armed: None when the rule made no
-        first-pass report and a row is non-finite (the caller then drops them)."""
-        if not (armed or first_pass_armed()):  # nothing to arm, nothing to shield from
-            return self._impl(x, f, params, out)
-        with first_pass_checks(armed) as reported:
-            result = self._impl(x, f, params, out)
-        if armed and not reported() and not bool(finite_rows(x).all()):
-            return None
-        return result
+        """:meth:`_armed` or :meth:`_unarmed` (a pipeline's stages)."""
+        return self._armed(x, f, params, out) if armed else self._unarmed(x, f, params, out)
 
     def _impl(
         self, x: torch.Tensor, f: int, params: dict[str, Any], out: torch.Tensor | None
     ) -> torch.Tensor:
-        if out is not None:
-            assert self.impl_into is not None
-            return self.impl_into(x, f, out, **params)
-        return self.impl(x, f, **params)
+        if out is None:
+            return self.impl(x, f, **params)
+        assert self.impl_into is not None
+        return self.impl_into(x, f, out, **params)
 
     def selected(self, grads: GradsLike, f: int, **params: Any) -> torch.Tensor | None:
         """Indices (into ``grads``) of the inputs a selection rule uses; None for other rules.
@@ -330,28 +310,7 @@ class Rule:
         self, n: int, f: int, *, dropped: int = 0, params: dict[str, Any] | None = None
     ) -> None:
         """Raise :class:`ToleranceError` unless this rule tolerates f of n inputs."""
-        need = self.requirement.min_n(f)
-        if n >= need:
-            return
-        after = (
-            f" (after dropping {dropped} non-finite input{'s' if dropped > 1 else ''}, "
-            "each counted as one of the faulty ones)"
-            if dropped
-            else ""
-        )
-        max_f = self.requirement.max_f(n)
-        lower = f", lower f to {max_f}" if max_f >= 0 else ""
-        weaker = (
-            ", or choose a rule with a weaker requirement (median and trimmed_mean "
-            "need n >= 2f + 1)"
-            if self.requirement.min_n(f) > 2 * f + 1
-            else ""
-        )
-        raise ToleranceError(
-            f"{self.name} requires {self.requirement} to tolerate f Byzantine inputs: "
-            f"f={f} needs at least n={need} inputs, got n={n}{after}. "
-            f"Use at least {need} inputs{lower}{weaker}."
-        )
+        self.requirement.check(self.name, n, f, dropped=dropped)
 
     def partial(self, **params: Any) -> Rule:
         """The same rule with new default parameters (validated now)."""
