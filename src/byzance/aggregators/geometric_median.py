@@ -40,7 +40,10 @@ def weiszfeld(
     cannot do: started on an input, it stays there (Vardi, Zhang, "The
     multivariate L1-median and associated data depth", PNAS 2000). Stops when
     the objective sum_i w_i |z - x_i| decreases by less than ``tol`` times
-    its value, or after ``max_iter`` iterations. Each iteration reads the
+    its value, or after ``max_iter`` iterations; stopped by ``tol`` with an
+    input within four of its last steps, it returns that input if its
+    objective is no larger (Weiszfeld creeps toward a median that lies on an
+    input, see :func:`_nearest_input_if_better`). Each iteration reads the
     input twice (the weighted sum, then the distances to it), or, on the CPU
     with the C kernels, once: each panel of columns gives its part of the
     weighted mean and then, from the cache, its part of the distances to it
