@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -267,20 +266,32 @@ class NonFiniteRows(Exception):  # noqa: N818 (a signal between first_pass and R
 _ARMED: ContextVar[list[bool] | None] = ContextVar("byzance_first_pass", default=None)
 
 
-@contextmanager
-def first_pass_checks(armed: bool) -> Iterator[Callable[[], bool]]:
+class first_pass_checks:  # noqa: N801 (used as a function: ``with first_pass_checks(...)``)
     """Run a rule with its first pass checking the rows (``armed``), or with no check.
 
-    Yields ``reported()``: whether the rule's first pass reported (if not, the
-    rule took a branch without such a pass and the caller checks the rows).
-    Not armed, it shields the rule from an enclosing armed call.
+    ``with first_pass_checks(armed) as checks:``; then ``checks.reported()``:
+    whether the rule's first pass reported (if not, the rule took a branch
+    without such a pass and the caller checks the rows). Not armed, it
+    shields the rule from an enclosing armed call. A class, not a generator:
+    entering a ``contextlib.contextmanager`` costs over a microsecond, on
+    every call of a rule.
     """
-    cell = [True] if armed else None
-    token = _ARMED.set(cell)
-    try:
-        yield lambda: cell is not None and not cell[0]
-    finally:
-        _ARMED.reset(token)
+
+    __slots__ = ("_cell", "_token")
+
+    def __init__(self, armed: bool) -> None:
+        self._cell = [True] if armed else None
+
+    def __enter__(self) -> first_pass_checks:
+        self._token = _ARMED.set(self._cell)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _ARMED.reset(self._token)
+
+    def reported(self) -> bool:
+        """Whether the rule's first pass reported."""
+        return self._cell is not None and not self._cell[0]
 
 
 def first_pass(finite: bool) -> None:

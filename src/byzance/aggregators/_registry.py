@@ -204,9 +204,9 @@ class Rule:
     ) -> torch.Tensor | None:
         """The implementation with its first pass checking the rows: None when it made no
         report and a row is non-finite (the caller then drops them)."""
-        with first_pass_checks(True) as reported:
+        with first_pass_checks(True) as checks:
             result = self._impl(x, f, params, out)
-        if not reported() and not bool(finite_rows(x).all()):
+        if not checks.reported() and not bool(finite_rows(x).all()):
             return None
         return result
 
