@@ -150,6 +150,7 @@ class _StepCall:
         center: torch.Tensor | None,
         div: float,
     ) -> None:
+        assert x.is_cpu  # callers check takes(x): the C reads host memory
         fn = _KERNELS.get((name, x.dtype))
         if fn is None:
             lib = library()
