@@ -43,8 +43,13 @@ def _torchrun(nproc: int, args: list[str]) -> str:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=900)
     if done.returncode != 0:
-        lines = [line for line in done.stderr.splitlines() if "byzance dist" in line][-8:]
-        raise RuntimeError(f"torchrun {' '.join(args)} failed: " + "\n".join(lines))
+        errors = done.stderr.splitlines()
+        # The ranks' own one-line errors, else the end of torchrun's report (a rank that
+        # died before logging, a rendezvous failure).
+        lines = [line for line in errors if "byzance dist" in line][-8:] or errors[-12:]
+        raise RuntimeError(
+            f"torchrun {' '.join(args)} failed (exit {done.returncode}): " + "\n".join(lines)
+        )
     return done.stdout
 
 
