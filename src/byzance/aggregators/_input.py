@@ -18,7 +18,6 @@ directly, or a later pass of the same rule, is unaffected.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Sequence
 from contextvars import ContextVar
@@ -315,19 +314,14 @@ def first_pass_armed() -> bool:
     return cell is not None and cell[0]
 
 
-UNTRACKED = contextlib.nullcontext()  # the no-op context of no_grad_if_tracked
-
-
-def no_grad_if_tracked(x: torch.Tensor, params: dict[str, Any]) -> Any:
-    """``torch.no_grad()`` when autograd would record the rule (a tensor that
-    requires grad, with grad mode on), else a reusable no-op context: entering
-    no_grad costs microseconds on every call of a rule on small inputs."""
-    if torch.is_grad_enabled() and (
+def tracked(x: torch.Tensor, params: dict[str, Any]) -> bool:
+    """Whether autograd would record a rule on ``x`` and ``params`` (a tensor that requires
+    grad, with grad mode on): the caller then runs it under ``torch.no_grad()``, which
+    costs microseconds to enter on every call of a rule on small inputs."""
+    return torch.is_grad_enabled() and (
         x.requires_grad
         or (
             bool(params)
             and any(isinstance(v, torch.Tensor) and v.requires_grad for v in params.values())
         )
-    ):
-        return torch.no_grad()
-    return UNTRACKED
+    )

@@ -232,7 +232,7 @@ def library() -> ctypes.CDLL | None:
 
 def available() -> bool:
     """Whether the native kernels can be used in this process."""
-    return _lib is not None or library() is not None
+    return library() is not None
 
 
 def supports(x: torch.Tensor) -> bool:

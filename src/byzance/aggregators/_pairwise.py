@@ -66,7 +66,7 @@ def _gram_product(x: torch.Tensor) -> torch.Tensor:
     if (
         n <= _native_rows.GRAM_FASTER_UP_TO
         and d >= _native_rows.GRAM_MIN_COLUMNS
-        and (_native_rows.takes(x))
+        and _native_rows.takes(x)
     ):
         return _native_rows.gram(x).to(x.dtype)
     return x @ x.T

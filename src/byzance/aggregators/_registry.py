@@ -24,7 +24,6 @@ from typing import Any, Literal
 import torch
 
 from byzance.aggregators._input import (
-    UNTRACKED,
     GradsLike,
     NonFiniteRows,
     as_matrix,
@@ -35,8 +34,8 @@ from byzance.aggregators._input import (
     first_pass_armed,
     first_pass_checks,
     keep_row_params,
-    no_grad_if_tracked,
     row_param,
+    tracked,
 )
 from byzance.aggregators._requirement import Requirement
 from byzance.errors import InvalidParameterError
@@ -148,10 +147,9 @@ class Rule:
         params = self._merge(params) if params else dict(self.defaults)  # defaults: checked
         if out is not None:
             check_out(out, x, who, accepted=self.impl_into is not None)
-        context = no_grad_if_tracked(x, params)
-        if context is UNTRACKED:  # no context to enter: microseconds on small inputs
+        if not tracked(x, params):  # no context to enter: microseconds on small inputs
             return self._call(x, f, params, out)
-        with context:
+        with torch.no_grad():
             return self._call(x, f, params, out)
 
     def _call(
@@ -159,9 +157,6 @@ class Rule:
     ) -> torch.Tensor:
         """:meth:`__call__` after the conversion and the parameters' checks."""
         who, n = self.name, x.shape[0]
-        if not self.robust:  # the NaN policy keeps every row (see _drop_nonfinite)
-            self.check(n, f, params=params)
-            return self._unarmed(x, f, params, out)
         if self._first_pass_can_check(n, f):
             for name in self.row_params:  # checked as when rows are dropped first
                 if params.get(name) is not None:
